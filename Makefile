@@ -1,0 +1,80 @@
+# messenger - build, run and test.
+#
+#   make run     install missing Debian packages, build, serve on 127.0.0.1:8000
+#   make test    install, build, run every test (also under ASan+UBSan)
+#   make         build build/messenger
+#
+# VARIANT=release (default) or VARIANT=asan picks the flags and the folder
+# under build/ that objects and binaries go to.
+
+VARIANT ?= release
+B := build/$(VARIANT)
+CC ?= cc
+PKGS := libmicrohttpd lmdb jansson libcrypto
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ifeq ($(VARIANT),asan)
+  VFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+  VFLAGS := -O2 -g
+endif
+
+CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+          -Isrc $(PKG_CFLAGS) $(VFLAGS) $(EXTRA_CFLAGS)
+LDLIBS := $(PKG_LIBS) -lpthread
+
+SRCS := $(shell find src -name '*.c' ! -name main.c | sort)
+OBJS := $(SRCS:src/%.c=$(B)/obj/%.o) $(B)/obj/api/openapi_blob.o
+LIB := $(B)/libmessenger.a
+BIN := $(B)/messenger
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all build deps run test unit clean
+all: build
+build: $(BIN) build/messenger
+
+build/messenger: $(BIN)
+	@if [ "$(VARIANT)" = release ]; then cp $(BIN) $@; fi
+
+$(B)/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/api/openapi_blob.o: src/api/openapi_blob.S src/api/openapi.json
+	@mkdir -p $(@D)
+	$(CC) -c -Wa,-I,src/api $< -o $@
+
+$(LIB): $(OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(B)/obj/main.o $(LIB)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(B)/tests/%: tests/unit/%.c $(LIB) tests/unit/unit.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/unit $< -o $@ $(LIB) $(LDLIBS) -lcmocka
+
+unit: $(UNIT_BINS)
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory build
+	./build/messenger serve $(ARGS)
+
+# Re-enter make after deps so that pkg-config sees the installed packages.
+test: deps
+	@$(MAKE) --no-print-directory build unit
+	@$(MAKE) --no-print-directory VARIANT=asan build unit
+	@scripts/test.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,27 @@
+/* handlers.h - one function per route (internal to the api module).
+ * Each is an http_route_fn; routes.c holds the table. */
+#ifndef MESSENGER_API_HANDLERS_H
+#define MESSENGER_API_HANDLERS_H
+
+#include "api/api.h"
+#include "http/router.h"
+
+void users_create(http_request_t *req, void *app, const http_params_t *p);
+void users_get(http_request_t *req, void *app, const http_params_t *p);
+void users_find(http_request_t *req, void *app, const http_params_t *p);
+
+void messages_send(http_request_t *req, void *app, const http_params_t *p);
+void messages_list(http_request_t *req, void *app, const http_params_t *p);
+
+void conversations_list(http_request_t *req, void *app, const http_params_t *p);
+void conversations_get(http_request_t *req, void *app, const http_params_t *p);
+
+void service_root(http_request_t *req, void *app, const http_params_t *p);
+void service_health(http_request_t *req, void *app, const http_params_t *p);
+void service_openapi(http_request_t *req, void *app, const http_params_t *p);
+
+/* Answers a failed store operation with the matching status and detail;
+ * `what` names the thing that was not found (e.g. "User not found"). */
+void respond_store_error(http_request_t *req, int err, const char *not_found_detail);
+
+#endif

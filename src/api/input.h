@@ -1,0 +1,44 @@
+/* input.h - turning what a client sent into validated values.
+ *
+ * Every function returns 0 on success, or -1 with err->detail set to an
+ * English sentence for the {"detail"} of a 4xx answer. The status is the
+ * caller's choice: 400 for a body that is not a JSON object, 422 for
+ * everything else (a missing or wrong-typed field, a malformed id, a limit
+ * out of range).
+ */
+#ifndef MESSENGER_API_INPUT_H
+#define MESSENGER_API_INPUT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http/router.h"
+#include "http/server.h"
+#include "model/uuid.h"
+
+#define LIMIT_DEFAULT 20
+#define LIMIT_MAX 100
+
+typedef struct input_err {
+    char detail[256];
+} input_err_t;
+
+/* Parses the request body as a JSON object; *out must be json_decref'd. */
+int input_body_object(http_request_t *req, json_t **out, input_err_t *err);
+/* A required string member (any UTF-8, NUL allowed). */
+int input_string(json_t *obj, const char *key, const char **s, size_t *len, input_err_t *err);
+/* An optional string member: *s = NULL when absent or null. */
+int input_optional_string(json_t *obj, const char *key, const char **s, size_t *len, input_err_t *err);
+/* A required member holding a UUID string (any case). */
+int input_uuid(json_t *obj, const char *key, uuid_t *out, input_err_t *err);
+/* Path parameter i as a UUID; `name` names it in the detail. */
+int input_path_uuid(const http_params_t *p, int i, const char *name, uuid_t *out, input_err_t *err);
+/* Query parameter `limit`: absent -> 20; otherwise an integer in 1..100. */
+int input_limit(http_request_t *req, int *limit, input_err_t *err);
+/* Optional query parameter holding a message id (a version-1 UUID). */
+int input_query_timeuuid(http_request_t *req, const char *name, bool *present, uuid_t *out, input_err_t *err);
+/* Sets err->detail to "<name>: <what>" and returns -1. */
+int input_fail(input_err_t *err, const char *name, const char *what);
+
+#endif

@@ -1,0 +1,100 @@
+/* messages.c - sending (POST /api/messages/, .../send) and reading
+ * (GET /api/messages/conversation/{id}[/before]) messages. */
+#include <string.h>
+
+#include "api/handlers.h"
+#include "api/input.h"
+#include "api/render.h"
+#include "util/log.h"
+
+static void on_sent(void *ctx, int err, const message_t *m, bool replayed) {
+    http_request_t *req = ctx;
+    if (err == STORE_ECONFLICT) {
+        http_respond_error(req, 409, "client_message_id was already used for a different message");
+        return;
+    }
+    if (err) {
+        respond_store_error(req, err, "User not found");
+        return;
+    }
+    if (log_enabled(LOG_DEBUG)) {
+        char id[UUID_STR_LEN + 1];
+        uuid_format(&m->id, id);
+        log_debug("api", "req=%s message %s %s", http_request_id(req), id, replayed ? "replayed" : "stored");
+    }
+    buf_t b;
+    buf_init(&b);
+    render_message(&b, m);
+    http_respond_json(req, replayed ? 200 : 201, &b);
+}
+
+void messages_send(http_request_t *req, void *app, const http_params_t *p) {
+    (void)p;
+    api_t *api = app;
+    input_err_t e;
+    json_t *body;
+    if (input_body_object(req, &body, &e)) {
+        http_respond_error(req, 400, e.detail);
+        return;
+    }
+    store_send_t s;
+    memset(&s, 0, sizeof s);
+    const char *bad = NULL;
+    if (input_uuid(body, "sender_id", &s.sender_id, &e) || input_uuid(body, "receiver_id", &s.receiver_id, &e) ||
+        input_string(body, "content", &s.content, &s.content_len, &e) ||
+        input_optional_string(body, "client_message_id", &s.client_message_id, &s.client_message_id_len, &e)) {
+        bad = e.detail;
+    } else if (uuid_cmp(&s.sender_id, &s.receiver_id) == 0) {
+        bad = "receiver_id: must differ from sender_id";
+    } else if (!(bad = content_check(s.content, s.content_len, api->max_content)) && s.client_message_id) {
+        bad = client_message_id_check(s.client_message_id, s.client_message_id_len);
+    }
+    if (bad) http_respond_error(req, 422, bad);
+    else store_message_send(api->store, &s, on_sent, req); /* copies s */
+    json_decref(body);
+}
+
+/* What a message-list handler keeps between its query and the answer. */
+typedef struct msg_list_state {
+    int limit;
+} msg_list_state_t;
+
+static void on_page(void *ctx, int err, const store_msg_page_t *page) {
+    http_request_t *req = ctx;
+    if (err) {
+        respond_store_error(req, err, "Conversation not found");
+        return;
+    }
+    const msg_list_state_t *st = http_request_scratch(req);
+    buf_t b;
+    buf_init(&b);
+    render_page_begin(&b, page->count, st->limit);
+    for (size_t i = 0; i < page->count; i++) {
+        if (i) buf_putc(&b, ',');
+        render_message(&b, &page->items[i]);
+    }
+    char cursor[UUID_STR_LEN + 1];
+    if (page->more && page->count) uuid_format(&page->items[page->count - 1].id, cursor);
+    render_page_end(&b, page->more && page->count ? cursor : NULL);
+    http_respond_json(req, 200, &b);
+}
+
+void messages_list(http_request_t *req, void *app, const http_params_t *p) {
+    api_t *api = app;
+    input_err_t e;
+    store_msg_query_t q;
+    memset(&q, 0, sizeof q);
+    if (input_path_uuid(p, 0, "conversation_id", &q.conversation_id, &e) || input_limit(req, &q.limit, &e) ||
+        input_query_timeuuid(req, "before_message_id", &q.has_before, &q.before, &e) ||
+        input_query_timeuuid(req, "after_message_id", &q.has_after, &q.after, &e)) {
+        http_respond_error(req, 422, e.detail);
+        return;
+    }
+    if (q.has_before && q.has_after) {
+        http_respond_error(req, 422, "before_message_id and after_message_id cannot be combined");
+        return;
+    }
+    msg_list_state_t *st = http_request_scratch(req);
+    st->limit = q.limit;
+    store_messages_list(api->store, &q, on_page, req);
+}

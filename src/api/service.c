@@ -1,0 +1,48 @@
+/* service.c - GET /, GET /health, GET /openapi.json */
+#include "api/handlers.h"
+#include "api/render.h"
+#include "util/json_write.h"
+#include "version.h"
+
+/* The OpenAPI document, embedded at build time from src/api/openapi.json
+ * (see openapi_blob.S). */
+extern const char messenger_openapi_json[];
+extern const char messenger_openapi_json_end[];
+
+void service_root(http_request_t *req, void *app, const http_params_t *p) {
+    (void)p;
+    api_t *api = app;
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "{\"name\":\"messenger\",\"version\":\"" MESSENGER_VERSION "\",\"store\":");
+    json_put_cstring(&b, store_name(api->store));
+    buf_putc(&b, '}');
+    http_respond_json(req, 200, &b);
+}
+
+static void on_health(void *ctx, int err, const char *detail) {
+    http_request_t *req = ctx;
+    if (err) {
+        http_respond_error(req, 503, detail ? detail : store_strerror(err));
+        return;
+    }
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "{\"status\":\"ok\",\"store\":");
+    json_put_cstring(&b, detail ? detail : "");
+    buf_putc(&b, '}');
+    http_respond_json(req, 200, &b);
+}
+
+void service_health(http_request_t *req, void *app, const http_params_t *p) {
+    (void)p;
+    api_t *api = app;
+    store_health(api->store, on_health, req);
+}
+
+void service_openapi(http_request_t *req, void *app, const http_params_t *p) {
+    (void)app;
+    (void)p;
+    http_respond_static(req, 200, "application/json", messenger_openapi_json,
+                        (size_t)(messenger_openapi_json_end - messenger_openapi_json));
+}

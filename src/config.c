@@ -1,0 +1,187 @@
+/* config.c - defaults, MESSENGER_* environment variables, and flags. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "version.h"
+
+static void defaults(config_t *c) {
+    memset(c, 0, sizeof *c);
+    c->command = CMD_SERVE;
+    snprintf(c->host, sizeof c->host, "127.0.0.1");
+    c->port = 8000;
+    c->data_dir = "./data";
+    c->store = "lmdb";
+    c->log_level = LOG_INFO;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = n > 0 ? (unsigned)n : 1;
+    c->max_body = 64 * 1024;
+    c->max_content = 4096;
+    c->map_size_mb = 16 * 1024;
+    c->max_connections = 16384;
+    c->idle_timeout_s = 120;
+    c->shutdown_grace_ms = 10000;
+}
+
+/* "host:port", "[v6]:port", ":port" or "port". */
+static int parse_listen(config_t *c, const char *s) {
+    const char *colon = strrchr(s, ':');
+    const char *port = colon ? colon + 1 : s;
+    char host[64] = "";
+    if (colon) {
+        const char *h = s;
+        size_t n = (size_t)(colon - s);
+        if (n >= 2 && h[0] == '[' && h[n - 1] == ']') { h++; n -= 2; }
+        if (n >= sizeof host) return -1;
+        memcpy(host, h, n);
+        host[n] = '\0';
+    }
+    char *end;
+    errno = 0;
+    long p = strtol(port, &end, 10);
+    if (errno || end == port || *end || p < 0 || p > 65535) return -1;
+    if (host[0]) snprintf(c->host, sizeof c->host, "%s", host);
+    c->port = (uint16_t)p;
+    return 0;
+}
+
+static int parse_size(const char *s, long min, long max, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_BODY, O_MAX_CONTENT,
+              O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_USERS, O_CONVS, O_MSGS, O_HELP, O_VERSION };
+
+/* One table for flags and environment variables, so they cannot drift. */
+static const struct setting {
+    enum opt_id id;
+    const char *flag;
+    const char *env;
+} SETTINGS[] = {
+    {O_LISTEN, "listen", "MESSENGER_LISTEN"},
+    {O_DATA_DIR, "data-dir", "MESSENGER_DATA_DIR"},
+    {O_STORE, "store", "MESSENGER_STORE"},
+    {O_LOG_LEVEL, "log-level", "MESSENGER_LOG_LEVEL"},
+    {O_THREADS, "threads", "MESSENGER_THREADS"},
+    {O_MAX_BODY, "max-body-bytes", "MESSENGER_MAX_BODY_BYTES"},
+    {O_MAX_CONTENT, "max-content-bytes", "MESSENGER_MAX_CONTENT_BYTES"},
+    {O_MAP_SIZE, "map-size-mb", "MESSENGER_MAP_SIZE_MB"},
+    {O_MAX_CONN, "max-connections", "MESSENGER_MAX_CONNECTIONS"},
+    {O_IDLE, "idle-timeout", "MESSENGER_IDLE_TIMEOUT"},
+    {O_USERS, "users", NULL},
+    {O_CONVS, "conversations", NULL},
+    {O_MSGS, "messages", NULL},
+};
+#define N_SETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
+
+static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
+    long n;
+    switch (id) {
+    case O_LISTEN:
+        if (parse_listen(c, v)) goto bad;
+        return 0;
+    case O_DATA_DIR: c->data_dir = v; return 0;
+    case O_STORE:
+        if (strcmp(v, "lmdb") != 0) {
+            fprintf(stderr, "messenger: %s: unknown store '%s' (this build has: lmdb)\n", name, v);
+            return -1;
+        }
+        c->store = v;
+        return 0;
+    case O_LOG_LEVEL:
+        if (log_level_parse(v, &c->log_level)) goto bad;
+        return 0;
+    case O_THREADS: if (parse_size(v, 1, 256, &n)) goto bad; c->threads = (unsigned)n; return 0;
+    case O_MAX_BODY: if (parse_size(v, 1024, 64L << 20, &n)) goto bad; c->max_body = (size_t)n; return 0;
+    case O_MAX_CONTENT: if (parse_size(v, 1, 1L << 20, &n)) goto bad; c->max_content = (size_t)n; return 0;
+    case O_MAP_SIZE: if (parse_size(v, 16, 1L << 24, &n)) goto bad; c->map_size_mb = (size_t)n; return 0;
+    case O_MAX_CONN: if (parse_size(v, 1, 1000000, &n)) goto bad; c->max_connections = (unsigned)n; return 0;
+    case O_IDLE: if (parse_size(v, 1, 86400, &n)) goto bad; c->idle_timeout_s = (unsigned)n; return 0;
+    case O_USERS: if (parse_size(v, 0, 100000000, &n)) goto bad; c->seed_users = n; return 0;
+    case O_CONVS: if (parse_size(v, 0, 100000000, &n)) goto bad; c->seed_conversations = n; return 0;
+    case O_MSGS: if (parse_size(v, 0, 1000000000, &n)) goto bad; c->seed_messages = n; return 0;
+    default: return -1;
+    }
+bad:
+    fprintf(stderr, "messenger: %s: invalid value '%s' (see --help)\n", name, v);
+    return -1;
+}
+
+void config_print_help(const char *prog) {
+    printf("messenger %s - a fast, dependable messaging backend\n\n"
+           "Usage:\n"
+           "  %s [serve] [options]      serve the HTTP/JSON API (the default)\n"
+           "  %s seed [options]         write the test data set into the store\n"
+           "  %s --help | --version\n\n"
+           "Options (environment variable in brackets; flags win):\n"
+           "  --listen HOST:PORT        address to serve on [MESSENGER_LISTEN] (127.0.0.1:8000)\n"
+           "  --data-dir DIR            embedded store directory [MESSENGER_DATA_DIR] (./data)\n"
+           "  --store NAME              storage backend: lmdb [MESSENGER_STORE] (lmdb)\n"
+           "  --log-level LEVEL         debug|info|warn|error|off [MESSENGER_LOG_LEVEL] (info)\n"
+           "  --threads N               HTTP event-loop threads [MESSENGER_THREADS] (CPU count)\n"
+           "  --max-body-bytes N        largest request body, else 413 [MESSENGER_MAX_BODY_BYTES] (65536)\n"
+           "  --max-content-bytes N     largest message content, else 422 [MESSENGER_MAX_CONTENT_BYTES] (4096)\n"
+           "  --map-size-mb N           largest embedded database [MESSENGER_MAP_SIZE_MB] (16384)\n"
+           "  --max-connections N       open connections at most [MESSENGER_MAX_CONNECTIONS] (16384)\n"
+           "  --idle-timeout SECONDS    close idle keep-alive connections [MESSENGER_IDLE_TIMEOUT] (120)\n\n"
+           "Seed options (without them: the fixed edge-case data set):\n"
+           "  --users N --conversations M --messages K\n"
+           "                            generate a data set of that size (deterministic)\n\n"
+           "SIGINT or SIGTERM stops the server gracefully: requests in flight finish and\n"
+           "pending commits are flushed.\n",
+           MESSENGER_VERSION, prog, prog, prog);
+}
+
+int config_load(config_t *c, int argc, char **argv) {
+    defaults(c);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const char *v = SETTINGS[i].env ? getenv(SETTINGS[i].env) : NULL;
+        if (v && *v && apply(c, SETTINGS[i].id, v, SETTINGS[i].env)) return -1;
+    }
+    int first = 1;
+    if (argc > 1 && argv[1][0] != '-') {
+        if (strcmp(argv[1], "serve") == 0) c->command = CMD_SERVE;
+        else if (strcmp(argv[1], "seed") == 0) c->command = CMD_SEED;
+        else {
+            fprintf(stderr, "messenger: unknown command '%s' (see --help)\n", argv[1]);
+            return -1;
+        }
+        first = 2;
+    }
+    struct option opts[N_SETTINGS + 3];
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        opts[i] = (struct option){SETTINGS[i].flag, required_argument, NULL, SETTINGS[i].id};
+    opts[N_SETTINGS] = (struct option){"help", no_argument, NULL, O_HELP};
+    opts[N_SETTINGS + 1] = (struct option){"version", no_argument, NULL, O_VERSION};
+    opts[N_SETTINGS + 2] = (struct option){0, 0, 0, 0};
+    optind = first;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (ch == 'h' || ch == O_HELP) { c->command = CMD_HELP; return 0; }
+        if (ch == O_VERSION) { c->command = CMD_VERSION; return 0; }
+        if (ch == '?' || ch == ':') {
+            fprintf(stderr, "messenger: unknown option or missing value: %s (see --help)\n", argv[optind - 1]);
+            return -1;
+        }
+        const char *name = "option";
+        for (size_t i = 0; i < N_SETTINGS; i++)
+            if ((int)SETTINGS[i].id == ch) name = SETTINGS[i].flag;
+        if (apply(c, (enum opt_id)ch, optarg, name)) return -1;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "messenger: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,37 @@
+/* config.h - everything a user can set, from defaults, then environment
+ * variables, then command-line flags (each overriding the one before).
+ * The one struct is filled once in main() and read-only afterwards. */
+#ifndef MESSENGER_CONFIG_H
+#define MESSENGER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/log.h"
+
+typedef enum { CMD_SERVE, CMD_SEED, CMD_HELP, CMD_VERSION } command_t;
+
+typedef struct config {
+    command_t command;
+    char host[64];
+    uint16_t port;
+    const char *data_dir;
+    const char *store;          /* "lmdb" */
+    log_level_t log_level;
+    unsigned threads;
+    size_t max_body;
+    size_t max_content;
+    size_t map_size_mb;
+    unsigned max_connections;
+    unsigned idle_timeout_s;
+    unsigned shutdown_grace_ms;
+    /* seed */
+    long seed_users, seed_conversations, seed_messages;
+} config_t;
+
+/* Fills cfg from defaults, the environment and argv. Returns 0, or -1 with
+ * the problem printed to stderr (the caller exits with status 2). */
+int config_load(config_t *cfg, int argc, char **argv);
+void config_print_help(const char *prog);
+
+#endif

@@ -1,0 +1,332 @@
+/* server.c - libmicrohttpd glue: request lifecycle, body limits, async
+ * answers via suspend/resume, access logging. See server.h.
+ *
+ * Request state machine (req->state), the heart of asynchronous answers:
+ *
+ *   RUNNING   --handler answers inline------------------> ANSWERED
+ *   RUNNING   --handler returns unanswered: suspend-----> SUSPENDED
+ *   SUSPENDED --answer from another thread: resume-----> ANSWERED
+ *
+ * The answering thread swaps in ANSWERED; if it saw SUSPENDED it resumes the
+ * connection. The dispatching thread suspends first and then tries
+ * RUNNING -> SUSPENDED; if that fails the answer arrived in between, and it
+ * resumes at once. Either way exactly one side resumes, and only a
+ * connection that really was suspended (MHD requires this).
+ */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/json_write.h"
+#include "util/log.h"
+
+enum { REQ_RUNNING = 0, REQ_SUSPENDED = 1, REQ_ANSWERED = 2 };
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    http_handler_fn handler;
+    void *app;
+    size_t max_body;
+    uint16_t port;
+    uint32_t id_prefix;          /* random per process, so request ids differ across restarts */
+    _Atomic uint64_t next_id;
+    _Atomic long inflight;       /* requests between their first byte and completion */
+};
+
+struct http_request {
+    http_server_t *srv;
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *path;
+    buf_t body;
+    bool too_large;
+    bool dispatched;
+    _Atomic int state;
+    unsigned status;
+    struct MHD_Response *response;
+    struct timespec start;
+    char id[72];
+    _Alignas(16) unsigned char scratch[HTTP_REQUEST_SCRATCH];
+};
+
+/* ------------------------------------------------------------- accessors */
+
+const char *http_request_method(const http_request_t *r) { return r->method; }
+const char *http_request_path(const http_request_t *r) { return r->path; }
+const char *http_request_id(const http_request_t *r) { return r->id; }
+void *http_request_scratch(http_request_t *r) { return r->scratch; }
+
+const char *http_request_query(const http_request_t *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_request_header(const http_request_t *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_body(const http_request_t *r, size_t *len) {
+    *len = r->body.len;
+    return r->body.data ? r->body.data : "";
+}
+
+/* ------------------------------------------------------------- answering */
+
+static void finish(http_request_t *r, unsigned status, struct MHD_Response *resp) {
+    if (resp) {
+        MHD_add_response_header(resp, "X-Request-Id", r->id);
+    } else {
+        /* Could not even build a response: MHD answers with an internal
+         * error and closes the connection. */
+        status = 500;
+    }
+    r->status = status;
+    r->response = resp;
+    int prev = atomic_exchange(&r->state, REQ_ANSWERED);
+    if (prev == REQ_SUSPENDED) MHD_resume_connection(r->conn);
+}
+
+void http_respond_json(http_request_t *r, unsigned status, buf_t *body) {
+    size_t len;
+    char *data = buf_steal(body, &len);
+    struct MHD_Response *resp = NULL;
+    if (data) {
+        resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+        if (!resp) free(data);
+        else MHD_add_response_header(resp, "Content-Type", "application/json");
+    } else {
+        log_error("http", "req=%s out of memory building the response", r->id);
+    }
+    finish(r, status, resp);
+}
+
+void http_respond_error(http_request_t *r, unsigned status, const char *detail) {
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "{\"detail\":");
+    json_put_cstring(&b, detail);
+    buf_putc(&b, '}');
+    if (status >= 500) log_warn("http", "req=%s %u: %s", r->id, status, detail);
+    else log_debug("http", "req=%s %u: %s", r->id, status, detail);
+    http_respond_json(r, status, &b);
+}
+
+void http_respond_static(http_request_t *r, unsigned status, const char *content_type,
+                         const void *data, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+    if (resp) MHD_add_response_header(resp, "Content-Type", content_type);
+    finish(r, status, resp);
+}
+
+static enum MHD_Result queue_answer(http_request_t *r) {
+    if (!r->response) return MHD_NO;
+    enum MHD_Result ok = MHD_queue_response(r->conn, r->status, r->response);
+    MHD_destroy_response(r->response);
+    r->response = NULL;
+    return ok;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+/* A client's X-Request-Id is echoed when it is short and plain. */
+static bool sane_request_id(const char *s) {
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (n >= 64 || !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return n > 0;
+}
+
+static http_request_t *request_new(http_server_t *srv, struct MHD_Connection *c, const char *url,
+                                   const char *method) {
+    http_request_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->srv = srv;
+    r->conn = c;
+    r->method = method;
+    r->path = url;
+    buf_init(&r->body);
+    atomic_init(&r->state, REQ_RUNNING);
+    clock_gettime(CLOCK_MONOTONIC, &r->start);
+    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    if (given && sane_request_id(given)) {
+        snprintf(r->id, sizeof r->id, "%s", given);
+    } else {
+        unsigned long long n = atomic_fetch_add(&srv->next_id, 1) + 1;
+        snprintf(r->id, sizeof r->id, "%08x-%llx", srv->id_prefix, n);
+    }
+    atomic_fetch_add(&srv->inflight, 1);
+    return r;
+}
+
+static bool content_length_too_large(struct MHD_Connection *c, size_t max) {
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl) return false;
+    errno = 0;
+    char *end;
+    unsigned long long n = strtoull(cl, &end, 10);
+    if (errno || end == cl) return false; /* MHD itself rejects a malformed length */
+    return n > max;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+    (void)version;
+    http_server_t *srv = cls;
+    http_request_t *r = *con_cls;
+    if (!r) {
+        r = request_new(srv, c, url, method);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        if (content_length_too_large(c, srv->max_body)) {
+            /* Answer before reading the body; MHD then closes the connection. */
+            r->dispatched = true;
+            http_respond_error(r, 413, "request body is larger than the configured limit");
+            return queue_answer(r);
+        }
+        return MHD_YES;
+    }
+    if (r->dispatched) {
+        /* Called again after a resume: the answer is in. */
+        if (atomic_load(&r->state) == REQ_ANSWERED) return queue_answer(r);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->too_large) {
+            if (*upload_size > srv->max_body - r->body.len) {
+                r->too_large = true;
+                buf_free(&r->body);
+            } else {
+                buf_append(&r->body, upload, *upload_size);
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    r->dispatched = true;
+    if (r->too_large) {
+        http_respond_error(r, 413, "request body is larger than the configured limit");
+        return queue_answer(r);
+    }
+    if (!buf_ok(&r->body)) {
+        http_respond_error(r, 503, "out of memory reading the request body");
+        return queue_answer(r);
+    }
+    srv->handler(r, srv->app);
+    if (atomic_load(&r->state) == REQ_ANSWERED) return queue_answer(r);
+    MHD_suspend_connection(c);
+    int expected = REQ_RUNNING;
+    if (!atomic_compare_exchange_strong(&r->state, &expected, REQ_SUSPENDED))
+        MHD_resume_connection(c); /* answered between the check and the suspend */
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)c;
+    http_server_t *srv = cls;
+    http_request_t *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    if (log_enabled(LOG_INFO)) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double ms = (double)(now.tv_sec - r->start.tv_sec) * 1e3 + (double)(now.tv_nsec - r->start.tv_nsec) / 1e6;
+        if (r->dispatched)
+            log_msg(LOG_INFO, "http", "req=%s %s %s %u %.3fms%s", r->id, r->method, r->path, r->status, ms,
+                    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+        else
+            log_msg(LOG_INFO, "http", "req=%s %s %s aborted before the body was complete", r->id, r->method, r->path);
+    }
+    if (r->response) MHD_destroy_response(r->response);
+    buf_free(&r->body);
+    free(r);
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    log_warn("http", "libmicrohttpd: %s", msg);
+}
+
+int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, void *app,
+                      http_server_t **out) {
+    http_server_t *srv = calloc(1, sizeof *srv);
+    if (!srv) return -1;
+    srv->handler = handler;
+    srv->app = app;
+    srv->max_body = cfg->max_body;
+    if (getrandom(&srv->id_prefix, sizeof srv->id_prefix, 0) != sizeof srv->id_prefix) srv->id_prefix = (uint32_t)getpid();
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(cfg->port);
+    } else if (inet_pton(AF_INET6, cfg->host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(cfg->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        log_error("http", "listen address '%s' is not a numeric IPv4 or IPv6 address", cfg->host);
+        free(srv);
+        return -1;
+    }
+    srv->daemon = MHD_start_daemon(
+        flags, cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads ? cfg->threads : 1),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout_s,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_END);
+    if (!srv->daemon) {
+        log_error("http", "cannot listen on %s:%u (address in use, or not allowed)", cfg->host, cfg->port);
+        free(srv);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : cfg->port;
+    log_info("http", "listening on %s:%u with %u threads", cfg->host, srv->port, cfg->threads);
+    *out = srv;
+    return 0;
+}
+
+uint16_t http_server_port(const http_server_t *srv) { return srv->port; }
+
+void http_server_stop(http_server_t *srv, unsigned grace_ms) {
+    if (!srv) return;
+    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    for (unsigned waited = 0; atomic_load(&srv->inflight) > 0 && waited < grace_ms; waited += 5)
+        nanosleep(&tick, NULL);
+    long left = atomic_load(&srv->inflight);
+    if (left > 0) log_warn("http", "%ld requests still in flight after %u ms; closing them", left, grace_ms);
+    MHD_stop_daemon(srv->daemon);
+    free(srv);
+}

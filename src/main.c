@@ -1,0 +1,21 @@
+/* main.c - command-line entry: messenger serve|seed|--help|--version. */
+#include <stdio.h>
+
+#include "config.h"
+#include "seed.h"
+#include "server.h"
+#include "util/log.h"
+#include "version.h"
+
+int main(int argc, char **argv) {
+    config_t cfg;
+    if (config_load(&cfg, argc, argv) != 0) return 2;
+    log_set_level(cfg.log_level);
+    switch (cfg.command) {
+    case CMD_HELP: config_print_help(argv[0]); return 0;
+    case CMD_VERSION: printf("messenger %s\n", MESSENGER_VERSION); return 0;
+    case CMD_SEED: return seed_run(&cfg);
+    case CMD_SERVE: return server_run(&cfg);
+    }
+    return 2;
+}

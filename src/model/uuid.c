@@ -1,0 +1,140 @@
+/* uuid.c - uuid parsing/formatting and the monotonic timeuuid generator. */
+#include "model/uuid.h"
+
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int uuid_parse(uuid_t *out, const char *s, size_t len) {
+    if (len != UUID_STR_LEN) return -1;
+    size_t j = 0;
+    for (size_t i = 0; i < UUID_STR_LEN;) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') return -1;
+            i++;
+            continue;
+        }
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0) return -1;
+        out->b[j++] = (uint8_t)(hi << 4 | lo);
+        i += 2;
+    }
+    return 0;
+}
+
+void uuid_format(const uuid_t *u, char out[UUID_STR_LEN + 1]) {
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+        *p++ = hex[u->b[i] >> 4];
+        *p++ = hex[u->b[i] & 15];
+    }
+    *p = '\0';
+}
+
+bool uuid_is_nil(const uuid_t *u) {
+    static const uuid_t nil;
+    return memcmp(u, &nil, sizeof nil) == 0;
+}
+
+int uuid_cmp(const uuid_t *a, const uuid_t *b) { return memcmp(a->b, b->b, 16); }
+
+uint64_t uuid_time_ticks(const uuid_t *u) {
+    const uint8_t *b = u->b;
+    uint64_t low = (uint64_t)b[0] << 24 | (uint64_t)b[1] << 16 | (uint64_t)b[2] << 8 | b[3];
+    uint64_t mid = (uint64_t)b[4] << 8 | b[5];
+    uint64_t hi = (uint64_t)(b[6] & 0x0f) << 8 | b[7];
+    return hi << 48 | mid << 32 | low;
+}
+
+int64_t ticks_to_unix_ms(uint64_t ticks) {
+    return ((int64_t)ticks - (int64_t)UUID_TICKS_UNIX_EPOCH) / 10000;
+}
+
+uint64_t unix_ms_to_ticks(int64_t ms) {
+    return (uint64_t)(ms * 10000 + (int64_t)UUID_TICKS_UNIX_EPOCH);
+}
+
+void uuid_make_v1(uuid_t *out, uint64_t ticks, uint16_t clock_seq, uint64_t node) {
+    uint8_t *b = out->b;
+    uint32_t low = (uint32_t)ticks;
+    uint16_t mid = (uint16_t)(ticks >> 32);
+    uint16_t hi = (uint16_t)((ticks >> 48) & 0x0fff) | 0x1000; /* version 1 */
+    b[0] = (uint8_t)(low >> 24); b[1] = (uint8_t)(low >> 16);
+    b[2] = (uint8_t)(low >> 8);  b[3] = (uint8_t)low;
+    b[4] = (uint8_t)(mid >> 8);  b[5] = (uint8_t)mid;
+    b[6] = (uint8_t)(hi >> 8);   b[7] = (uint8_t)hi;
+    b[8] = (uint8_t)(((clock_seq >> 8) & 0x3f) | 0x80); /* RFC 4122 variant */
+    b[9] = (uint8_t)clock_seq;
+    for (int i = 0; i < 6; i++) b[10 + i] = (uint8_t)(node >> (40 - 8 * i));
+}
+
+void uuid_sort_key(const uuid_t *u, uint8_t key[16]) {
+    uint64_t t = uuid_time_ticks(u);
+    for (int i = 0; i < 8; i++) key[i] = (uint8_t)(t >> (56 - 8 * i));
+    memcpy(key + 8, u->b + 8, 8);
+}
+
+void uuid_from_sort_key(uuid_t *u, const uint8_t key[16]) {
+    uint64_t t = 0;
+    for (int i = 0; i < 8; i++) t = t << 8 | key[i];
+    uuid_make_v1(u, t, 0, 0);
+    memcpy(u->b + 8, key + 8, 8); /* clock sequence and node, as stored */
+}
+
+static int fill_random(void *p, size_t n) {
+    uint8_t *q = p;
+    while (n) {
+        ssize_t r = getrandom(q, n, 0);
+        if (r < 0) return -1;
+        q += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int uuid_random(uuid_t *out) {
+    if (fill_random(out->b, 16) < 0) return -1;
+    out->b[6] = (uint8_t)((out->b[6] & 0x0f) | 0x40);
+    out->b[8] = (uint8_t)((out->b[8] & 0x3f) | 0x80);
+    return 0;
+}
+
+int idgen_init(idgen_t *g) {
+    uint8_t r[8];
+    if (fill_random(r, sizeof r) < 0) return -1;
+    atomic_init(&g->last_ticks, 0);
+    g->clock_seq = (uint16_t)((r[0] << 8 | r[1]) & 0x3fff);
+    uint64_t node = 0;
+    for (int i = 2; i < 8; i++) node = node << 8 | r[i];
+    g->node = node | 0x010000000000ULL; /* multicast bit: a random node id */
+    return 0;
+}
+
+static uint64_t now_ticks(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 10000000ULL + (uint64_t)ts.tv_nsec / 100 + UUID_TICKS_UNIX_EPOCH;
+}
+
+void idgen_next_after(idgen_t *g, uint64_t min_ticks, uuid_t *out) {
+    uint64_t now = now_ticks();
+    if (now < min_ticks) now = min_ticks;
+    uint64_t last = atomic_load_explicit(&g->last_ticks, memory_order_relaxed);
+    uint64_t next;
+    do {
+        next = now > last ? now : last + 1;
+    } while (!atomic_compare_exchange_weak_explicit(&g->last_ticks, &last, next,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    uuid_make_v1(out, next, g->clock_seq, g->node);
+}
+
+void idgen_next(idgen_t *g, uuid_t *out) { idgen_next_after(g, 0, out); }

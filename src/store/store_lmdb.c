@@ -1,0 +1,832 @@
+/* store_lmdb.c - the embedded backend: LMDB in the same process.
+ *
+ * Layout. One LMDB environment with these named databases; the first four
+ * mirror the seed design's Cassandra tables, the rest are the indexes that
+ * recency ordering, username look-up and idempotent sends need. All integers
+ * are big-endian so that byte order is numeric order; "sk" is a message id's
+ * sort key (uuid_sort_key: timestamp first).
+ *
+ *   users                     user_id                  -> username
+ *   users_by_name             lower(username)          -> user_id
+ *   messages_by_conversation  conv_id . sk(message_id) -> sender, receiver, created_ms, content
+ *   conversations_by_user     user_id . conv_id        -> conv_rec (below)
+ *   conversation_metadata     conv_id                  -> created_ms, user_lo, user_hi
+ *   conversations_by_recency  user_id . activity . conv_id -> (empty)
+ *   idempotency               sender_id . key          -> created_ms, conv_id, message_id
+ *   idempotency_by_time       created_ms . sender_id . key -> (empty)
+ *
+ * Invariants (kept by apply_send / apply_open inside one write transaction):
+ *  - for every row of conversations_by_user there is exactly one row of
+ *    conversations_by_recency with the same user, conversation and activity;
+ *  - a conversation's activity is the timestamp (100-ns ticks) of its newest
+ *    message, or its creation time when it has none, and never decreases;
+ *  - conversation_metadata has a row for every conversation that has a row in
+ *    conversations_by_user or messages_by_conversation.
+ *
+ * Concurrency. Reads use their own read-only transaction on the caller's
+ * thread (MDB_NOTLS: transactions are not tied to threads). All writes are
+ * queued to one writer thread, which applies a batch in one transaction, each
+ * write in a nested transaction so that one failing write does not undo the
+ * others, and then commits with one fsync: group commit.
+ */
+#include "store/store_lmdb.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "store/store_impl.h"
+#include "util/bytes.h"
+#include "util/log.h"
+#include "util/timefmt.h"
+
+enum { DB_USERS, DB_USERS_BY_NAME, DB_MESSAGES, DB_CONVS_BY_USER, DB_CONV_META,
+       DB_RECENCY, DB_IDEM, DB_IDEM_BY_TIME, DB_COUNT };
+
+static const char *const DB_NAMES[DB_COUNT] = {
+    "users", "users_by_name", "messages_by_conversation", "conversations_by_user",
+    "conversation_metadata", "conversations_by_recency", "idempotency", "idempotency_by_time",
+};
+
+#define MSG_HDR 40       /* sender 16, receiver 16, created_ms 8 */
+#define CONV_REC_HDR 65  /* other 16, activity 8, created_ms 8, has_last 1, last_id 16, last_ms 8, then content */
+#define META_LEN 40      /* created_ms 8, user_lo 16, user_hi 16 */
+#define IDEM_LEN 40      /* created_ms 8, conv 16, message_id 16 */
+#define MAX_PAGE 100
+#define IDEM_PRUNE_PER_BATCH 64
+
+typedef enum { OP_USER_CREATE, OP_SEND, OP_CONV_OPEN } op_kind_t;
+
+/* One queued write. Inputs are copied in, results written back, and the
+ * callback invoked after the commit. */
+typedef struct op {
+    struct op *next;
+    op_kind_t kind;
+    void *ctx;
+    union { store_user_cb user; store_send_cb send; store_conv_cb conv; } cb;
+    int err;
+    bool replayed;
+    user_t user;            /* OP_USER_CREATE: name points into `text` */
+    store_send_t send;      /* OP_SEND: strings point into `text` */
+    message_t msg;          /* OP_SEND result; content points into `text` or `result_text` */
+    conversation_t conv;    /* OP_CONV_OPEN */
+    uuid_t open_a, open_b;
+    int64_t open_at_ms;
+    char *result_text;      /* owned: content of a replayed message */
+    char text[];            /* owned copies of the input strings */
+} op_t;
+
+typedef struct lmdb_store {
+    store_t base;
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+    idgen_t *ids;
+    size_t max_batch;
+    pthread_t writer;
+    pthread_mutex_t mu;     /* guards the queue and `closing` */
+    pthread_cond_t cv;
+    op_t *head, *tail;
+    bool closing;
+} lmdb_store_t;
+
+static const store_ops_t LMDB_OPS;
+
+/* ------------------------------------------------------------------ util */
+
+static int map_err(int rc) {
+    switch (rc) {
+    case MDB_SUCCESS: return STORE_OK;
+    case MDB_NOTFOUND: return STORE_ENOTFOUND;
+    case MDB_MAP_FULL: case ENOSPC: return STORE_EFULL;
+    case ENOMEM: return STORE_ENOMEM;
+    default: return STORE_EIO;
+    }
+}
+
+static MDB_val val(const void *p, size_t n) { return (MDB_val){.mv_size = n, .mv_data = (void *)p}; }
+
+/* ASCII case folding for the username index: "Alice" and "alice" are the
+ * same name. Non-ASCII bytes are kept as they are (documented in README). */
+static void fold_name(const char *s, size_t len, char *out) {
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+}
+
+static void decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
+    const uint8_t *kp = k->mv_data, *vp = v->mv_data;
+    memcpy(m->conversation_id.b, kp, 16);
+    uuid_from_sort_key(&m->id, kp + 16);
+    memcpy(m->sender_id.b, vp, 16);
+    memcpy(m->receiver_id.b, vp + 16, 16);
+    m->created_at_ms = (int64_t)be64_get(vp + 32);
+    m->content = (const char *)vp + MSG_HDR;
+    m->content_len = v->mv_size - MSG_HDR;
+}
+
+/* Fills c from a conversations_by_user row of `user`. */
+static int decode_conv_rec(const uuid_t *user, const uuid_t *conv_id, const MDB_val *v, conversation_t *c) {
+    if (v->mv_size < CONV_REC_HDR) return STORE_EIO;
+    const uint8_t *p = v->mv_data;
+    memset(c, 0, sizeof *c);
+    c->id = *conv_id;
+    c->user1_id = *user;
+    memcpy(c->user2_id.b, p, 16);
+    c->activity = be64_get(p + 16);
+    c->created_at_ms = (int64_t)be64_get(p + 24);
+    c->has_last_message = p[32] != 0;
+    memcpy(c->last_message_id.b, p + 33, 16);
+    c->last_message_at_ms = (int64_t)be64_get(p + 49);
+    c->last_message_content = (const char *)p + CONV_REC_HDR;
+    c->last_message_len = v->mv_size - CONV_REC_HDR;
+    return STORE_OK;
+}
+
+/* ------------------------------------------------------------------ reads */
+
+static int read_begin(lmdb_store_t *s, MDB_txn **txn) {
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc) log_error("store", "lmdb read txn: %s", mdb_strerror(rc));
+    return map_err(rc);
+}
+
+static void lmdb_user_get(store_t *base, const uuid_t *id, store_user_cb cb, void *ctx) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    MDB_txn *txn;
+    int err = read_begin(s, &txn);
+    if (err) { cb(ctx, err, NULL); return; }
+    MDB_val k = val(id->b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_USERS], &k, &v);
+    if (rc) {
+        cb(ctx, map_err(rc), NULL);
+    } else {
+        user_t u = {.id = *id, .name = v.mv_data, .name_len = v.mv_size};
+        cb(ctx, STORE_OK, &u);
+    }
+    mdb_txn_abort(txn);
+}
+
+static void lmdb_user_find(store_t *base, const char *name, size_t len, store_user_cb cb, void *ctx) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    char folded[USERNAME_MAX * 4];
+    if (len == 0 || len > sizeof folded) { cb(ctx, STORE_ENOTFOUND, NULL); return; }
+    fold_name(name, len, folded);
+    MDB_txn *txn;
+    int err = read_begin(s, &txn);
+    if (err) { cb(ctx, err, NULL); return; }
+    MDB_val k = val(folded, len), idv, v;
+    int rc = mdb_get(txn, s->dbi[DB_USERS_BY_NAME], &k, &idv);
+    if (rc == 0 && idv.mv_size == 16) {
+        user_t u;
+        memcpy(u.id.b, idv.mv_data, 16);
+        k = val(u.id.b, 16);
+        rc = mdb_get(txn, s->dbi[DB_USERS], &k, &v);
+        if (rc == 0) {
+            u.name = v.mv_data;
+            u.name_len = v.mv_size;
+            cb(ctx, STORE_OK, &u);
+            mdb_txn_abort(txn);
+            return;
+        }
+    }
+    cb(ctx, rc ? map_err(rc) : STORE_EIO, NULL);
+    mdb_txn_abort(txn);
+}
+
+static bool has_prefix(const MDB_val *k, const uint8_t *prefix, size_t n) {
+    return k->mv_size >= n && memcmp(k->mv_data, prefix, n) == 0;
+}
+
+/* Positions cursor c on the last key that is strictly below `key` (of
+ * length n). Returns MDB_NOTFOUND when there is none. */
+static int seek_below(MDB_cursor *c, const uint8_t *key, size_t n, MDB_val *k, MDB_val *v) {
+    *k = val(key, n);
+    int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE); /* first key >= key */
+    if (rc == MDB_NOTFOUND) return mdb_cursor_get(c, k, v, MDB_LAST);
+    if (rc) return rc;
+    return mdb_cursor_get(c, k, v, MDB_PREV);
+}
+
+static void lmdb_messages_list(store_t *base, const store_msg_query_t *q, store_msg_page_cb cb, void *ctx) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    MDB_txn *txn;
+    int err = read_begin(s, &txn);
+    if (err) { cb(ctx, err, NULL); return; }
+    MDB_cursor *c = NULL;
+    message_t items[MAX_PAGE];
+    store_msg_page_t page = {.items = items};
+    int limit = q->limit < 1 ? 1 : q->limit > MAX_PAGE ? MAX_PAGE : q->limit;
+
+    MDB_val k = val(q->conversation_id.b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
+    if (rc) { err = map_err(rc); goto done; }
+    rc = mdb_cursor_open(txn, s->dbi[DB_MESSAGES], &c);
+    if (rc) { err = map_err(rc); goto done; }
+
+    uint8_t key[32];
+    memcpy(key, q->conversation_id.b, 16);
+    if (q->has_after) {
+        uuid_sort_key(&q->after, key + 16);
+        k = val(key, 32);
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && k.mv_size == 32 && memcmp(k.mv_data, key, 32) == 0)
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    } else {
+        if (q->has_before) uuid_sort_key(&q->before, key + 16);
+        else memset(key + 16, 0xff, 16);
+        rc = seek_below(c, key, 32, &k, &v);
+    }
+    MDB_cursor_op step = q->has_after ? MDB_NEXT : MDB_PREV;
+    while (rc == 0 && has_prefix(&k, key, 16) && k.mv_size == 32 && v.mv_size >= MSG_HDR) {
+        if (page.count == (size_t)limit) { page.more = true; break; }
+        decode_message(&k, &v, &items[page.count++]);
+        rc = mdb_cursor_get(c, &k, &v, step);
+    }
+    if (rc && rc != MDB_NOTFOUND) { err = map_err(rc); goto done; }
+    err = STORE_OK;
+done:
+    if (c) mdb_cursor_close(c);
+    cb(ctx, err, err ? NULL : &page);
+    mdb_txn_abort(txn);
+}
+
+static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, store_conv_page_cb cb, void *ctx) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    MDB_txn *txn;
+    int err = read_begin(s, &txn);
+    if (err) { cb(ctx, err, NULL); return; }
+    MDB_cursor *c = NULL;
+    conversation_t items[MAX_PAGE];
+    store_conv_page_t page = {.items = items};
+    int limit = q->limit < 1 ? 1 : q->limit > MAX_PAGE ? MAX_PAGE : q->limit;
+
+    MDB_val k = val(q->user_id.b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_USERS], &k, &v);
+    if (rc) { err = map_err(rc); goto done; }
+
+    /* Recency key: user . activity . conv; we walk it backwards from the
+     * cursor position (exclusive), or from the end of the user's range. */
+    uint8_t key[40];
+    memcpy(key, q->user_id.b, 16);
+    if (!q->has_cursor) {
+        memset(key + 16, 0xff, 24);
+    } else if (q->cursor_is_id) {
+        uint8_t ck[32];
+        memcpy(ck, q->user_id.b, 16);
+        memcpy(ck + 16, q->cursor_id.b, 16);
+        k = val(ck, 32);
+        rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &k, &v);
+        if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < CONV_REC_HDR)) { err = STORE_EBADCURSOR; goto done; }
+        if (rc) { err = map_err(rc); goto done; }
+        memcpy(key + 16, (const uint8_t *)v.mv_data + 16, 8);
+        memcpy(key + 24, q->cursor_id.b, 16);
+    } else {
+        be64_put(key + 16, q->cursor_activity);
+        memcpy(key + 24, q->cursor_id.b, 16);
+    }
+    rc = mdb_cursor_open(txn, s->dbi[DB_RECENCY], &c);
+    if (rc) { err = map_err(rc); goto done; }
+    rc = seek_below(c, key, 40, &k, &v);
+    while (rc == 0 && has_prefix(&k, key, 16) && k.mv_size == 40) {
+        if (page.count == (size_t)limit) { page.more = true; break; }
+        uuid_t conv_id;
+        memcpy(conv_id.b, (const uint8_t *)k.mv_data + 24, 16);
+        uint8_t ck[32];
+        memcpy(ck, q->user_id.b, 16);
+        memcpy(ck + 16, conv_id.b, 16);
+        MDB_val rk = val(ck, 32), rv;
+        int rc2 = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
+        if (rc2 || decode_conv_rec(&q->user_id, &conv_id, &rv, &items[page.count]) != STORE_OK) {
+            log_error("store", "recency index names a missing conversation row");
+            err = STORE_EIO;
+            goto done;
+        }
+        page.count++;
+        rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+    }
+    if (rc && rc != MDB_NOTFOUND) { err = map_err(rc); goto done; }
+    err = STORE_OK;
+done:
+    if (c) mdb_cursor_close(c);
+    cb(ctx, err, err ? NULL : &page);
+    mdb_txn_abort(txn);
+}
+
+/* Reads a whole conversation (metadata + last message) in txn. */
+static int read_conversation(lmdb_store_t *s, MDB_txn *txn, const uuid_t *id, conversation_t *out) {
+    MDB_val k = val(id->b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
+    if (rc) return map_err(rc);
+    if (v.mv_size < META_LEN) return STORE_EIO;
+    const uint8_t *p = v.mv_data;
+    uuid_t lo, hi;
+    memcpy(lo.b, p + 8, 16);
+    memcpy(hi.b, p + 24, 16);
+    uint8_t ck[32];
+    memcpy(ck, lo.b, 16);
+    memcpy(ck + 16, id->b, 16);
+    MDB_val rk = val(ck, 32), rv;
+    rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
+    if (rc == 0) {
+        int err = decode_conv_rec(&lo, id, &rv, out);
+        if (err) return err;
+    } else if (rc == MDB_NOTFOUND) {
+        memset(out, 0, sizeof *out);
+        out->id = *id;
+        out->user1_id = lo;
+        out->user2_id = hi;
+    } else {
+        return map_err(rc);
+    }
+    out->created_at_ms = (int64_t)be64_get(p);
+    return STORE_OK;
+}
+
+static void lmdb_conversation_get(store_t *base, const uuid_t *id, store_conv_cb cb, void *ctx) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    MDB_txn *txn;
+    int err = read_begin(s, &txn);
+    if (err) { cb(ctx, err, NULL); return; }
+    conversation_t conv;
+    err = read_conversation(s, txn, id, &conv);
+    cb(ctx, err, err ? NULL : &conv);
+    mdb_txn_abort(txn);
+}
+
+static void lmdb_health(store_t *base, store_health_cb cb, void *ctx) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    MDB_txn *txn;
+    int err = read_begin(s, &txn);
+    if (err) { cb(ctx, err, "lmdb read transaction failed"); return; }
+    mdb_txn_abort(txn);
+    cb(ctx, STORE_OK, "lmdb");
+}
+
+/* ------------------------------------------------------------------ writes */
+
+static void enqueue(lmdb_store_t *s, op_t *op) {
+    pthread_mutex_lock(&s->mu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->mu);
+        op->err = STORE_EUNAVAILABLE;
+        switch (op->kind) {
+        case OP_USER_CREATE: op->cb.user(op->ctx, op->err, NULL); break;
+        case OP_SEND: op->cb.send(op->ctx, op->err, NULL, false); break;
+        case OP_CONV_OPEN: op->cb.conv(op->ctx, op->err, NULL); break;
+        }
+        free(op);
+        return;
+    }
+    op->next = NULL;
+    if (s->tail) s->tail->next = op; else s->head = op;
+    s->tail = op;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void lmdb_user_create(store_t *base, const user_t *u, store_user_cb cb, void *ctx) {
+    op_t *op = calloc(1, sizeof *op + u->name_len + 1);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->kind = OP_USER_CREATE;
+    op->cb.user = cb;
+    op->ctx = ctx;
+    op->user.id = u->id;
+    memcpy(op->text, u->name, u->name_len);
+    op->user.name = op->text;
+    op->user.name_len = u->name_len;
+    enqueue((lmdb_store_t *)base, op);
+}
+
+static void lmdb_message_send(store_t *base, const store_send_t *r, store_send_cb cb, void *ctx) {
+    size_t keylen = r->client_message_id ? r->client_message_id_len : 0;
+    op_t *op = calloc(1, sizeof *op + r->content_len + keylen + 1);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL, false); return; }
+    op->kind = OP_SEND;
+    op->cb.send = cb;
+    op->ctx = ctx;
+    op->send = *r;
+    if (r->content_len) memcpy(op->text, r->content, r->content_len);
+    op->send.content = op->text;
+    if (r->client_message_id) {
+        memcpy(op->text + r->content_len, r->client_message_id, keylen);
+        op->send.client_message_id = op->text + r->content_len;
+    }
+    enqueue((lmdb_store_t *)base, op);
+}
+
+static void lmdb_conversation_open(store_t *base, const uuid_t *a, const uuid_t *b, int64_t at_ms,
+                                   store_conv_cb cb, void *ctx) {
+    op_t *op = calloc(1, sizeof *op);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->kind = OP_CONV_OPEN;
+    op->cb.conv = cb;
+    op->ctx = ctx;
+    op->open_a = *a;
+    op->open_b = *b;
+    op->open_at_ms = at_ms;
+    enqueue((lmdb_store_t *)base, op);
+}
+
+static int apply_user_create(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
+    char folded[USERNAME_MAX * 4];
+    if (op->user.name_len == 0 || op->user.name_len > sizeof folded) return STORE_EIO;
+    fold_name(op->user.name, op->user.name_len, folded);
+    MDB_val k = val(folded, op->user.name_len), v = val(op->user.id.b, 16);
+    int rc = mdb_put(txn, s->dbi[DB_USERS_BY_NAME], &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) return STORE_ECONFLICT;
+    if (rc) return map_err(rc);
+    k = val(op->user.id.b, 16);
+    v = val(op->user.name, op->user.name_len);
+    rc = mdb_put(txn, s->dbi[DB_USERS], &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) return STORE_ECONFLICT; /* a random v4 id collided */
+    return map_err(rc);
+}
+
+static bool user_exists(lmdb_store_t *s, MDB_txn *txn, const uuid_t *id) {
+    MDB_val k = val(id->b, 16), v;
+    return mdb_get(txn, s->dbi[DB_USERS], &k, &v) == 0;
+}
+
+/* Writes metadata for conv if it has none; participants stored lower first. */
+static int ensure_meta(lmdb_store_t *s, MDB_txn *txn, const uuid_t *conv, const uuid_t *a,
+                       const uuid_t *b, int64_t created_ms, int64_t *created_out) {
+    MDB_val k = val(conv->b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
+    if (rc == 0 && v.mv_size >= META_LEN) {
+        *created_out = (int64_t)be64_get(v.mv_data);
+        return STORE_OK;
+    }
+    if (rc && rc != MDB_NOTFOUND) return map_err(rc);
+    const uuid_t *lo = uuid_cmp(a, b) <= 0 ? a : b, *hi = lo == a ? b : a;
+    uint8_t m[META_LEN];
+    be64_put(m, (uint64_t)created_ms);
+    memcpy(m + 8, lo->b, 16);
+    memcpy(m + 24, hi->b, 16);
+    v = val(m, META_LEN);
+    *created_out = created_ms;
+    return map_err(mdb_put(txn, s->dbi[DB_CONV_META], &k, &v, 0));
+}
+
+/* Updates (or creates) user's row for conv and its recency entry. With msg
+ * NULL it only creates the row of an empty conversation. A message older
+ * than the row's last one (the seeder may write out of order) leaves the
+ * row as it is: activity never decreases. */
+static int touch_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, const uuid_t *other,
+                          const uuid_t *conv, int64_t created_ms, const message_t *msg) {
+    uint8_t ck[32];
+    memcpy(ck, user->b, 16);
+    memcpy(ck + 16, conv->b, 16);
+    MDB_val k = val(ck, 32), v;
+    int rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &k, &v);
+    if (rc && rc != MDB_NOTFOUND) return map_err(rc);
+    bool exists = rc == 0 && v.mv_size >= CONV_REC_HDR;
+    uint64_t old_activity = exists ? be64_get((const uint8_t *)v.mv_data + 16) : 0;
+    uint64_t activity = msg ? uuid_time_ticks(&msg->id) : unix_ms_to_ticks(created_ms);
+    if (exists) {
+        if (!msg) return STORE_OK;
+        if (activity <= old_activity) return STORE_OK;
+        uint8_t rk[40];
+        memcpy(rk, user->b, 16);
+        be64_put(rk + 16, old_activity);
+        memcpy(rk + 24, conv->b, 16);
+        MDB_val rkv = val(rk, 40);
+        rc = mdb_del(txn, s->dbi[DB_RECENCY], &rkv, NULL);
+        if (rc && rc != MDB_NOTFOUND) return map_err(rc);
+    }
+    size_t clen = msg ? msg->content_len : 0;
+    MDB_val nv = {.mv_size = CONV_REC_HDR + clen, .mv_data = NULL};
+    rc = mdb_put(txn, s->dbi[DB_CONVS_BY_USER], &k, &nv, MDB_RESERVE);
+    if (rc) return map_err(rc);
+    uint8_t *p = nv.mv_data;
+    memcpy(p, other->b, 16);
+    be64_put(p + 16, activity);
+    be64_put(p + 24, (uint64_t)created_ms);
+    p[32] = msg != NULL;
+    if (msg) {
+        memcpy(p + 33, msg->id.b, 16);
+        be64_put(p + 49, (uint64_t)msg->created_at_ms);
+        if (clen) memcpy(p + CONV_REC_HDR, msg->content, clen);
+    } else {
+        memset(p + 33, 0, 16);
+        be64_put(p + 49, (uint64_t)created_ms);
+    }
+    uint8_t rk[40];
+    memcpy(rk, user->b, 16);
+    be64_put(rk + 16, activity);
+    memcpy(rk + 24, conv->b, 16);
+    MDB_val rkv = val(rk, 40), empty = val("", 0);
+    return map_err(mdb_put(txn, s->dbi[DB_RECENCY], &rkv, &empty, 0));
+}
+
+/* Idempotency: looks the key up; on a live hit fills op->msg with the
+ * earlier message and returns 1, 0 when absent or expired, or an error. */
+static int idem_lookup(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
+    const store_send_t *r = &op->send;
+    size_t klen = 16 + r->client_message_id_len;
+    uint8_t key[16 + CLIENT_MESSAGE_ID_MAX];
+    memcpy(key, r->sender_id.b, 16);
+    memcpy(key + 16, r->client_message_id, r->client_message_id_len);
+    MDB_val k = val(key, klen), v;
+    int rc = mdb_get(txn, s->dbi[DB_IDEM], &k, &v);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc) return map_err(rc);
+    if (v.mv_size < IDEM_LEN) return 0;
+    const uint8_t *p = v.mv_data;
+    if ((int64_t)be64_get(p) < now - IDEMPOTENCY_WINDOW_MS) return 0;
+    uint8_t mk[32];
+    memcpy(mk, p + 8, 16);
+    uuid_t mid;
+    memcpy(mid.b, p + 24, 16);
+    uuid_sort_key(&mid, mk + 16);
+    MDB_val mkv = val(mk, 32), mv;
+    rc = mdb_get(txn, s->dbi[DB_MESSAGES], &mkv, &mv);
+    if (rc == MDB_NOTFOUND || (rc == 0 && mv.mv_size < MSG_HDR)) return 0;
+    if (rc) return map_err(rc);
+    message_t old;
+    decode_message(&mkv, &mv, &old);
+    if (uuid_cmp(&old.receiver_id, &r->receiver_id) != 0 || old.content_len != r->content_len ||
+        (r->content_len && memcmp(old.content, r->content, r->content_len) != 0))
+        return STORE_ECONFLICT;
+    /* The message's bytes live in the map, which the commit may move: copy. */
+    op->result_text = malloc(old.content_len + 1);
+    if (!op->result_text) return STORE_ENOMEM;
+    if (old.content_len) memcpy(op->result_text, old.content, old.content_len);
+    old.content = op->result_text;
+    op->msg = old;
+    return 1;
+}
+
+static int idem_record(lmdb_store_t *s, MDB_txn *txn, const op_t *op, int64_t now) {
+    const store_send_t *r = &op->send;
+    size_t klen = 16 + r->client_message_id_len;
+    uint8_t key[8 + 16 + CLIENT_MESSAGE_ID_MAX];
+    /* idempotency: sender . key -> created, conv, id */
+    memcpy(key, r->sender_id.b, 16);
+    memcpy(key + 16, r->client_message_id, r->client_message_id_len);
+    uint8_t rec[IDEM_LEN];
+    be64_put(rec, (uint64_t)now);
+    memcpy(rec + 8, op->msg.conversation_id.b, 16);
+    memcpy(rec + 24, op->msg.id.b, 16);
+    MDB_val k = val(key, klen), v = val(rec, IDEM_LEN);
+    int rc = mdb_put(txn, s->dbi[DB_IDEM], &k, &v, 0);
+    if (rc) return map_err(rc);
+    /* idempotency_by_time: created . sender . key, for pruning */
+    be64_put(key, (uint64_t)now);
+    memcpy(key + 8, r->sender_id.b, 16);
+    memcpy(key + 24, r->client_message_id, r->client_message_id_len);
+    k = val(key, 8 + klen);
+    MDB_val empty = val("", 0);
+    return map_err(mdb_put(txn, s->dbi[DB_IDEM_BY_TIME], &k, &empty, 0));
+}
+
+/* Deletes a bounded number of idempotency keys older than the window, so
+ * that the tables stay small without a separate sweeper. */
+static int idem_prune(lmdb_store_t *s, MDB_txn *txn, int64_t now) {
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_IDEM_BY_TIME], &c);
+    if (rc) return map_err(rc);
+    MDB_val k, v;
+    int n = 0;
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0 && n < IDEM_PRUNE_PER_BATCH && k.mv_size > 24 &&
+           (int64_t)be64_get(k.mv_data) < now - IDEMPOTENCY_WINDOW_MS) {
+        /* Delete the primary entry only if it still belongs to this time. */
+        MDB_val pk = val((const uint8_t *)k.mv_data + 8, k.mv_size - 8), pv;
+        int rc2 = mdb_get(txn, s->dbi[DB_IDEM], &pk, &pv);
+        if (rc2 == 0 && pv.mv_size >= IDEM_LEN && memcmp(pv.mv_data, k.mv_data, 8) == 0)
+            rc2 = mdb_del(txn, s->dbi[DB_IDEM], &pk, NULL);
+        if (rc2 && rc2 != MDB_NOTFOUND) { rc = rc2; break; }
+        rc = mdb_cursor_del(c, 0);
+        if (rc) break;
+        n++;
+        rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
+        if (rc == MDB_NOTFOUND || rc == EINVAL) rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? STORE_OK : map_err(rc);
+}
+
+static int apply_send(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
+    const store_send_t *r = &op->send;
+    if (r->client_message_id) {
+        int hit = idem_lookup(s, txn, op, now);
+        if (hit < 0) return hit;
+        if (hit == 1) { op->replayed = true; return STORE_OK; }
+    }
+    if (!user_exists(s, txn, &r->sender_id) || !user_exists(s, txn, &r->receiver_id))
+        return STORE_ENOTFOUND;
+    message_t *m = &op->msg;
+    conversation_id_derive(&r->sender_id, &r->receiver_id, &m->conversation_id);
+    m->sender_id = r->sender_id;
+    m->receiver_id = r->receiver_id;
+    m->content = r->content;
+    m->content_len = r->content_len;
+    if (uuid_is_nil(&r->message_id)) {
+        /* Never older than the conversation's newest message, even if the
+         * wall clock stepped back since it was written. */
+        uint8_t ck[32];
+        memcpy(ck, r->sender_id.b, 16);
+        memcpy(ck + 16, m->conversation_id.b, 16);
+        MDB_val k = val(ck, 32), v;
+        uint64_t min_ticks = 0;
+        if (mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &k, &v) == 0 && v.mv_size >= CONV_REC_HDR)
+            min_ticks = be64_get((const uint8_t *)v.mv_data + 16) + 1;
+        idgen_next_after(s->ids, min_ticks, &m->id);
+    } else {
+        m->id = r->message_id;
+    }
+    m->created_at_ms = ticks_to_unix_ms(uuid_time_ticks(&m->id));
+
+    uint8_t key[32];
+    memcpy(key, m->conversation_id.b, 16);
+    uuid_sort_key(&m->id, key + 16);
+    MDB_val k = val(key, 32), v = {.mv_size = MSG_HDR + m->content_len, .mv_data = NULL};
+    int rc = mdb_put(txn, s->dbi[DB_MESSAGES], &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) return STORE_ECONFLICT;
+    if (rc) return map_err(rc);
+    uint8_t *p = v.mv_data;
+    memcpy(p, m->sender_id.b, 16);
+    memcpy(p + 16, m->receiver_id.b, 16);
+    be64_put(p + 32, (uint64_t)m->created_at_ms);
+    if (m->content_len) memcpy(p + MSG_HDR, m->content, m->content_len);
+
+    int64_t created;
+    int err = ensure_meta(s, txn, &m->conversation_id, &m->sender_id, &m->receiver_id, m->created_at_ms, &created);
+    if (!err) err = touch_conv_row(s, txn, &m->sender_id, &m->receiver_id, &m->conversation_id, created, m);
+    if (!err) err = touch_conv_row(s, txn, &m->receiver_id, &m->sender_id, &m->conversation_id, created, m);
+    if (!err && r->client_message_id) err = idem_record(s, txn, op, now);
+    return err;
+}
+
+static int apply_open(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
+    if (!user_exists(s, txn, &op->open_a) || !user_exists(s, txn, &op->open_b)) return STORE_ENOTFOUND;
+    uuid_t conv;
+    conversation_id_derive(&op->open_a, &op->open_b, &conv);
+    int64_t created;
+    int err = ensure_meta(s, txn, &conv, &op->open_a, &op->open_b, op->open_at_ms ? op->open_at_ms : now, &created);
+    if (!err) err = touch_conv_row(s, txn, &op->open_a, &op->open_b, &conv, created, NULL);
+    if (!err) err = touch_conv_row(s, txn, &op->open_b, &op->open_a, &conv, created, NULL);
+    if (err) return err;
+    memset(&op->conv, 0, sizeof op->conv);
+    op->conv.id = conv;
+    op->conv.user1_id = op->open_a;
+    op->conv.user2_id = op->open_b;
+    op->conv.created_at_ms = created;
+    op->conv.last_message_at_ms = created;
+    return STORE_OK;
+}
+
+static int apply(lmdb_store_t *s, MDB_txn *parent, op_t *op, int64_t now) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, parent, 0, &txn);
+    if (rc) return map_err(rc);
+    int err;
+    switch (op->kind) {
+    case OP_USER_CREATE: err = apply_user_create(s, txn, op); break;
+    case OP_SEND: err = apply_send(s, txn, op, now); break;
+    case OP_CONV_OPEN: err = apply_open(s, txn, op, now); break;
+    default: err = STORE_EIO;
+    }
+    if (err) {
+        mdb_txn_abort(txn);
+        return err;
+    }
+    rc = mdb_txn_commit(txn);
+    return map_err(rc);
+}
+
+static void complete(op_t *op) {
+    switch (op->kind) {
+    case OP_USER_CREATE: op->cb.user(op->ctx, op->err, op->err ? NULL : &op->user); break;
+    case OP_SEND: op->cb.send(op->ctx, op->err, op->err ? NULL : &op->msg, op->replayed); break;
+    case OP_CONV_OPEN: op->cb.conv(op->ctx, op->err, op->err ? NULL : &op->conv); break;
+    }
+    free(op->result_text);
+    free(op);
+}
+
+/* Applies a batch in one transaction and commits it with one fsync. */
+static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
+    int64_t now = time_now_ms();
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int batch_err = map_err(rc);
+    if (!batch_err) {
+        for (op_t *op = batch; op; op = op->next) op->err = apply(s, txn, op, now);
+        int perr = idem_prune(s, txn, now);
+        if (perr) log_warn("store", "idempotency prune: %s", store_strerror(perr));
+        rc = mdb_txn_commit(txn);
+        batch_err = map_err(rc);
+    }
+    if (batch_err) {
+        log_error("store", "commit of %zu writes failed: %s", n, mdb_strerror(rc));
+        for (op_t *op = batch; op; op = op->next)
+            if (!op->err) op->err = batch_err;
+    } else {
+        log_debug("store", "committed %zu writes", n);
+    }
+    while (batch) {
+        op_t *next = batch->next;
+        complete(batch);
+        batch = next;
+    }
+}
+
+static void *writer_main(void *arg) {
+    lmdb_store_t *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !s->closing) pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->head && s->closing) {
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
+        /* Take up to max_batch queued writes. */
+        op_t *batch = s->head, *last = batch;
+        size_t n = 1;
+        while (last->next && n < s->max_batch) { last = last->next; n++; }
+        s->head = last->next;
+        if (!s->head) s->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&s->mu);
+        commit_batch(s, batch, n);
+    }
+}
+
+/* ------------------------------------------------------------------ lifetime */
+
+static void lmdb_close(store_t *base) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    pthread_mutex_lock(&s->mu);
+    s->closing = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->writer, NULL); /* the writer drains the queue first */
+    mdb_env_close(s->env);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out) {
+    if (mkdir(cfg->dir, 0700) != 0 && errno != EEXIST) {
+        log_error("store", "cannot create data directory %s: %s", cfg->dir, strerror(errno));
+        return STORE_EIO;
+    }
+    lmdb_store_t *s = calloc(1, sizeof *s);
+    if (!s) return STORE_ENOMEM;
+    s->base.ops = &LMDB_OPS;
+    s->ids = ids;
+    s->max_batch = cfg->max_batch ? cfg->max_batch : 1024;
+    int rc = mdb_env_create(&s->env);
+    if (rc) goto fail;
+    if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) ||
+        (rc = mdb_env_set_maxreaders(s->env, 1024)) ||
+        (rc = mdb_env_set_mapsize(s->env, cfg->map_size_mb * 1024 * 1024)))
+        goto fail;
+    rc = mdb_env_open(s->env, cfg->dir, MDB_NOTLS, 0600);
+    if (rc) goto fail;
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) goto fail;
+    for (int i = 0; i < DB_COUNT; i++) {
+        if ((rc = mdb_dbi_open(txn, DB_NAMES[i], MDB_CREATE, &s->dbi[i]))) {
+            mdb_txn_abort(txn);
+            goto fail;
+        }
+    }
+    if ((rc = mdb_txn_commit(txn))) goto fail;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if ((rc = pthread_create(&s->writer, NULL, writer_main, s))) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        goto fail;
+    }
+    log_info("store", "lmdb store open at %s (map %zu MiB)", cfg->dir, cfg->map_size_mb);
+    *out = &s->base;
+    return STORE_OK;
+fail:
+    log_error("store", "cannot open lmdb store at %s: %s", cfg->dir, mdb_strerror(rc));
+    if (s->env) mdb_env_close(s->env);
+    free(s);
+    return map_err(rc) ? map_err(rc) : STORE_EIO;
+}
+
+static const store_ops_t LMDB_OPS = {
+    .name = "lmdb",
+    .user_create = lmdb_user_create,
+    .user_get = lmdb_user_get,
+    .user_find = lmdb_user_find,
+    .message_send = lmdb_message_send,
+    .messages_list = lmdb_messages_list,
+    .conversations_list = lmdb_conversations_list,
+    .conversation_get = lmdb_conversation_get,
+    .conversation_open = lmdb_conversation_open,
+    .health = lmdb_health,
+    .close = lmdb_close,
+};

@@ -1,0 +1,26 @@
+/* store_lmdb.h - the embedded storage backend (LMDB, same process).
+ *
+ * Reads run on the caller's thread and complete before the call returns.
+ * Writes go to one writer thread that applies every queued write in a single
+ * LMDB transaction and commits it with one fsync (group commit); callbacks
+ * run on that thread after the commit is durable.
+ */
+#ifndef MESSENGER_STORE_LMDB_H
+#define MESSENGER_STORE_LMDB_H
+
+#include <stddef.h>
+
+#include "model/uuid.h"
+#include "store/store.h"
+
+typedef struct store_lmdb_config {
+    const char *dir;        /* created if missing */
+    size_t map_size_mb;     /* maximum database size */
+    size_t max_batch;       /* most writes in one commit */
+} store_lmdb_config_t;
+
+/* Opens (creating if needed) the store in cfg->dir. ids must outlive the
+ * store. Returns 0, or a negative STORE_E* code with a message logged. */
+int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out);
+
+#endif

@@ -1,0 +1,4 @@
+#ifndef MESSENGER_VERSION_H
+#define MESSENGER_VERSION_H
+#define MESSENGER_VERSION "0.1.0"
+#endif
