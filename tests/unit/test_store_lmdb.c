@@ -1,0 +1,443 @@
+/* The LMDB store through the public storage interface: users, sends,
+ * pages in both directions, recency order, cursors, idempotency, errors,
+ * and durability across close/reopen. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/cursor.h"
+#include "store/store_lmdb.h"
+#include "unit.h"
+#include "util/log.h"
+
+/* ---- a synchronous view of the asynchronous interface ---- */
+
+typedef struct result {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int err;
+    bool replayed;
+    user_t user;
+    char name[300];
+    message_t msg;
+    char content[8192];
+    message_t msgs[100];
+    conversation_t convs[100];
+    size_t count;
+    bool more;
+} result_t;
+
+static result_t *R;
+
+static void reset(void) {
+    pthread_mutex_lock(&R->mu);
+    R->done = false;
+    R->err = 0;
+    R->count = 0;
+    R->more = false;
+    R->replayed = false;
+    pthread_mutex_unlock(&R->mu);
+}
+
+static void signal_done(int err) {
+    pthread_mutex_lock(&R->mu);
+    R->err = err;
+    R->done = true;
+    pthread_cond_signal(&R->cv);
+    pthread_mutex_unlock(&R->mu);
+}
+
+static int wait_done(void) {
+    pthread_mutex_lock(&R->mu);
+    while (!R->done) pthread_cond_wait(&R->cv, &R->mu);
+    int err = R->err;
+    pthread_mutex_unlock(&R->mu);
+    return err;
+}
+
+static void on_user(void *ctx, int err, const user_t *u) {
+    (void)ctx;
+    if (u) {
+        R->user = *u;
+        memcpy(R->name, u->name, u->name_len);
+        R->user.name = R->name;
+    }
+    signal_done(err);
+}
+
+static void on_send(void *ctx, int err, const message_t *m, bool replayed) {
+    (void)ctx;
+    if (m) {
+        R->msg = *m;
+        memcpy(R->content, m->content, m->content_len);
+        R->msg.content = R->content;
+    }
+    R->replayed = replayed;
+    signal_done(err);
+}
+
+/* Page items point into the read transaction: only ids are compared later. */
+static void on_msgs(void *ctx, int err, const store_msg_page_t *p) {
+    (void)ctx;
+    if (p) {
+        memcpy(R->msgs, p->items, p->count * sizeof *p->items);
+        R->count = p->count;
+        R->more = p->more;
+    }
+    signal_done(err);
+}
+
+static void on_convs(void *ctx, int err, const store_conv_page_t *p) {
+    (void)ctx;
+    if (p) {
+        memcpy(R->convs, p->items, p->count * sizeof *p->items);
+        R->count = p->count;
+        R->more = p->more;
+    }
+    signal_done(err);
+}
+
+static void on_conv(void *ctx, int err, const conversation_t *c) {
+    (void)ctx;
+    if (c) R->convs[0] = *c;
+    signal_done(err);
+}
+
+typedef struct fixture {
+    char dir[64];
+    idgen_t ids;
+    store_t *store;
+} fixture_t;
+
+static void open_store(fixture_t *f) {
+    store_lmdb_config_t cfg = {.dir = f->dir, .map_size_mb = 64, .max_batch = 64};
+    assert_int_equal(store_lmdb_open(&cfg, &f->ids, &f->store), STORE_OK);
+}
+
+static int setup(void **state) {
+    log_set_level(LOG_WARN);
+    fixture_t *f = calloc(1, sizeof *f);
+    R = calloc(1, sizeof *R);
+    pthread_mutex_init(&R->mu, NULL);
+    pthread_cond_init(&R->cv, NULL);
+    snprintf(f->dir, sizeof f->dir, "/tmp/messenger-unit-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    assert_int_equal(idgen_init(&f->ids), 0);
+    open_store(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+    store_close(f->store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    pthread_mutex_destroy(&R->mu);
+    pthread_cond_destroy(&R->cv);
+    free(R);
+    free(f);
+    return 0;
+}
+
+static uuid_t make_user(store_t *s, const char *name) {
+    user_t u = {.name = name, .name_len = strlen(name)};
+    assert_int_equal(uuid_random(&u.id), 0);
+    reset();
+    store_user_create(s, &u, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    return u.id;
+}
+
+static int send(store_t *s, const uuid_t *from, const uuid_t *to, const char *text, const char *key) {
+    store_send_t r;
+    memset(&r, 0, sizeof r);
+    r.sender_id = *from;
+    r.receiver_id = *to;
+    r.content = text;
+    r.content_len = strlen(text);
+    if (key) {
+        r.client_message_id = key;
+        r.client_message_id_len = strlen(key);
+    }
+    reset();
+    store_message_send(s, &r, on_send, NULL);
+    return wait_done();
+}
+
+static int list_msgs(store_t *s, const uuid_t *conv, int limit, const uuid_t *before, const uuid_t *after) {
+    store_msg_query_t q = {.conversation_id = *conv, .limit = limit};
+    if (before) { q.has_before = true; q.before = *before; }
+    if (after) { q.has_after = true; q.after = *after; }
+    reset();
+    store_messages_list(s, &q, on_msgs, NULL);
+    return wait_done();
+}
+
+static int list_convs(store_t *s, const uuid_t *user, int limit, const store_conv_query_t *cursor) {
+    store_conv_query_t q = cursor ? *cursor : (store_conv_query_t){0};
+    q.user_id = *user;
+    q.limit = limit;
+    reset();
+    store_conversations_list(s, &q, on_convs, NULL);
+    return wait_done();
+}
+
+static void users(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "Alice");
+    user_t dup = {.name = "aLICE", .name_len = 5};
+    uuid_random(&dup.id);
+    reset();
+    store_user_create(f->store, &dup, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_ECONFLICT); /* case-insensitive */
+    reset();
+    store_user_find(f->store, "ALICE", 5, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    assert_memory_equal(&R->user.id, &a, 16);
+    assert_int_equal(R->user.name_len, 5);
+    assert_memory_equal(R->user.name, "Alice", 5); /* the name as registered */
+    reset();
+    store_user_get(f->store, &a, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    uuid_t nobody;
+    uuid_random(&nobody);
+    reset();
+    store_user_get(f->store, &nobody, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_ENOTFOUND);
+    reset();
+    store_user_find(f->store, "bob", 3, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_ENOTFOUND);
+}
+
+static void send_and_pages(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b");
+    uuid_t ids[28];
+    for (int i = 0; i < 28; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "m%d", i);
+        assert_int_equal(send(f->store, i % 2 ? &b : &a, i % 2 ? &a : &b, text, NULL), STORE_OK);
+        ids[i] = R->msg.id;
+        assert_int_equal(uuid_version(&ids[i]), 1);
+        if (i) {
+            uint8_t k0[16], k1[16];
+            uuid_sort_key(&ids[i - 1], k0);
+            uuid_sort_key(&ids[i], k1);
+            assert_true(memcmp(k0, k1, 16) < 0);
+        }
+    }
+    uuid_t conv;
+    conversation_id_derive(&a, &b, &conv);
+    assert_memory_equal(&R->msg.conversation_id, &conv, 16);
+    /* newest first: 20, then 8 with no more */
+    assert_int_equal(list_msgs(f->store, &conv, 20, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 20);
+    assert_true(R->more);
+    assert_memory_equal(&R->msgs[0].id, &ids[27], 16);
+    assert_memory_equal(&R->msgs[19].id, &ids[8], 16);
+    uuid_t cursor = R->msgs[19].id;
+    assert_int_equal(list_msgs(f->store, &conv, 20, &cursor, NULL), STORE_OK);
+    assert_int_equal(R->count, 8);
+    assert_false(R->more);
+    assert_memory_equal(&R->msgs[0].id, &ids[7], 16);
+    assert_memory_equal(&R->msgs[7].id, &ids[0], 16);
+    /* exactly 20 + 0: a full page that is the last has more == false */
+    assert_int_equal(list_msgs(f->store, &conv, 28, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 28);
+    assert_false(R->more);
+    /* after: oldest first */
+    assert_int_equal(list_msgs(f->store, &conv, 5, NULL, &ids[20]), STORE_OK);
+    assert_int_equal(R->count, 5);
+    assert_true(R->more);
+    assert_memory_equal(&R->msgs[0].id, &ids[21], 16);
+    assert_int_equal(list_msgs(f->store, &conv, 5, NULL, &ids[25]), STORE_OK);
+    assert_int_equal(R->count, 2);
+    assert_false(R->more);
+    /* a conversation that does not exist */
+    uuid_t none;
+    uuid_random(&none);
+    assert_int_equal(list_msgs(f->store, &none, 5, NULL, NULL), STORE_ENOTFOUND);
+    /* a send to an unknown user writes nothing */
+    assert_int_equal(send(f->store, &a, &none, "x", NULL), STORE_ENOTFOUND);
+    assert_int_equal(list_convs(f->store, &a, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 1);
+}
+
+static void recency_order_and_cursor(void **state) {
+    fixture_t *f = *state;
+    uuid_t me = make_user(f->store, "me");
+    uuid_t others[5];
+    for (int i = 0; i < 5; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "o%d", i);
+        others[i] = make_user(f->store, name);
+        assert_int_equal(send(f->store, &me, &others[i], name, NULL), STORE_OK);
+    }
+    /* newest activity first: o4 .. o0 */
+    assert_int_equal(list_convs(f->store, &me, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 5);
+    assert_memory_equal(&R->convs[0].user2_id, &others[4], 16);
+    assert_memory_equal(&R->convs[0].user1_id, &me, 16);
+    /* o1 gets a message: it moves to the top */
+    assert_int_equal(send(f->store, &others[1], &me, "back on top", NULL), STORE_OK);
+    assert_int_equal(list_convs(f->store, &me, 2, NULL), STORE_OK);
+    assert_int_equal(R->count, 2);
+    assert_true(R->more);
+    assert_memory_equal(&R->convs[0].user2_id, &others[1], 16);
+    assert_int_equal(R->convs[0].last_message_len, 11);
+    assert_memory_equal(&R->convs[1].user2_id, &others[4], 16);
+    /* position cursor after o4; then o4 gets new activity: the walk still
+     * continues with o3, o2, o0 and nothing repeats */
+    store_conv_query_t cur = {.has_cursor = true, .cursor_activity = R->convs[1].activity, .cursor_id = R->convs[1].id};
+    assert_int_equal(send(f->store, &me, &others[4], "bump", NULL), STORE_OK);
+    assert_int_equal(list_convs(f->store, &me, 10, &cur), STORE_OK);
+    assert_int_equal(R->count, 3);
+    assert_false(R->more);
+    assert_memory_equal(&R->convs[0].user2_id, &others[3], 16);
+    assert_memory_equal(&R->convs[2].user2_id, &others[0], 16);
+    /* a bare conversation id as cursor: after that conversation's position */
+    store_conv_query_t bare = {.has_cursor = true, .cursor_is_id = true};
+    conversation_id_derive(&me, &others[3], &bare.cursor_id);
+    assert_int_equal(list_convs(f->store, &me, 10, &bare), STORE_OK);
+    assert_int_equal(R->count, 2);
+    uuid_random(&bare.cursor_id);
+    assert_int_equal(list_convs(f->store, &me, 10, &bare), STORE_EBADCURSOR);
+    uuid_t nobody;
+    uuid_random(&nobody);
+    assert_int_equal(list_convs(f->store, &nobody, 10, NULL), STORE_ENOTFOUND);
+}
+
+static void idempotent_sends(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b"), c = make_user(f->store, "c");
+    assert_int_equal(send(f->store, &a, &b, "hello", "k1"), STORE_OK);
+    assert_false(R->replayed);
+    uuid_t first = R->msg.id;
+    assert_int_equal(send(f->store, &a, &b, "hello", "k1"), STORE_OK);
+    assert_true(R->replayed);
+    assert_memory_equal(&R->msg.id, &first, 16);
+    assert_int_equal(R->msg.content_len, 5);
+    assert_int_equal(send(f->store, &a, &b, "other", "k1"), STORE_ECONFLICT);
+    assert_int_equal(send(f->store, &a, &c, "hello", "k1"), STORE_ECONFLICT);
+    assert_int_equal(send(f->store, &b, &a, "hello", "k1"), STORE_OK); /* another sender */
+    assert_false(R->replayed);
+    uuid_t conv;
+    conversation_id_derive(&a, &b, &conv);
+    assert_int_equal(list_msgs(f->store, &conv, 100, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 2);
+}
+
+static void open_empty_conversation(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b");
+    reset();
+    store_conversation_open(f->store, &a, &b, 1704067200000LL, on_conv, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    uuid_t conv = R->convs[0].id;
+    reset();
+    store_conversation_get(f->store, &conv, on_conv, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    assert_false(R->convs[0].has_last_message);
+    assert_true(R->convs[0].created_at_ms == 1704067200000LL);
+    assert_int_equal(list_msgs(f->store, &conv, 10, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 0);
+    assert_false(R->more);
+    assert_int_equal(list_convs(f->store, &b, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 1);
+    assert_false(R->convs[0].has_last_message);
+    /* a message makes it the last message; created_at stays */
+    assert_int_equal(send(f->store, &b, &a, "first", NULL), STORE_OK);
+    reset();
+    store_conversation_get(f->store, &conv, on_conv, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    assert_true(R->convs[0].has_last_message);
+    assert_true(R->convs[0].created_at_ms == 1704067200000LL);
+}
+
+static void survives_reopen(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b");
+    assert_int_equal(send(f->store, &a, &b, "durable", NULL), STORE_OK);
+    store_close(f->store);
+    open_store(f);
+    uuid_t conv;
+    conversation_id_derive(&a, &b, &conv);
+    assert_int_equal(list_msgs(f->store, &conv, 10, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 1);
+}
+
+/* Many writers at once: group commit must keep every send, once. */
+struct writer_arg {
+    store_t *s;
+    uuid_t a, b;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending, failed;
+};
+
+static void on_bulk(void *ctx, int err, const message_t *m, bool replayed) {
+    (void)m;
+    (void)replayed;
+    struct writer_arg *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->pending--;
+    if (err) w->failed++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void concurrent_sends(void **state) {
+    fixture_t *f = *state;
+    struct writer_arg w = {.s = f->store};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    w.a = make_user(f->store, "a");
+    w.b = make_user(f->store, "b");
+    const int n = 3000;
+    w.pending = n;
+    for (int i = 0; i < n; i++) {
+        store_send_t r;
+        memset(&r, 0, sizeof r);
+        r.sender_id = i % 2 ? w.a : w.b;
+        r.receiver_id = i % 2 ? w.b : w.a;
+        r.content = "x";
+        r.content_len = 1;
+        store_message_send(f->store, &r, on_bulk, &w); /* all in flight at once */
+    }
+    pthread_mutex_lock(&w.mu);
+    while (w.pending) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    assert_int_equal(w.failed, 0);
+    uuid_t conv;
+    conversation_id_derive(&w.a, &w.b, &conv);
+    int total = 0;
+    uuid_t cursor;
+    bool first = true;
+    do {
+        assert_int_equal(list_msgs(f->store, &conv, 100, first ? NULL : &cursor, NULL), STORE_OK);
+        total += (int)R->count;
+        if (R->count) cursor = R->msgs[R->count - 1].id;
+        first = false;
+    } while (R->more);
+    assert_int_equal(total, n);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(users, setup, teardown),
+        cmocka_unit_test_setup_teardown(send_and_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(recency_order_and_cursor, setup, teardown),
+        cmocka_unit_test_setup_teardown(idempotent_sends, setup, teardown),
+        cmocka_unit_test_setup_teardown(open_empty_conversation, setup, teardown),
+        cmocka_unit_test_setup_teardown(survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(concurrent_sends, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("store_lmdb", tests, NULL, NULL);
+}

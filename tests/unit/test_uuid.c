@@ -1,0 +1,158 @@
+/* Ids: parsing/formatting, the timeuuid generator, sort keys. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/uuid.h"
+#include "unit.h"
+
+static void parse_format_round_trip(void **state) {
+    (void)state;
+    uuid_t u;
+    char out[UUID_STR_LEN + 1];
+    assert_int_equal(uuid_parse(&u, "70030948-BB89-9933-eaf8-AC47C88CBAFF", 36), 0);
+    uuid_format(&u, out);
+    assert_string_equal(out, "70030948-bb89-9933-eaf8-ac47c88cbaff");
+    assert_int_equal(u.b[0], 0x70);
+    assert_int_equal(u.b[15], 0xff);
+}
+
+static void parse_rejects_malformed(void **state) {
+    (void)state;
+    uuid_t u;
+    const char *bad[] = {
+        "", "70030948-bb89-9933-eaf8-ac47c88cbaf", "70030948-bb89-9933-eaf8-ac47c88cbafff",
+        "70030948bb89-9933-eaf8-ac47c88cbaff0", "7003094g-bb89-9933-eaf8-ac47c88cbaff",
+        "70030948-bb89-9933-eaf8_ac47c88cbaff", "{0030948-bb89-9933-eaf8-ac47c88cbaff",
+        "70030948-bb89-9933-eaf8-ac47c88cba f", "70030948-bb8-99933-eaf8-ac47c88cbaff",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(uuid_parse(&u, bad[i], strlen(bad[i])), -1);
+    /* Exactly len bytes are read: a valid prefix of a longer buffer counts. */
+    assert_int_equal(uuid_parse(&u, "70030948-bb89-9933-eaf8-ac47c88cbaffXYZ", 36), 0);
+}
+
+static void v1_fields(void **state) {
+    (void)state;
+    uuid_t u;
+    uint64_t ticks = 0x0123456789abcdefULL & 0x0fffffffffffffffULL;
+    uuid_make_v1(&u, ticks, 0x3fff, 0xa1b2c3d4e5f6ULL);
+    assert_int_equal(uuid_version(&u), 1);
+    assert_int_equal(u.b[8] & 0xc0, 0x80); /* RFC 4122 variant */
+    assert_true(uuid_time_ticks(&u) == ticks);
+    assert_int_equal(u.b[15], 0xf6);
+    uint8_t key[16];
+    uuid_sort_key(&u, key);
+    uuid_t back;
+    uuid_from_sort_key(&back, key);
+    assert_memory_equal(&u, &back, 16);
+}
+
+static void ms_ticks_conversion(void **state) {
+    (void)state;
+    assert_true(unix_ms_to_ticks(0) == UUID_TICKS_UNIX_EPOCH);
+    assert_true(ticks_to_unix_ms(unix_ms_to_ticks(1704067200123LL)) == 1704067200123LL);
+}
+
+static void sort_key_orders_by_time(void **state) {
+    (void)state;
+    /* time_low is the first field of a v1 uuid, so byte order of the uuid
+     * is NOT time order; the sort key must be. */
+    uuid_t a, b;
+    uuid_make_v1(&a, 0x00000001ffffffffULL, 1, 1);
+    uuid_make_v1(&b, 0x0000000200000000ULL, 0, 0);
+    assert_true(memcmp(a.b, b.b, 16) > 0);
+    uint8_t ka[16], kb[16];
+    uuid_sort_key(&a, ka);
+    uuid_sort_key(&b, kb);
+    assert_true(memcmp(ka, kb, 16) < 0);
+}
+
+static void random_v4(void **state) {
+    (void)state;
+    uuid_t a, b;
+    assert_int_equal(uuid_random(&a), 0);
+    assert_int_equal(uuid_random(&b), 0);
+    assert_int_equal(uuid_version(&a), 4);
+    assert_int_equal(a.b[8] & 0xc0, 0x80);
+    assert_memory_not_equal(&a, &b, 16);
+}
+
+#define THREADS 4
+#define PER_THREAD 50000
+
+struct gen_arg {
+    idgen_t *g;
+    uint64_t ticks[PER_THREAD];
+};
+
+static void *gen_thread(void *p) {
+    struct gen_arg *a = p;
+    for (int i = 0; i < PER_THREAD; i++) {
+        uuid_t u;
+        idgen_next(a->g, &u);
+        a->ticks[i] = uuid_time_ticks(&u);
+    }
+    return NULL;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static void generator_monotonic_under_threads(void **state) {
+    (void)state;
+    idgen_t g;
+    assert_int_equal(idgen_init(&g), 0);
+    struct gen_arg *args = calloc(THREADS, sizeof *args);
+    assert_non_null(args);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i].g = &g;
+        assert_int_equal(pthread_create(&t[i], NULL, gen_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+    /* Strictly increasing within each thread... */
+    for (int i = 0; i < THREADS; i++)
+        for (int j = 1; j < PER_THREAD; j++) assert_true(args[i].ticks[j] > args[i].ticks[j - 1]);
+    /* ...and never repeated across threads. */
+    uint64_t *all = malloc(sizeof(uint64_t) * THREADS * PER_THREAD);
+    assert_non_null(all);
+    for (int i = 0; i < THREADS; i++) memcpy(all + i * PER_THREAD, args[i].ticks, sizeof args[i].ticks);
+    qsort(all, THREADS * PER_THREAD, sizeof *all, cmp_u64);
+    for (int j = 1; j < THREADS * PER_THREAD; j++) assert_true(all[j] != all[j - 1]);
+    free(all);
+    free(args);
+}
+
+static void generator_bits_and_floor(void **state) {
+    (void)state;
+    idgen_t g;
+    assert_int_equal(idgen_init(&g), 0);
+    uuid_t u;
+    idgen_next(&g, &u);
+    assert_int_equal(uuid_version(&u), 1);
+    assert_int_equal(u.b[8] & 0xc0, 0x80);
+    assert_int_equal(u.b[10] & 0x01, 0x01); /* random node: multicast bit set */
+    /* A floor in the future wins over the clock. */
+    uint64_t floor = uuid_time_ticks(&u) + 10000000ULL * 3600;
+    idgen_next_after(&g, floor, &u);
+    assert_true(uuid_time_ticks(&u) >= floor);
+    idgen_next(&g, &u);
+    assert_true(uuid_time_ticks(&u) > floor); /* and the generator never goes back */
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parse_format_round_trip),
+        cmocka_unit_test(parse_rejects_malformed),
+        cmocka_unit_test(v1_fields),
+        cmocka_unit_test(ms_ticks_conversion),
+        cmocka_unit_test(sort_key_orders_by_time),
+        cmocka_unit_test(random_v4),
+        cmocka_unit_test(generator_monotonic_under_threads),
+        cmocka_unit_test(generator_bits_and_floor),
+    };
+    return cmocka_run_group_tests_name("uuid", tests, NULL, NULL);
+}
