@@ -60,7 +60,7 @@ static int parse_size(const char *s, long min, long max, long *out) {
 }
 
 enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_BODY, O_MAX_CONTENT,
-              O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_USERS, O_CONVS, O_MSGS, O_HELP, O_VERSION };
+              O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG, O_HELP, O_VERSION };
 
 /* One table for flags and environment variables, so they cannot drift. */
 static const struct setting {
@@ -81,6 +81,8 @@ static const struct setting {
     {O_USERS, "users", NULL},
     {O_CONVS, "conversations", NULL},
     {O_MSGS, "messages", NULL},
+    {O_HUB, "hub-conversations", NULL},
+    {O_LONG, "long-conversation", NULL},
 };
 #define N_SETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
 
@@ -110,6 +112,8 @@ static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
     case O_USERS: if (parse_size(v, 0, 100000000, &n)) goto bad; c->seed_users = n; return 0;
     case O_CONVS: if (parse_size(v, 0, 100000000, &n)) goto bad; c->seed_conversations = n; return 0;
     case O_MSGS: if (parse_size(v, 0, 1000000000, &n)) goto bad; c->seed_messages = n; return 0;
+    case O_HUB: if (parse_size(v, 0, 100000000, &n)) goto bad; c->seed_hub = n; return 0;
+    case O_LONG: if (parse_size(v, 0, 1000000000, &n)) goto bad; c->seed_long = n; return 0;
     default: return -1;
     }
 bad:
@@ -136,7 +140,9 @@ void config_print_help(const char *prog) {
            "  --idle-timeout SECONDS    close idle keep-alive connections [MESSENGER_IDLE_TIMEOUT] (120)\n\n"
            "Seed options (without them: the fixed edge-case data set):\n"
            "  --users N --conversations M --messages K\n"
-           "                            generate a data set of that size (deterministic)\n\n"
+           "                            generate a data set of that size (deterministic)\n"
+           "  --hub-conversations N     also give user0000000 conversations with N others\n"
+           "  --long-conversation N     also write N messages between user0000000 and user0000001\n\n"
            "SIGINT or SIGTERM stops the server gracefully: requests in flight finish and\n"
            "pending commits are flushed.\n",
            MESSENGER_VERSION, prog, prog, prog);

@@ -27,6 +27,8 @@ typedef struct config {
     unsigned shutdown_grace_ms;
     /* seed */
     long seed_users, seed_conversations, seed_messages;
+    long seed_hub;              /* conversations of user0000000 (benchmarks) */
+    long seed_long;             /* messages between user0000000 and user0000001 */
 } config_t;
 
 /* Fills cfg from defaults, the environment and argv. Returns 0, or -1 with

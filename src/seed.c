@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "server.h"
 #include "util/log.h"
@@ -25,7 +26,7 @@
 #define SEED_EPOCH_MS 1704067200000LL
 #define SEED_CLOCK_SEQ 0x1234
 #define SEED_NODE 0x5eed5eed5eedULL
-#define MAX_IN_FLIGHT 4096
+#define MAX_IN_FLIGHT 131072
 
 /* Tracks asynchronous store calls: bounded in flight, waited for at the end. */
 typedef struct tracker {
@@ -211,15 +212,34 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void progress(const char *what, long done, long total, double t0, bool final) {
-    double el = now_s() - t0;
-    fprintf(stderr, "\rseed: %s %ld/%ld (%.0f/s, %.1fs)%s", what, done, total, el > 0 ? (double)done / el : 0.0, el,
-            final ? "\n" : "");
+/* A progress line on stderr: rewritten in place on a terminal, one line
+ * every 10 s otherwise (logs stay readable). */
+typedef struct progress {
+    const char *what;
+    long total;
+    double t0, last;
+    bool tty;
+} progress_t;
+
+static void progress_start(progress_t *p, const char *what, long total) {
+    p->what = what;
+    p->total = total;
+    p->t0 = p->last = now_s();
+    p->tty = isatty(STDERR_FILENO);
+}
+
+static void progress_show(progress_t *p, long done, bool final) {
+    double now = now_s();
+    if (!final && now - p->last < (p->tty ? 1.0 : 10.0)) return;
+    p->last = now;
+    double el = now - p->t0;
+    fprintf(stderr, "%sseed: %s %ld/%ld (%.0f/s, %.1fs)%s", p->tty ? "\r" : "", p->what, done, p->total,
+            el > 0 ? (double)done / el : 0.0, el, final || !p->tty ? "\n" : "");
 }
 
 static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
     long nu = cfg->seed_users, nc = cfg->seed_conversations, nm = cfg->seed_messages;
-    if (nu < 2 && (nc > 0 || nm > 0)) {
+    if (nu < 2 && (nc > 0 || nm > 0 || cfg->seed_hub > 0 || cfg->seed_long > 0)) {
         fprintf(stderr, "seed: conversations need at least 2 users\n");
         return -1;
     }
@@ -230,7 +250,8 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
         free(pairs);
         return -1;
     }
-    double t0 = now_s(), last = t0;
+    progress_t pr;
+    progress_start(&pr, "users", nu);
     for (long i = 0; i < nu; i++) {
         char name[32];
         int n = snprintf(name, sizeof name, "user%07ld", i);
@@ -239,32 +260,31 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
         users[i] = u.id;
         tracker_acquire(t, MAX_IN_FLIGHT);
         store_user_create(s, &u, on_user, t);
-        if (now_s() - last > 1) { last = now_s(); progress("users", i, nu, t0, false); }
+        progress_show(&pr, i, false);
     }
     tracker_wait_all(t);
-    progress("users", nu, nu, t0, true);
+    progress_show(&pr, nu, true);
 
-    /* Conversations: user i talks to a few "neighbours", so that pairs are
-     * distinct without a hash set: pair k = (k mod nu, k mod nu + 1 + k / nu). */
-    uint64_t rng = 0x9E3779B97F4A7C15ULL;
-    t0 = last = now_s();
+    /* Conversations: distinct pairs without a hash set, pair k is
+     * (k mod nu, k mod nu + 1 + k / nu), so each user talks to neighbours. */
+    if (nc > nu * (nu - 1) / 2) nc = nu * (nu - 1) / 2;
+    progress_start(&pr, "conversations", nc);
     for (long k = 0; k < nc; k++) {
-        long a = k % nu, step = 1 + k / nu;
-        if (step >= nu) { nc = k; break; } /* every pair is taken */
-        long b = (a + step) % nu;
+        long a = k % nu, b = (a + 1 + k / nu) % nu;
         pairs[k][0] = (uint32_t)a;
         pairs[k][1] = (uint32_t)b;
         tracker_acquire(t, MAX_IN_FLIGHT);
         store_conversation_open(s, &users[a], &users[b], SEED_EPOCH_MS + k, on_conv, t);
-        if (now_s() - last > 1) { last = now_s(); progress("conversations", k, nc, t0, false); }
+        progress_show(&pr, k, false);
     }
     tracker_wait_all(t);
-    progress("conversations", nc, nc, t0, true);
+    progress_show(&pr, nc, true);
 
-    /* Messages: each to a random conversation, 1 ms apart, from the epoch of
-     * the generated set on (after the edge cases). */
-    t0 = last = now_s();
+    /* Messages: each to a random conversation, 1 ms apart, starting a day
+     * after the edge cases' epoch. */
+    uint64_t rng = 0x9E3779B97F4A7C15ULL;
     uint64_t base = unix_ms_to_ticks(SEED_EPOCH_MS + 86400000LL);
+    progress_start(&pr, "messages", nc > 0 ? nm : 0);
     for (long i = 0; nc > 0 && i < nm; i++) {
         uint64_t r = rng_next(&rng);
         long k = (long)(r % (uint64_t)nc);
@@ -272,10 +292,36 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
         char text[96];
         int n = snprintf(text, sizeof text, "Message %ld: the quick brown fox jumps over the lazy dog", i);
         send_at(s, t, &users[pairs[k][dir]], &users[pairs[k][!dir]], base + (uint64_t)i * 10000, text, (size_t)n);
-        if ((i & 1023) == 0 && now_s() - last > 1) { last = now_s(); progress("messages", i, nm, t0, false); }
+        progress_show(&pr, i, false);
     }
     tracker_wait_all(t);
-    progress("messages", nc > 0 ? nm : 0, nm, t0, true);
+    progress_show(&pr, pr.total, true);
+
+    /* Benchmark extremes, both around user0000000: a user with very many
+     * conversations, and a conversation with very many messages. */
+    long hub = cfg->seed_hub < nu ? cfg->seed_hub : nu - 1;
+    if (hub > 0) {
+        progress_start(&pr, "hub conversations", hub);
+        for (long i = 1; i <= hub; i++) {
+            tracker_acquire(t, MAX_IN_FLIGHT);
+            store_conversation_open(s, &users[0], &users[i], SEED_EPOCH_MS + i, on_conv, t);
+            progress_show(&pr, i, false);
+        }
+        tracker_wait_all(t);
+        progress_show(&pr, hub, true);
+    }
+    if (cfg->seed_long > 0) {
+        base += (uint64_t)nm * 10000;
+        progress_start(&pr, "long conversation", cfg->seed_long);
+        for (long i = 0; i < cfg->seed_long; i++) {
+            char text[96];
+            int n = snprintf(text, sizeof text, "Long conversation message %ld", i);
+            send_at(s, t, &users[i & 1], &users[!(i & 1)], base + (uint64_t)i * 10000, text, (size_t)n);
+            progress_show(&pr, i, false);
+        }
+        tracker_wait_all(t);
+        progress_show(&pr, cfg->seed_long, true);
+    }
     free(users);
     free(pairs);
     return t->failed ? -1 : 0;
@@ -284,10 +330,11 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
 int seed_run(const config_t *cfg) {
     signal(SIGPIPE, SIG_IGN);
     server_t srv;
-    if (server_open_store(&srv, cfg) != 0) return 1;
+    if (server_open_store(&srv, cfg, true) != 0) return 1;
     tracker_t t;
     tracker_init(&t);
-    bool generated = cfg->seed_users || cfg->seed_conversations || cfg->seed_messages;
+    bool generated = cfg->seed_users || cfg->seed_conversations || cfg->seed_messages || cfg->seed_hub ||
+                     cfg->seed_long;
     int rc = generated ? seed_generated(srv.store, &t, cfg) : seed_edge_cases(srv.store, &t);
     store_close(srv.store);
     fprintf(stderr, "seed: %ld written, %ld already present, %ld failed\n", t.done, t.existed, t.failed);

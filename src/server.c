@@ -8,14 +8,17 @@
 #include "util/log.h"
 #include "version.h"
 
-int server_open_store(server_t *srv, const config_t *cfg) {
+int server_open_store(server_t *srv, const config_t *cfg, bool bulk_load) {
     memset(srv, 0, sizeof *srv);
     srv->cfg = cfg;
     if (idgen_init(&srv->ids) != 0) {
         log_error("server", "no OS randomness for the id generator");
         return -1;
     }
-    store_lmdb_config_t lc = {.dir = cfg->data_dir, .map_size_mb = cfg->map_size_mb, .max_batch = 1024};
+    /* Bulk loads commit in large batches; serving keeps batches small enough
+     * that one commit's latency stays low under load. */
+    store_lmdb_config_t lc = {.dir = cfg->data_dir, .map_size_mb = cfg->map_size_mb,
+                              .max_batch = bulk_load ? 65536 : 1024, .bulk_load = bulk_load};
     if (store_lmdb_open(&lc, &srv->ids, &srv->store) != STORE_OK) return -1;
     return 0;
 }
@@ -31,7 +34,7 @@ int server_run(const config_t *cfg) {
     signal(SIGPIPE, SIG_IGN);
 
     server_t srv;
-    if (server_open_store(&srv, cfg) != 0) return 1;
+    if (server_open_store(&srv, cfg, false) != 0) return 1;
     srv.api = (api_t){.store = srv.store, .max_content = cfg->max_content};
     http_server_config_t hc = {
         .host = cfg->host,

@@ -4,6 +4,8 @@
 #ifndef MESSENGER_SERVER_H
 #define MESSENGER_SERVER_H
 
+#include <stdbool.h>
+
 #include "api/api.h"
 #include "config.h"
 #include "http/server.h"
@@ -18,8 +20,9 @@ typedef struct server {
     http_server_t *http;
 } server_t;
 
-/* Opens the store named by cfg (used by `serve` and `seed`). */
-int server_open_store(server_t *srv, const config_t *cfg);
+/* Opens the store named by cfg (used by `serve` and `seed`); bulk_load
+ * trades per-commit durability for loading speed (the seeder). */
+int server_open_store(server_t *srv, const config_t *cfg, bool bulk_load);
 /* `messenger serve`: runs until SIGINT/SIGTERM; returns the exit status. */
 int server_run(const config_t *cfg);
 

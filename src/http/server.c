@@ -42,6 +42,7 @@ struct http_server {
     uint32_t id_prefix;          /* random per process, so request ids differ across restarts */
     _Atomic uint64_t next_id;
     _Atomic long inflight;       /* requests between their first byte and completion */
+    _Atomic bool stopping;       /* set by http_server_stop: new requests get 503 */
 };
 
 struct http_request {
@@ -52,6 +53,7 @@ struct http_request {
     buf_t body;
     bool too_large;
     bool dispatched;
+    bool close_after;            /* answer with Connection: close */
     _Atomic int state;
     unsigned status;
     struct MHD_Response *response;
@@ -85,6 +87,7 @@ const char *http_request_body(const http_request_t *r, size_t *len) {
 static void finish(http_request_t *r, unsigned status, struct MHD_Response *resp) {
     if (resp) {
         MHD_add_response_header(resp, "X-Request-Id", r->id);
+        if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     } else {
         /* Could not even build a response: MHD answers with an internal
          * error and closes the connection. */
@@ -189,9 +192,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     http_server_t *srv = cls;
     http_request_t *r = *con_cls;
     if (!r) {
-        r = request_new(srv, c, url, method);
+        r = request_new(srv, c, url, method); /* counts it in flight first... */
         if (!r) return MHD_NO;
         *con_cls = r;
+        if (atomic_load(&srv->stopping)) {
+            /* ...then checks `stopping`: either the stopper sees this request
+             * in flight and waits for it, or this request sees `stopping` and
+             * is answered here, never suspended (MHD_stop_daemon must not
+             * find a suspended connection). */
+            r->dispatched = true;
+            r->close_after = true;
+            http_respond_error(r, 503, "server is shutting down");
+            return queue_answer(r);
+        }
         if (content_length_too_large(c, srv->max_body)) {
             /* Answer before reading the body; MHD then closes the connection. */
             r->dispatched = true;
@@ -296,13 +309,13 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
     }
     srv->daemon = MHD_start_daemon(
         flags, cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, so that it sees every message */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout_s,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_END);
     if (!srv->daemon) {
         log_error("http", "cannot listen on %s:%u (address in use, or not allowed)", cfg->host, cfg->port);
@@ -322,6 +335,8 @@ void http_server_stop(http_server_t *srv, unsigned grace_ms) {
     if (!srv) return;
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET) close(fd);
+    /* Keep-alive clients can still send requests on open connections. */
+    atomic_store(&srv->stopping, true);
     struct timespec tick = {0, 5 * 1000 * 1000};
     for (unsigned waited = 0; atomic_load(&srv->inflight) > 0 && waited < grace_ms; waited += 5)
         nanosleep(&tick, NULL);

@@ -86,6 +86,7 @@ typedef struct lmdb_store {
     MDB_dbi dbi[DB_COUNT];
     idgen_t *ids;
     size_t max_batch;
+    bool bulk;              /* MDB_WRITEMAP: no nested transactions */
     pthread_t writer;
     pthread_mutex_t mu;     /* guards the queue and `closing` */
     pthread_cond_t cv;
@@ -436,15 +437,18 @@ static int apply_user_create(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
     char folded[USERNAME_MAX * 4];
     if (op->user.name_len == 0 || op->user.name_len > sizeof folded) return STORE_EIO;
     fold_name(op->user.name, op->user.name_len, folded);
-    MDB_val k = val(folded, op->user.name_len), v = val(op->user.id.b, 16);
-    int rc = mdb_put(txn, s->dbi[DB_USERS_BY_NAME], &k, &v, MDB_NOOVERWRITE);
-    if (rc == MDB_KEYEXIST) return STORE_ECONFLICT;
-    if (rc) return map_err(rc);
-    k = val(op->user.id.b, 16);
+    /* Both checks before the first write (see apply_bulk). */
+    MDB_val nk = val(folded, op->user.name_len), ik = val(op->user.id.b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_USERS_BY_NAME], &nk, &v);
+    if (rc == 0) return STORE_ECONFLICT;
+    if (rc != MDB_NOTFOUND) return map_err(rc);
+    rc = mdb_get(txn, s->dbi[DB_USERS], &ik, &v);
+    if (rc == 0) return STORE_ECONFLICT; /* a random v4 id collided */
+    if (rc != MDB_NOTFOUND) return map_err(rc);
+    v = val(op->user.id.b, 16);
+    if ((rc = mdb_put(txn, s->dbi[DB_USERS_BY_NAME], &nk, &v, 0))) return map_err(rc);
     v = val(op->user.name, op->user.name_len);
-    rc = mdb_put(txn, s->dbi[DB_USERS], &k, &v, MDB_NOOVERWRITE);
-    if (rc == MDB_KEYEXIST) return STORE_ECONFLICT; /* a random v4 id collided */
-    return map_err(rc);
+    return map_err(mdb_put(txn, s->dbi[DB_USERS], &ik, &v, 0));
 }
 
 static bool user_exists(lmdb_store_t *s, MDB_txn *txn, const uuid_t *id) {
@@ -681,23 +685,37 @@ static int apply_open(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     return STORE_OK;
 }
 
+static int apply_op(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
+    switch (op->kind) {
+    case OP_USER_CREATE: return apply_user_create(s, txn, op);
+    case OP_SEND: return apply_send(s, txn, op, now);
+    case OP_CONV_OPEN: return apply_open(s, txn, op, now);
+    }
+    return STORE_EIO;
+}
+
+/* Applies one write in a nested transaction, so that its failure undoes
+ * only its own changes. */
 static int apply(lmdb_store_t *s, MDB_txn *parent, op_t *op, int64_t now) {
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, parent, 0, &txn);
     if (rc) return map_err(rc);
-    int err;
-    switch (op->kind) {
-    case OP_USER_CREATE: err = apply_user_create(s, txn, op); break;
-    case OP_SEND: err = apply_send(s, txn, op, now); break;
-    case OP_CONV_OPEN: err = apply_open(s, txn, op, now); break;
-    default: err = STORE_EIO;
-    }
+    int err = apply_op(s, txn, op, now);
     if (err) {
         mdb_txn_abort(txn);
         return err;
     }
-    rc = mdb_txn_commit(txn);
-    return map_err(rc);
+    return map_err(mdb_txn_commit(txn));
+}
+
+/* In bulk mode there are no nested transactions. Every apply_* function
+ * checks what can fail (missing user, taken name or id) before its first
+ * write, so those failures leave nothing behind; any other failure (map
+ * full, I/O) fails the whole batch. */
+static int apply_bulk(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now, int *fatal) {
+    int err = apply_op(s, txn, op, now);
+    if (err && err != STORE_ENOTFOUND && err != STORE_ECONFLICT) *fatal = err;
+    return err;
 }
 
 static void complete(op_t *op) {
@@ -717,14 +735,22 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     int batch_err = map_err(rc);
     if (!batch_err) {
-        for (op_t *op = batch; op; op = op->next) op->err = apply(s, txn, op, now);
-        int perr = idem_prune(s, txn, now);
+        int fatal = 0;
+        for (op_t *op = batch; op && !fatal; op = op->next)
+            op->err = s->bulk ? apply_bulk(s, txn, op, now, &fatal) : apply(s, txn, op, now);
+        int perr = fatal ? 0 : idem_prune(s, txn, now);
         if (perr) log_warn("store", "idempotency prune: %s", store_strerror(perr));
-        rc = mdb_txn_commit(txn);
-        batch_err = map_err(rc);
+        if (fatal) {
+            mdb_txn_abort(txn);
+            batch_err = fatal;
+            for (op_t *op = batch; op; op = op->next) op->err = 0; /* all fail alike below */
+        } else {
+            rc = mdb_txn_commit(txn);
+            batch_err = map_err(rc);
+        }
     }
     if (batch_err) {
-        log_error("store", "commit of %zu writes failed: %s", n, mdb_strerror(rc));
+        log_error("store", "commit of %zu writes failed: %s", n, store_strerror(batch_err));
         for (op_t *op = batch; op; op = op->next)
             if (!op->err) op->err = batch_err;
     } else {
@@ -767,6 +793,10 @@ static void lmdb_close(store_t *base) {
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL); /* the writer drains the queue first */
+    if (s->bulk) {
+        int rc = mdb_env_sync(s->env, 1);
+        if (rc) log_error("store", "final sync of the bulk load failed: %s", mdb_strerror(rc));
+    }
     mdb_env_close(s->env);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
@@ -789,7 +819,9 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
         (rc = mdb_env_set_maxreaders(s->env, 1024)) ||
         (rc = mdb_env_set_mapsize(s->env, cfg->map_size_mb * 1024 * 1024)))
         goto fail;
-    rc = mdb_env_open(s->env, cfg->dir, MDB_NOTLS, 0600);
+    s->bulk = cfg->bulk_load;
+    unsigned flags = MDB_NOTLS | (s->bulk ? MDB_WRITEMAP | MDB_MAPASYNC | MDB_NOSYNC : 0);
+    rc = mdb_env_open(s->env, cfg->dir, flags, 0600);
     if (rc) goto fail;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) goto fail;

@@ -8,6 +8,7 @@
 #ifndef MESSENGER_STORE_LMDB_H
 #define MESSENGER_STORE_LMDB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "model/uuid.h"
@@ -17,6 +18,11 @@ typedef struct store_lmdb_config {
     const char *dir;        /* created if missing */
     size_t map_size_mb;     /* maximum database size */
     size_t max_batch;       /* most writes in one commit */
+    /* Bulk loading (the seeder): no fsync per commit, writes straight into
+     * the map, one sync when the store closes. A crash while loading can
+     * lose what was loaded, never what was there before... except that it
+     * may leave the database unusable: use it only on data you can reload. */
+    bool bulk_load;
 } store_lmdb_config_t;
 
 /* Opens (creating if needed) the store in cfg->dir. ids must outlive the
