@@ -2,6 +2,7 @@
 #
 #   make run     install missing Debian packages, build, serve on 127.0.0.1:8000
 #   make test    install, build, run every test (also under ASan+UBSan)
+#   make bench   benchmarks (bench/README.md)
 #   make         build build/messenger
 #
 # VARIANT=release (default) or VARIANT=asan picks the flags and the folder
@@ -33,7 +34,7 @@ BIN := $(B)/messenger
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all build deps run test unit clean
+.PHONY: all build deps run test unit bench clean
 all: build
 build: $(BIN) build/messenger
 
@@ -73,6 +74,11 @@ test: deps
 	@$(MAKE) --no-print-directory build unit
 	@$(MAKE) --no-print-directory VARIANT=asan build unit
 	@scripts/test.sh
+
+# Benchmarks: seeds a data set, drives the server with wrk, prints a table.
+bench: deps
+	@$(MAKE) --no-print-directory build
+	@bench/run.sh
 
 clean:
 	rm -rf build

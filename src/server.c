@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <string.h>
 
 #include "store/store_lmdb.h"
@@ -23,6 +24,19 @@ int server_open_store(server_t *srv, const config_t *cfg, bool bulk_load) {
     return 0;
 }
 
+/* Each connection is a file descriptor: raise the soft limit as far as the
+ * hard limit allows, so that max_connections is reachable. */
+static void raise_fd_limit(unsigned max_connections) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t want = (rlim_t)max_connections + 64;
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+        log_warn("server", "open-file limit is %llu: fewer than --max-connections %u can be served",
+                 (unsigned long long)rl.rlim_cur, max_connections);
+}
+
 int server_run(const config_t *cfg) {
     /* Block the stop signals in every thread (threads inherit the mask), and
      * take them synchronously below with sigwait: no handler, no globals. */
@@ -33,6 +47,7 @@ int server_run(const config_t *cfg) {
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    raise_fd_limit(cfg->max_connections);
     server_t srv;
     if (server_open_store(&srv, cfg, false) != 0) return 1;
     srv.api = (api_t){.store = srv.store, .max_content = cfg->max_content};
