@@ -23,11 +23,14 @@ else
 endif
 
 CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-          -Isrc $(PKG_CFLAGS) $(VFLAGS) $(EXTRA_CFLAGS)
+          -Isrc -Ilib/cql $(PKG_CFLAGS) $(VFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := $(PKG_LIBS) -lpthread
 
 SRCS := $(shell find src -name '*.c' ! -name main.c | sort)
-OBJS := $(SRCS:src/%.c=$(B)/obj/%.o) $(B)/obj/api/openapi_blob.o
+# Our CQL client library (lib/cql, its own Makefile for standalone use),
+# compiled into the same archive with the same variant flags.
+CQL_SRCS := $(filter-out %/tests/%,$(wildcard lib/cql/*.c))
+OBJS := $(SRCS:src/%.c=$(B)/obj/%.o) $(CQL_SRCS:lib/cql/%.c=$(B)/obj/cql/%.o) $(B)/obj/api/openapi_blob.o
 LIB := $(B)/libmessenger.a
 BIN := $(B)/messenger
 
@@ -39,11 +42,15 @@ all: build
 build: $(BIN) build/messenger
 
 build/messenger: $(BIN)
-	@if [ "$(VARIANT)" = release ]; then cp $(BIN) $@; fi
+	@if [ "$(VARIANT)" = release ]; then cp $(BIN) $@.tmp && mv -f $@.tmp $@; fi
 
 $(B)/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/cql/%.o: lib/cql/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Wmissing-prototypes -Wno-missing-field-initializers -MMD -MP -c $< -o $@
 
 $(B)/obj/api/openapi_blob.o: src/api/openapi_blob.S src/api/openapi.json
 	@mkdir -p $(@D)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "version.h"
@@ -26,7 +27,30 @@ static void defaults(config_t *c) {
     c->max_connections = 16384;
     c->idle_timeout_s = 120;
     c->shutdown_grace_ms = 10000;
+    c->cass_keyspace = "messenger";
+    c->cass_rf = 1;
+    c->cass_consistency = 6; /* LOCAL_QUORUM */
+    c->cass_timeout_ms = 5000;
+    c->cass_schema = true;
 }
+
+/* Splits a comma-separated host list into c->cass_hosts. */
+static int parse_hosts(config_t *c, const char *list) {
+    if (strlen(list) >= sizeof c->cass_hosts_buf) return -1;
+    snprintf(c->cass_hosts_buf, sizeof c->cass_hosts_buf, "%s", list);
+    c->n_cass_hosts = 0;
+    char *save = NULL;
+    for (char *h = strtok_r(c->cass_hosts_buf, ", ", &save); h; h = strtok_r(NULL, ", ", &save)) {
+        if (c->n_cass_hosts == CONFIG_MAX_HOSTS) return -1;
+        c->cass_hosts[c->n_cass_hosts++] = h;
+    }
+    return c->n_cass_hosts ? 0 : -1;
+}
+
+static const struct { const char *name; uint16_t value; } CONSISTENCIES[] = {
+    {"any", 0}, {"one", 1}, {"two", 2}, {"three", 3}, {"quorum", 4}, {"all", 5},
+    {"local_quorum", 6}, {"each_quorum", 7}, {"local_one", 10},
+};
 
 /* "host:port", "[v6]:port", ":port" or "port". */
 static int parse_listen(config_t *c, const char *s) {
@@ -60,7 +84,9 @@ static int parse_size(const char *s, long min, long max, long *out) {
 }
 
 enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_BODY, O_MAX_CONTENT,
-              O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG, O_HELP, O_VERSION };
+              O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG,
+              O_CASS_HOSTS, O_CASS_HOST, O_CASS_PORT, O_CASS_KS, O_CASS_CL, O_CASS_TIMEOUT, O_CASS_RF,
+              O_CASS_SCHEMA, O_NO_SCHEMA, O_HELP, O_VERSION };
 
 /* One table for flags and environment variables, so they cannot drift. */
 static const struct setting {
@@ -78,6 +104,15 @@ static const struct setting {
     {O_MAP_SIZE, "map-size-mb", "MESSENGER_MAP_SIZE_MB"},
     {O_MAX_CONN, "max-connections", "MESSENGER_MAX_CONNECTIONS"},
     {O_IDLE, "idle-timeout", "MESSENGER_IDLE_TIMEOUT"},
+    {O_CASS_HOST, NULL, "CASSANDRA_HOST"},   /* the FastAPI app's variables, */
+    {O_CASS_PORT, NULL, "CASSANDRA_PORT"},   /* read before CASSANDRA_HOSTS */
+    {O_CASS_HOSTS, "cassandra-hosts", "CASSANDRA_HOSTS"},
+    {O_CASS_KS, "cassandra-keyspace", "CASSANDRA_KEYSPACE"},
+    {O_CASS_CL, "cassandra-consistency", "MESSENGER_CASSANDRA_CONSISTENCY"},
+    {O_CASS_TIMEOUT, "cassandra-timeout-ms", "MESSENGER_CASSANDRA_TIMEOUT_MS"},
+    {O_CASS_RF, "cassandra-replication", "MESSENGER_CASSANDRA_REPLICATION"},
+    {O_CASS_SCHEMA, NULL, "MESSENGER_CASSANDRA_SCHEMA"},
+    {O_NO_SCHEMA, "no-schema", NULL},
     {O_USERS, "users", NULL},
     {O_CONVS, "conversations", NULL},
     {O_MSGS, "messages", NULL},
@@ -94,12 +129,40 @@ static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
         return 0;
     case O_DATA_DIR: c->data_dir = v; return 0;
     case O_STORE:
-        if (strcmp(v, "lmdb") != 0) {
-            fprintf(stderr, "messenger: %s: unknown store '%s' (this build has: lmdb)\n", name, v);
+        if (strcmp(v, "lmdb") != 0 && strcmp(v, "cassandra") != 0) {
+            fprintf(stderr, "messenger: %s: unknown store '%s' (lmdb or cassandra)\n", name, v);
             return -1;
         }
         c->store = v;
         return 0;
+    case O_CASS_HOST: {
+        char h[300];
+        if (strlen(v) >= 256) goto bad;
+        snprintf(h, sizeof h, "%s", v);
+        return parse_hosts(c, h) ? -1 : 0;
+    }
+    case O_CASS_PORT: {
+        if (parse_size(v, 1, 65535, &n)) goto bad;
+        char h[300];
+        const char *host = c->n_cass_hosts ? c->cass_hosts[0] : "127.0.0.1";
+        if (strchr(host, ':')) host = "127.0.0.1";
+        snprintf(h, sizeof h, "%.255s:%ld", host, n);
+        return parse_hosts(c, h) ? -1 : 0;
+    }
+    case O_CASS_HOSTS: if (parse_hosts(c, v)) goto bad; return 0;
+    case O_CASS_KS: c->cass_keyspace = v; return 0;
+    case O_CASS_CL:
+        for (size_t i = 0; i < sizeof CONSISTENCIES / sizeof CONSISTENCIES[0]; i++)
+            if (strcasecmp(v, CONSISTENCIES[i].name) == 0) { c->cass_consistency = CONSISTENCIES[i].value; return 0; }
+        goto bad;
+    case O_CASS_TIMEOUT: if (parse_size(v, 10, 600000, &n)) goto bad; c->cass_timeout_ms = (unsigned)n; return 0;
+    case O_CASS_RF: if (parse_size(v, 1, 32, &n)) goto bad; c->cass_rf = (int)n; return 0;
+    case O_CASS_SCHEMA:
+        if (strcmp(v, "0") == 0 || strcasecmp(v, "off") == 0 || strcasecmp(v, "false") == 0) c->cass_schema = false;
+        else if (strcmp(v, "1") == 0 || strcasecmp(v, "on") == 0 || strcasecmp(v, "true") == 0) c->cass_schema = true;
+        else goto bad;
+        return 0;
+    case O_NO_SCHEMA: c->cass_schema = false; return 0;
     case O_LOG_LEVEL:
         if (log_level_parse(v, &c->log_level)) goto bad;
         return 0;
@@ -126,11 +189,13 @@ void config_print_help(const char *prog) {
            "Usage:\n"
            "  %s [serve] [options]      serve the HTTP/JSON API (the default)\n"
            "  %s seed [options]         write the test data set into the store\n"
+           "  %s schema [options]       create the Cassandra keyspace and tables, and index\n"
+           "                            an existing (FastAPI) keyspace's data\n"
            "  %s --help | --version\n\n"
            "Options (environment variable in brackets; flags win):\n"
            "  --listen HOST:PORT        address to serve on [MESSENGER_LISTEN] (127.0.0.1:8000)\n"
            "  --data-dir DIR            embedded store directory [MESSENGER_DATA_DIR] (./data)\n"
-           "  --store NAME              storage backend: lmdb [MESSENGER_STORE] (lmdb)\n"
+           "  --store NAME              lmdb (embedded) or cassandra [MESSENGER_STORE] (lmdb)\n"
            "  --log-level LEVEL         debug|info|warn|error|off [MESSENGER_LOG_LEVEL] (info)\n"
            "  --threads N               HTTP event-loop threads [MESSENGER_THREADS] (CPU count)\n"
            "  --max-body-bytes N        largest request body, else 413 [MESSENGER_MAX_BODY_BYTES] (65536)\n"
@@ -138,6 +203,17 @@ void config_print_help(const char *prog) {
            "  --map-size-mb N           largest embedded database [MESSENGER_MAP_SIZE_MB] (16384)\n"
            "  --max-connections N       open connections at most [MESSENGER_MAX_CONNECTIONS] (16384)\n"
            "  --idle-timeout SECONDS    close idle keep-alive connections [MESSENGER_IDLE_TIMEOUT] (120)\n\n"
+           "Cassandra store (--store cassandra):\n"
+           "  --cassandra-hosts H[:P],...  contact points [CASSANDRA_HOSTS, or CASSANDRA_HOST and\n"
+           "                            CASSANDRA_PORT] (127.0.0.1:9042)\n"
+           "  --cassandra-keyspace KS   keyspace [CASSANDRA_KEYSPACE] (messenger)\n"
+           "  --cassandra-consistency C one|local_one|quorum|local_quorum|all...\n"
+           "                            [MESSENGER_CASSANDRA_CONSISTENCY] (local_quorum)\n"
+           "  --cassandra-timeout-ms N  per request [MESSENGER_CASSANDRA_TIMEOUT_MS] (5000)\n"
+           "  --cassandra-replication N SimpleStrategy factor of a keyspace we create\n"
+           "                            [MESSENGER_CASSANDRA_REPLICATION] (1)\n"
+           "  --no-schema               do not create keyspace and tables at start-up\n"
+           "                            [MESSENGER_CASSANDRA_SCHEMA=0]\n\n"
            "Seed options (without them: the fixed edge-case data set):\n"
            "  --users N --conversations M --messages K\n"
            "                            generate a data set of that size (deterministic)\n"
@@ -145,7 +221,7 @@ void config_print_help(const char *prog) {
            "  --long-conversation N     also write N messages between user0000000 and user0000001\n\n"
            "SIGINT or SIGTERM stops the server gracefully: requests in flight finish and\n"
            "pending commits are flushed.\n",
-           MESSENGER_VERSION, prog, prog, prog);
+           MESSENGER_VERSION, prog, prog, prog, prog);
 }
 
 int config_load(config_t *c, int argc, char **argv) {
@@ -158,6 +234,7 @@ int config_load(config_t *c, int argc, char **argv) {
     if (argc > 1 && argv[1][0] != '-') {
         if (strcmp(argv[1], "serve") == 0) c->command = CMD_SERVE;
         else if (strcmp(argv[1], "seed") == 0) c->command = CMD_SEED;
+        else if (strcmp(argv[1], "schema") == 0) c->command = CMD_SCHEMA;
         else {
             fprintf(stderr, "messenger: unknown command '%s' (see --help)\n", argv[1]);
             return -1;
@@ -165,11 +242,14 @@ int config_load(config_t *c, int argc, char **argv) {
         first = 2;
     }
     struct option opts[N_SETTINGS + 3];
+    size_t n_opts = 0;
     for (size_t i = 0; i < N_SETTINGS; i++)
-        opts[i] = (struct option){SETTINGS[i].flag, required_argument, NULL, SETTINGS[i].id};
-    opts[N_SETTINGS] = (struct option){"help", no_argument, NULL, O_HELP};
-    opts[N_SETTINGS + 1] = (struct option){"version", no_argument, NULL, O_VERSION};
-    opts[N_SETTINGS + 2] = (struct option){0, 0, 0, 0};
+        if (SETTINGS[i].flag)
+            opts[n_opts++] = (struct option){SETTINGS[i].flag, SETTINGS[i].id == O_NO_SCHEMA ? no_argument : required_argument,
+                                             NULL, SETTINGS[i].id};
+    opts[n_opts++] = (struct option){"help", no_argument, NULL, O_HELP};
+    opts[n_opts++] = (struct option){"version", no_argument, NULL, O_VERSION};
+    opts[n_opts] = (struct option){0, 0, 0, 0};
     optind = first;
     opterr = 0;
     int ch;
@@ -182,7 +262,7 @@ int config_load(config_t *c, int argc, char **argv) {
         }
         const char *name = "option";
         for (size_t i = 0; i < N_SETTINGS; i++)
-            if ((int)SETTINGS[i].id == ch) name = SETTINGS[i].flag;
+            if ((int)SETTINGS[i].id == ch && SETTINGS[i].flag) name = SETTINGS[i].flag;
         if (apply(c, (enum opt_id)ch, optarg, name)) return -1;
     }
     if (optind < argc) {

@@ -4,12 +4,15 @@
 #ifndef MESSENGER_CONFIG_H
 #define MESSENGER_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "util/log.h"
 
-typedef enum { CMD_SERVE, CMD_SEED, CMD_HELP, CMD_VERSION } command_t;
+typedef enum { CMD_SERVE, CMD_SEED, CMD_SCHEMA, CMD_HELP, CMD_VERSION } command_t;
+
+#define CONFIG_MAX_HOSTS 16
 
 typedef struct config {
     command_t command;
@@ -25,6 +28,15 @@ typedef struct config {
     unsigned max_connections;
     unsigned idle_timeout_s;
     unsigned shutdown_grace_ms;
+    /* cassandra */
+    const char *cass_hosts[CONFIG_MAX_HOSTS]; /* "host" or "host:port" */
+    size_t n_cass_hosts;
+    char cass_hosts_buf[1024];
+    const char *cass_keyspace;
+    int cass_rf;                /* replication factor of a keyspace we create */
+    uint16_t cass_consistency;  /* protocol value: ONE = 1, LOCAL_QUORUM = 6, ... */
+    unsigned cass_timeout_ms;
+    bool cass_schema;           /* create keyspace and tables at start-up */
     /* seed */
     long seed_users, seed_conversations, seed_messages;
     long seed_hub;              /* conversations of user0000000 (benchmarks) */

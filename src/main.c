@@ -15,6 +15,7 @@ int main(int argc, char **argv) {
     case CMD_HELP: config_print_help(argv[0]); return 0;
     case CMD_VERSION: printf("messenger %s\n", MESSENGER_VERSION); return 0;
     case CMD_SEED: return seed_run(&cfg);
+    case CMD_SCHEMA: return server_schema(&cfg);
     case CMD_SERVE: return server_run(&cfg);
     }
     return 2;

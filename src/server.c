@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <string.h>
 
+#include "store/store_cassandra.h"
 #include "store/store_lmdb.h"
 #include "util/log.h"
 #include "version.h"
@@ -16,12 +17,35 @@ int server_open_store(server_t *srv, const config_t *cfg, bool bulk_load) {
         log_error("server", "no OS randomness for the id generator");
         return -1;
     }
+    if (strcmp(cfg->store, "cassandra") == 0) {
+        store_cassandra_config_t cc = server_cassandra_config(cfg);
+        return store_cassandra_open(&cc, &srv->ids, &srv->store) == STORE_OK ? 0 : -1;
+    }
     /* Bulk loads commit in large batches; serving keeps batches small enough
      * that one commit's latency stays low under load. */
     store_lmdb_config_t lc = {.dir = cfg->data_dir, .map_size_mb = cfg->map_size_mb,
                               .max_batch = bulk_load ? 65536 : 1024, .bulk_load = bulk_load};
     if (store_lmdb_open(&lc, &srv->ids, &srv->store) != STORE_OK) return -1;
     return 0;
+}
+
+store_cassandra_config_t server_cassandra_config(const config_t *cfg) {
+    static const char *const local[] = {"127.0.0.1:9042"};
+    return (store_cassandra_config_t){
+        .hosts = cfg->n_cass_hosts ? cfg->cass_hosts : local,
+        .n_hosts = cfg->n_cass_hosts ? cfg->n_cass_hosts : 1,
+        .keyspace = cfg->cass_keyspace,
+        .replication_factor = cfg->cass_rf,
+        .consistency = cfg->cass_consistency,
+        .timeout_ms = cfg->cass_timeout_ms,
+        .connect_wait_ms = 30000,
+        .create_schema = cfg->cass_schema,
+    };
+}
+
+int server_schema(const config_t *cfg) {
+    store_cassandra_config_t cc = server_cassandra_config(cfg);
+    return store_cassandra_migrate(&cc) == STORE_OK ? 0 : 1;
 }
 
 /* Each connection is a file descriptor: raise the soft limit as far as the

@@ -11,6 +11,7 @@
 #include "http/server.h"
 #include "model/uuid.h"
 #include "store/store.h"
+#include "store/store_cassandra.h"
 
 typedef struct server {
     const config_t *cfg;
@@ -23,6 +24,11 @@ typedef struct server {
 /* Opens the store named by cfg (used by `serve` and `seed`); bulk_load
  * trades per-commit durability for loading speed (the seeder). */
 int server_open_store(server_t *srv, const config_t *cfg, bool bulk_load);
+/* The Cassandra store's settings, from the configuration. */
+store_cassandra_config_t server_cassandra_config(const config_t *cfg);
+/* `messenger schema`: creates the Cassandra schema and indexes existing
+ * data; returns the exit status. */
+int server_schema(const config_t *cfg);
 /* `messenger serve`: runs until SIGINT/SIGTERM; returns the exit status. */
 int server_run(const config_t *cfg);
 

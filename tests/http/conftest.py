@@ -37,9 +37,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MESSENGER_BIN = os.environ.get("MESSENGER_BIN") or str(REPO_ROOT / "build" / "messenger")
 
-STARTUP_TIMEOUT = 10.0
+# MESSENGER_TEST_STORE=cassandra runs the whole suite on the Cassandra store
+# (a real Cassandra on 127.0.0.1:9042, see scripts/cassandra); each data
+# directory then stands for a keyspace of its own.
+TEST_STORE = os.environ.get("MESSENGER_TEST_STORE", "lmdb")
+CASSANDRA = TEST_STORE == "cassandra"
+
+STARTUP_TIMEOUT = 60.0 if CASSANDRA else 10.0  # a new keyspace takes a few seconds
 SHUTDOWN_TIMEOUT = 10.0
-SEED_TIMEOUT = 60.0
+SEED_TIMEOUT = 120.0 if CASSANDRA else 60.0
+
+
+def store_args(data_dir):
+    """The flags that point serve/seed at the store under test for data_dir."""
+    if not CASSANDRA:
+        return ["--data-dir", str(data_dir)]
+    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:24]
+    return ["--store", "cassandra", "--cassandra-keyspace", f"t_{digest}"]
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -71,7 +85,7 @@ def run_seed(data_dir):
     """Runs `messenger seed --data-dir DIR`; fails the test on a non-zero exit."""
     _require_binary()
     proc = subprocess.run(
-        [MESSENGER_BIN, "seed", "--data-dir", str(data_dir)],
+        [MESSENGER_BIN, "seed", *store_args(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=SEED_TIMEOUT,
     )
     if proc.returncode != 0:
@@ -122,7 +136,7 @@ class ServerProcess:
             try:
                 self.proc = subprocess.Popen(
                     [MESSENGER_BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
-                     "--data-dir", str(self.data_dir), "--log-level", "warn"],
+                     *store_args(self.data_dir), "--log-level", "warn"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
             finally:
@@ -141,7 +155,7 @@ class ServerProcess:
             f"messenger did not become healthy within {STARTUP_TIMEOUT}s "
             f"(exit code {self.proc.poll()}, last error {last_error!r}).\n"
             f"command: {MESSENGER_BIN} serve --listen 127.0.0.1:{self.port} "
-            f"--data-dir {self.data_dir} --log-level warn\n"
+            f"{' '.join(store_args(self.data_dir))} --log-level warn\n"
             f"--- server log ---\n{self.log_text()}",
             pytrace=False,
         )
