@@ -86,7 +86,8 @@ static void call_cb(void *arg, int status, cql_result *r)
         cql_result_paging_state(r, &p, &n);
         c->more = cql_result_has_more_pages(r);
         if (n <= sizeof c->paging) {
-            memcpy(c->paging, p, n);
+            if (n)
+                memcpy(c->paging, p, n);
             c->paging_len = n;
         }
     } else {

@@ -55,12 +55,16 @@ static int read_full(int fd, uint8_t *p, size_t n, fake *f)
 static void send_frame(int fd, int16_t stream, uint8_t op, cql_buf *body)
 {
     cql_header h = {CQL_VERSION_RESPONSE, 0, stream, op, (uint32_t)body->len};
-    uint8_t hdr[9];
-    cql_header_encode(&h, hdr);
-    ssize_t w = write(fd, hdr, 9);
+    /* One write per frame: header and body in separate segments would hit
+     * Nagle + delayed ACK and add ~40 ms per answer. */
+    uint8_t *frame = malloc(9 + body->len);
+    assert_non_null(frame);
+    cql_header_encode(&h, frame);
     if (body->len)
-        w = write(fd, body->data, body->len);
+        memcpy(frame + 9, body->data, body->len);
+    ssize_t w = write(fd, frame, 9 + body->len);
     (void)w;
+    free(frame);
     body->len = 0;
 }
 
