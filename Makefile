@@ -1,6 +1,7 @@
 # messenger - build, run and test.
 #
 #   make run     install missing Debian packages, build, serve on 127.0.0.1:8000
+#   make run-cassandra   the same on a real local Cassandra (scripts/cassandra)
 #   make test    install, build, run every test (also under ASan+UBSan)
 #   make bench   benchmarks (bench/README.md)
 #   make         build build/messenger
@@ -37,7 +38,7 @@ BIN := $(B)/messenger
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all build deps run test unit bench clean
+.PHONY: all build deps run run-cassandra test unit bench clean
 all: build
 build: $(BIN) build/messenger
 
@@ -76,10 +77,20 @@ run: deps
 	@$(MAKE) --no-print-directory build
 	./build/messenger serve $(ARGS)
 
+# A real single-node Cassandra (scripts/cassandra), then the API on it.
+run-cassandra: deps
+	@$(MAKE) --no-print-directory build
+	scripts/cassandra start
+	./build/messenger serve --store cassandra $(ARGS)
+
 # Re-enter make after deps so that pkg-config sees the installed packages.
+CQL_TESTS := test_proto test_client
+CQL_TEST_BINS := $(CQL_TESTS:%=$(CURDIR)/build/cql/%) $(CQL_TESTS:%=$(CURDIR)/build/cql/asan/%)
+
 test: deps
 	@$(MAKE) --no-print-directory build unit
 	@$(MAKE) --no-print-directory VARIANT=asan build unit
+	@$(MAKE) --no-print-directory -C lib/cql BUILD=$(CURDIR)/build/cql $(CQL_TEST_BINS)
 	@scripts/test.sh
 
 # Benchmarks: seeds a data set, drives the server with wrk, prints a table.

@@ -5,6 +5,12 @@ set -euo pipefail
 
 PKGS=(build-essential pkg-config libmicrohttpd-dev liblmdb-dev libjansson-dev libssl-dev
       libcmocka-dev python3 curl)
+# The Cassandra tests run a real Cassandra 5.0 (scripts/cassandra): Java 17 and
+# Maven. The machine may already have both outside Debian's packages.
+if [ "${MESSENGER_DEPS_CASSANDRA:-1}" = 1 ]; then
+    ls /usr/lib/jvm/*17*/bin/java >/dev/null 2>&1 || PKGS+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null 2>&1 || PKGS+=(maven)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,11 +23,16 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# pytest drives the black-box HTTP tests.
+# pytest drives the black-box HTTP tests; the DataStax driver cross-checks
+# what we write to Cassandra.
 if ! python3 -c 'import pytest' 2>/dev/null; then
     echo "deps: installing pytest" >&2
     python3 -m pip install -q pytest >&2 || {
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pytest >&2
     }
+fi
+if [ "${MESSENGER_DEPS_CASSANDRA:-1}" = 1 ] && ! python3 -c 'import cassandra.cluster' 2>/dev/null; then
+    echo "deps: installing cassandra-driver" >&2
+    python3 -m pip install -q cassandra-driver >&2
 fi

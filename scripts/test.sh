@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test against builds that `make test` has just made:
-#   1. unit tests (cmocka) and black-box HTTP tests (pytest) on the release build,
-#   2. the same again on the ASan+UBSan build (leaks, overflows, UB abort the run).
-# Ends with one summary line: "summary: N passed, M failed".
+# Runs every test against the builds that `make test` has just made:
+#   1. unit tests (cmocka: ours and lib/cql's) and the black-box HTTP suite
+#      (pytest) on the embedded store: release build, then ASan+UBSan build;
+#   2. a real Cassandra (scripts/cassandra start): lib/cql's integration test,
+#      the same HTTP suite on the Cassandra store (release, then ASan+UBSan),
+#      and the Cassandra-only tests (driver compatibility, failover).
+# Ends with one summary line: "summary: N passed, M failed". A Cassandra that
+# cannot start fails the run (MESSENGER_TEST_CASSANDRA=0 skips part 2, and
+# says so).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -12,51 +17,83 @@ passed=0
 failed=0
 failures=()
 
+tally() { # tally NAME PASSED FAILED
+    passed=$((passed + $2))
+    failed=$((failed + $3))
+    [ "$3" -eq 0 ] || failures+=("$1")
+}
+
 count() { # count WORD TEXT -> the number before WORD in TEXT's last mention
     grep -oE "[0-9]+ $1" <<<"$2" | tail -n 1 | grep -oE '^[0-9]+' || echo 0
 }
 
-run_unit() {
-    local variant=$1 t out rc p f
-    for t in build/"$variant"/tests/test_*; do
-        [ -x "$t" ] || continue
-        out=$("$t" 2>&1)
-        rc=$?
-        printf '%s\n' "$out" | grep -E '^\[  (PASSED|FAILED|  ERROR)|^\[==========\] [0-9]+ test|ERROR|runtime error|Sanitizer' || true
-        p=$(grep -oE '^\[  PASSED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' || echo 0)
-        f=$(grep -oE '^\[  FAILED  \] [0-9]+ test' <<<"$out" | grep -oE '[0-9]+' || echo 0)
-        if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
-            f=1 # crashed or a sanitizer aborted it
-            printf '%s\n' "$out" | tail -n 30
-        fi
-        passed=$((passed + ${p:-0}))
-        failed=$((failed + ${f:-0}))
-        [ "${f:-0}" -eq 0 ] || failures+=("$variant unit $(basename "$t")")
+run_cmocka() { # run_cmocka NAME BINARY
+    local out rc p f
+    out=$("$2" 2>&1)
+    rc=$?
+    printf '%s\n' "$out" | grep -E '^\[  (PASSED|FAILED)|^\[==========\] [0-9]+ test|ERROR|runtime error|Sanitizer' || true
+    p=$(grep -oE '^\[  PASSED  \] [0-9]+' <<<"$out" | grep -oE '[0-9]+$' || echo 0)
+    f=$(grep -oE '^\[  FAILED  \] [0-9]+ test' <<<"$out" | grep -oE '[0-9]+' || echo 0)
+    if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+        f=1 # crashed, or a sanitizer stopped it
+        printf '%s\n' "$out" | tail -n 30
+    fi
+    tally "$1" "${p:-0}" "${f:-0}"
+}
+
+run_unit() { # run_unit VARIANT
+    local t
+    echo "== unit tests ($1 build)"
+    for t in build/"$1"/tests/test_* build/cql/"${1/release/.}"/test_*; do
+        [ -x "$t" ] && run_cmocka "$1 unit $(basename "$t")" "$t"
     done
 }
 
-run_http() {
-    local variant=$1 out rc p f e
-    echo "== http tests ($variant build)"
-    out=$(MESSENGER_BIN="$PWD/build/$variant/messenger" python3 -m pytest -q -p no:cacheprovider tests/http 2>&1)
+run_pytest() { # run_pytest NAME BINARY PATH [ENV=VALUE...]
+    local name=$1 bin=$2 path=$3 out rc p f
+    shift 3
+    echo "== $name"
+    out=$(env "$@" MESSENGER_BIN="$PWD/$bin" python3 -m pytest -q -p no:cacheprovider "$path" 2>&1)
     rc=$?
     printf '%s\n' "$out" | tail -n 40
     p=$(count passed "$(tail -n 1 <<<"$out")")
-    f=$(count failed "$(tail -n 1 <<<"$out")")
-    e=$(count error "$(tail -n 1 <<<"$out")")
-    f=$((f + e))
+    f=$(( $(count failed "$(tail -n 1 <<<"$out")") + $(count error "$(tail -n 1 <<<"$out")") ))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-    passed=$((passed + p))
-    failed=$((failed + f))
-    [ "$f" -eq 0 ] || failures+=("$variant http")
+    tally "$name" "$p" "$f"
 }
 
 for variant in release asan; do
-    echo "== unit tests ($variant build)"
     run_unit "$variant"
-    run_http "$variant"
+    run_pytest "http tests, lmdb ($variant build)" "build/$variant/messenger" tests/http
 done
 
-if ((${#failures[@]})); then echo "failed: ${failures[*]}"; fi
+if [ "${MESSENGER_TEST_CASSANDRA:-1}" = 1 ]; then
+    started_here=0
+    scripts/cassandra status >/dev/null 2>&1 || started_here=1
+    echo "== starting Cassandra (scripts/cassandra start)"
+    if scripts/cassandra start; then
+        echo "== lib/cql integration test"
+        out=$(make --no-print-directory -C lib/cql BUILD="$PWD/build/cql" it 2>&1)
+        rc=$?
+        printf '%s\n' "$out" | tail -n 15
+        p=$(count passed "$(tail -n 1 <<<"$out")")
+        f=$(count failed "$(tail -n 1 <<<"$out")")
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+        tally "lib/cql integration" "$p" "$f"
+        for variant in release asan; do
+            run_pytest "http tests, cassandra ($variant build)" "build/$variant/messenger" tests/http \
+                MESSENGER_TEST_STORE=cassandra
+        done
+        run_pytest "cassandra compatibility and failover" build/release/messenger tests/cassandra
+        [ "$started_here" = 1 ] && scripts/cassandra stop
+    else
+        echo "Cassandra did not start: the Cassandra tests cannot run"
+        tally "cassandra start" 0 1
+    fi
+else
+    echo "MESSENGER_TEST_CASSANDRA=0: the Cassandra tests were NOT run"
+fi
+
+if ((${#failures[@]})); then printf 'failed: %s\n' "${failures[@]}"; fi
 echo "summary: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
