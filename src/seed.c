@@ -26,13 +26,17 @@
 #define SEED_EPOCH_MS 1704067200000LL
 #define SEED_CLOCK_SEQ 0x1234
 #define SEED_NODE 0x5eed5eed5eedULL
-#define MAX_IN_FLIGHT 131072
+/* Writes in flight at once: the embedded store batches them into large
+ * commits; a Cassandra cluster is better served by a steady pipeline. */
+#define IN_FLIGHT_LMDB 131072
+#define IN_FLIGHT_CASSANDRA 512
 
 /* Tracks asynchronous store calls: bounded in flight, waited for at the end. */
 typedef struct tracker {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     long in_flight;
+    long max_in_flight;
     long done, existed, failed;
     uuid_t last_user;       /* result of the last user look-up */
     bool last_found;
@@ -146,7 +150,7 @@ static void send_at(store_t *s, tracker_t *t, const uuid_t *from, const uuid_t *
     r.content = content;
     r.content_len = len;
     uuid_make_v1(&r.message_id, ticks, SEED_CLOCK_SEQ, SEED_NODE);
-    tracker_acquire(t, MAX_IN_FLIGHT);
+    tracker_acquire(t, t->max_in_flight);
     store_message_send(s, &r, on_send, t);
 }
 
@@ -173,7 +177,7 @@ static int seed_edge_cases(store_t *s, tracker_t *t) {
     /* bob-carol: exactly one message. */
     send_at(s, t, &bob, &carol, at_minute(100), "Hello Carol, just one message here.", 35);
     /* alice-carol: a conversation with no messages. */
-    tracker_acquire(t, MAX_IN_FLIGHT);
+    tracker_acquire(t, t->max_in_flight);
     store_conversation_open(s, &alice, &carol, SEED_EPOCH_MS + 200 * 60000, on_conv, t);
     /* carol-erin: the special one (a pair of its own, so that it cannot
      * collide with the empty conversation). */
@@ -258,7 +262,7 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
         user_t u = {.name = name, .name_len = (size_t)n};
         seed_user_id(name, &u.id);
         users[i] = u.id;
-        tracker_acquire(t, MAX_IN_FLIGHT);
+        tracker_acquire(t, t->max_in_flight);
         store_user_create(s, &u, on_user, t);
         progress_show(&pr, i, false);
     }
@@ -273,7 +277,7 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
         long a = k % nu, b = (a + 1 + k / nu) % nu;
         pairs[k][0] = (uint32_t)a;
         pairs[k][1] = (uint32_t)b;
-        tracker_acquire(t, MAX_IN_FLIGHT);
+        tracker_acquire(t, t->max_in_flight);
         store_conversation_open(s, &users[a], &users[b], SEED_EPOCH_MS + k, on_conv, t);
         progress_show(&pr, k, false);
     }
@@ -303,7 +307,7 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
     if (hub > 0) {
         progress_start(&pr, "hub conversations", hub);
         for (long i = 1; i <= hub; i++) {
-            tracker_acquire(t, MAX_IN_FLIGHT);
+            tracker_acquire(t, t->max_in_flight);
             store_conversation_open(s, &users[0], &users[i], SEED_EPOCH_MS + i, on_conv, t);
             progress_show(&pr, i, false);
         }
@@ -333,6 +337,7 @@ int seed_run(const config_t *cfg) {
     if (server_open_store(&srv, cfg, true) != 0) return 1;
     tracker_t t;
     tracker_init(&t);
+    t.max_in_flight = strcmp(cfg->store, "cassandra") == 0 ? IN_FLIGHT_CASSANDRA : IN_FLIGHT_LMDB;
     bool generated = cfg->seed_users || cfg->seed_conversations || cfg->seed_messages || cfg->seed_hub ||
                      cfg->seed_long;
     int rc = generated ? seed_generated(srv.store, &t, cfg) : seed_edge_cases(srv.store, &t);
