@@ -26,6 +26,7 @@ static void defaults(config_t *c) {
     c->map_size_mb = 16 * 1024;
     c->max_connections = 16384;
     c->idle_timeout_s = 120;
+    c->connection_memory = 4096;
     c->shutdown_grace_ms = 10000;
     c->cass_keyspace = "messenger";
     c->cass_rf = 1;
@@ -84,7 +85,7 @@ static int parse_size(const char *s, long min, long max, long *out) {
 }
 
 enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_BODY, O_MAX_CONTENT,
-              O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG,
+              O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_CONN_MEM, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG,
               O_CASS_HOSTS, O_CASS_HOST, O_CASS_PORT, O_CASS_KS, O_CASS_CL, O_CASS_TIMEOUT, O_CASS_RF,
               O_CASS_SCHEMA, O_NO_SCHEMA, O_HELP, O_VERSION };
 
@@ -104,6 +105,7 @@ static const struct setting {
     {O_MAP_SIZE, "map-size-mb", "MESSENGER_MAP_SIZE_MB"},
     {O_MAX_CONN, "max-connections", "MESSENGER_MAX_CONNECTIONS"},
     {O_IDLE, "idle-timeout", "MESSENGER_IDLE_TIMEOUT"},
+    {O_CONN_MEM, "connection-memory", "MESSENGER_CONNECTION_MEMORY"},
     {O_CASS_HOST, NULL, "CASSANDRA_HOST"},   /* the FastAPI app's variables, */
     {O_CASS_PORT, NULL, "CASSANDRA_PORT"},   /* read before CASSANDRA_HOSTS */
     {O_CASS_HOSTS, "cassandra-hosts", "CASSANDRA_HOSTS"},
@@ -172,6 +174,7 @@ static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
     case O_MAP_SIZE: if (parse_size(v, 16, 1L << 24, &n)) goto bad; c->map_size_mb = (size_t)n; return 0;
     case O_MAX_CONN: if (parse_size(v, 1, 1000000, &n)) goto bad; c->max_connections = (unsigned)n; return 0;
     case O_IDLE: if (parse_size(v, 1, 86400, &n)) goto bad; c->idle_timeout_s = (unsigned)n; return 0;
+    case O_CONN_MEM: if (parse_size(v, 2048, 1L << 20, &n)) goto bad; c->connection_memory = (size_t)n; return 0;
     case O_USERS: if (parse_size(v, 0, 100000000, &n)) goto bad; c->seed_users = n; return 0;
     case O_CONVS: if (parse_size(v, 0, 100000000, &n)) goto bad; c->seed_conversations = n; return 0;
     case O_MSGS: if (parse_size(v, 0, 1000000000, &n)) goto bad; c->seed_messages = n; return 0;
@@ -202,7 +205,9 @@ void config_print_help(const char *prog) {
            "  --max-content-bytes N     largest message content, else 422 [MESSENGER_MAX_CONTENT_BYTES] (4096)\n"
            "  --map-size-mb N           largest embedded database [MESSENGER_MAP_SIZE_MB] (16384)\n"
            "  --max-connections N       open connections at most [MESSENGER_MAX_CONNECTIONS] (16384)\n"
-           "  --idle-timeout SECONDS    close idle keep-alive connections [MESSENGER_IDLE_TIMEOUT] (120)\n\n"
+           "  --idle-timeout SECONDS    close idle keep-alive connections [MESSENGER_IDLE_TIMEOUT] (120)\n"
+           "  --connection-memory N     bytes per connection for request headers; larger\n"
+           "                            headers get 431 [MESSENGER_CONNECTION_MEMORY] (4096)\n\n"
            "Cassandra store (--store cassandra):\n"
            "  --cassandra-hosts H[:P],...  contact points [CASSANDRA_HOSTS, or CASSANDRA_HOST and\n"
            "                            CASSANDRA_PORT] (127.0.0.1:9042)\n"

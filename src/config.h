@@ -27,6 +27,7 @@ typedef struct config {
     size_t map_size_mb;
     unsigned max_connections;
     unsigned idle_timeout_s;
+    size_t connection_memory;   /* bytes per connection for headers */
     unsigned shutdown_grace_ms;
     /* cassandra */
     const char *cass_hosts[CONFIG_MAX_HOSTS]; /* "host" or "host:port" */

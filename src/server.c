@@ -82,6 +82,7 @@ int server_run(const config_t *cfg) {
         .max_body = cfg->max_body,
         .max_connections = cfg->max_connections,
         .idle_timeout_s = cfg->idle_timeout_s,
+        .connection_memory = cfg->connection_memory,
     };
     if (http_server_start(&hc, api_handle, &srv.api, &srv.http) != 0) {
         store_close(srv.store);

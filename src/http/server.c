@@ -314,6 +314,11 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout_s,
+        /* Every open connection holds this pool, idle or not: it bounds the
+         * memory of many idle keep-alive clients (bodies are copied out of
+         * it into the request, responses are sent from our own buffers). */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, cfg->connection_memory ? cfg->connection_memory : (size_t)4096,
+        MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_END);

@@ -31,6 +31,7 @@ typedef struct http_server_config {
     size_t max_body;        /* bytes; larger bodies get 413 */
     unsigned max_connections;
     unsigned idle_timeout_s; /* idle keep-alive connections are closed after this */
+    size_t connection_memory; /* per-connection pool: request line and headers */
 } http_server_config_t;
 
 /* Starts listening and serving. Returns 0, or -1 with the reason logged. */
