@@ -9,6 +9,12 @@
  *     cql_error, cql_column, option structs) are value types owned by the
  *     caller.
  *
+ * Topology: a client connects to its contact points, discovers the other
+ * nodes of the cluster (system.peers_v2 / system.peers) and keeps one
+ * connection per node, each reconnecting with its own back-off.  Prepared
+ * statements whose partition key is bound are sent to a replica of their
+ * partition (Murmur3 token-aware routing); other requests go round-robin.
+ *
  * Threading: one cql_client owns one I/O thread (epoll).  cql_query(),
  * cql_execute(), cql_batch() may be called from any thread, including from
  * inside a callback.  Every callback runs on the client's I/O thread.
@@ -215,10 +221,45 @@ int cql_row_get_bool(const cql_result *r, int32_t col, int *out);
 int cql_row_get_uuid(const cql_result *r, int32_t col, uint8_t out[16]);
 int cql_row_get_text(const cql_result *r, int32_t col, cql_str *out);
 int cql_row_get_blob(const cql_result *r, int32_t col, const uint8_t **p, size_t *len);
+/* inet: 4 (IPv4) or 16 (IPv6) address bytes into out, *len set to 4 or 16. */
+int cql_row_get_inet(const cql_result *r, int32_t col, uint8_t out[16], size_t *len);
+
+/*
+ * Collections.  A list or set value is [int] n followed by n [bytes]
+ * (section 6).  cql_collection_begin() validates the whole encoding first
+ * (CQL_EPROTO on a negative count, truncation or trailing bytes), so a
+ * loop over cql_iter_next() only fails on a damaged iterator.  Elements
+ * point into the result and live as long as it.
+ *
+ *     cql_iter it;
+ *     cql_str s;
+ *     if (cql_row_get_text_set(r, 0, &it) == 0)
+ *         while (cql_iter_next_text(&it, &s) == 1) ...
+ */
+typedef struct cql_iter {
+    const uint8_t *p;
+    size_t len, off;
+    int32_t left;         /* elements not yet returned */
+} cql_iter;
+
+int cql_collection_begin(cql_iter *it, const uint8_t *p, size_t len);
+/* 1 with the next element (*len -1 for a null one), 0 at the end, < 0 on error. */
+int cql_iter_next(cql_iter *it, const uint8_t **p, int32_t *len);
+/* Like cql_iter_next() for text elements; a null element is CQL_ENULL. */
+int cql_iter_next_text(cql_iter *it, cql_str *out);
+/* A list<...> or set<...> column of the current row. */
+int cql_row_get_collection(const cql_result *r, int32_t col, cql_iter *it);
+/* A set<text> / list<text> (or ascii) column: CQL_ETYPE for other elements. */
+int cql_row_get_text_set(const cql_result *r, int32_t col, cql_iter *it);
 
 /* Prepared: id and bind markers. */
 int cql_result_prepared_id(const cql_result *r, const uint8_t **id, size_t *len);
 int32_t cql_result_param_count(const cql_result *r);
+/* Partition key: how many of the bind markers form it (0 when the server
+ * did not say, e.g. for statements not restricted to one partition), and
+ * the marker index of the i-th partition key column, in key order. */
+int32_t cql_result_pk_count(const cql_result *r);
+int cql_result_pk_index(const cql_result *r, int32_t i);
 int cql_result_param(const cql_result *r, int32_t idx, cql_column *out);
 /* Set_keyspace */
 cql_str cql_result_keyspace(const cql_result *r);
@@ -231,6 +272,16 @@ int cql_result_schema_change(const cql_result *r, cql_str *change, cql_str *targ
 size_t cql_result_supported_count(const cql_result *r);
 int cql_result_supported(const cql_result *r, size_t i, cql_str *key, char *values,
                          size_t size);
+
+/* ---- partition tokens (Murmur3Partitioner) ---------------------------- */
+
+/* Cassandra's token for a routing key: the first half of its variant of
+ * MurmurHash3_x64_128 (sign-extended tail bytes), seed 0. */
+int64_t cql_murmur3_token(const void *key, size_t len);
+/* Token of a partition key given its n (1..64) components as bound values
+ * (one for a single-column key; composite keys are framed as Cassandra's
+ * CompositeType does).  CQL_EINVAL for a null / unset component. */
+int cql_partition_token(const cql_value *components, size_t n, int64_t *token);
 
 /* ---- client ----------------------------------------------------------- */
 
@@ -247,17 +298,44 @@ typedef struct cql_client_opts {
     uint32_t reconnect_max_ms;         /* default 10000 */
     uint32_t max_frame_body;           /* default 256 MiB (spec maximum) */
     uint32_t max_streams;              /* in flight per connection, <= 32768 */
+    /* Added with multi-node support; zero keeps the documented default. */
+    int disable_discovery;             /* 0: also connect to the nodes listed
+                                          in system.peers(_v2) */
+    int disable_token_routing;         /* 0: send prepared statements to a
+                                          replica of their partition */
+    uint32_t topology_refresh_ms;      /* default 60000: re-read the peers */
 } cql_client_opts;
 
 void cql_client_opts_init(cql_client_opts *o);
 
 /* Starts the I/O thread, which connects in the background. */
 int cql_client_new(cql_client **out, const cql_client_opts *o);
-/* Blocks until the client is connected and ready (0), or a whole round of
- * contact points failed (CQL_ENOHOST), or timeout_ms passed (CQL_ETIMEDOUT). */
+/* Blocks until a connection is ready (0), or every known node failed its
+ * last connection attempt (CQL_ENOHOST), or timeout_ms passed
+ * (CQL_ETIMEDOUT).  Discovery and routing then proceed in the background:
+ * see cql_client_topology_version(). */
 int cql_client_wait_ready(cql_client *c, uint32_t timeout_ms);
 /* Last connection error, e.g. "127.0.0.1:9042: connect: Connection refused". */
 int cql_client_last_error(cql_client *c, char *buf, size_t size);
+/* One known node, as seen by the I/O thread a moment ago. */
+typedef struct cql_host_info {
+    char address[64];       /* "ip:port" once connected or discovered,
+                               else the contact point as given */
+    char datacenter[64];    /* "" until discovered */
+    int up;                 /* a connection to it is ready */
+    int in_ring;            /* listed by the last topology refresh */
+    int contact_point;      /* given in cql_client_opts */
+    uint32_t tokens;        /* ring tokens it owns */
+    uint64_t requests;      /* user requests sent to it */
+} cql_host_info;
+
+/* Copies up to max host descriptions into out (which may be NULL when max
+ * is 0) and returns how many hosts are known. */
+size_t cql_client_hosts(cql_client *c, cql_host_info *out, size_t max);
+/* Completed topology refreshes (system.local + system.peers), so a caller
+ * can wait for the first one; 0 before it or with disable_discovery. */
+uint64_t cql_client_topology_version(cql_client *c);
+
 /* Fails every pending request with CQL_ECLOSED (callbacks run), stops the
  * thread and frees the client.  Must not be called from a callback
  * (returns CQL_EINVAL then). */
@@ -283,8 +361,12 @@ void cql_query_opts_init(cql_query_opts *o);
 int cql_query(cql_client *c, const char *cql, const cql_value *values, size_t n,
               const cql_query_opts *opts, cql_result_cb cb, void *arg);
 /* EXECUTE through the client's prepare cache: the statement is prepared on
- * first use (concurrent first uses share one PREPARE) and re-prepared
- * transparently when the server answers UNPREPARED. */
+ * first use (concurrent first uses share one PREPARE, then it is prepared
+ * on every other node too) and re-prepared transparently on a node that
+ * answers UNPREPARED.  When the PREPARED metadata lists the partition key
+ * and every key column is bound (not null / unset), the request goes to
+ * the node owning the key's token, else to the next replica on the ring,
+ * else to any node. */
 int cql_execute(cql_client *c, const char *cql, const cql_value *values, size_t n,
                 const cql_query_opts *opts, cql_result_cb cb, void *arg);
 
@@ -295,7 +377,8 @@ typedef struct cql_batch_stmt {
     int prepared;                    /* nonzero: go through the prepare cache */
 } cql_batch_stmt;
 
-/* BATCH; opts->page_size and paging_state are ignored. */
+/* BATCH; opts->page_size and paging_state are ignored.  Routed like
+ * cql_execute() by its first statement when that one is prepared. */
 int cql_batch(cql_client *c, enum cql_batch_type type, const cql_batch_stmt *stmts,
               size_t n, const cql_query_opts *opts, cql_result_cb cb, void *arg);
 

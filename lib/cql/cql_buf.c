@@ -259,3 +259,17 @@ int cql_rd_skip_bytes_map(cql_rd *r)
     }
     return 0;
 }
+
+int cql_rd_inet(cql_rd *r, uint8_t addr[16], size_t *alen, int32_t *port)
+{
+    size_t save = r->off;
+    uint8_t n;
+    const uint8_t *a;
+    if (cql_rd_u8(r, &n) || (n != 4 && n != 16) || cql_rd_raw(r, n, &a) || cql_rd_i32(r, port)) {
+        r->off = save;
+        return CQL_EPROTO;
+    }
+    memcpy(addr, a, n);
+    *alen = n;
+    return 0;
+}

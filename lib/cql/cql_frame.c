@@ -87,6 +87,22 @@ int cql_build_options(cql_buf *b, int16_t stream)
     return frame_end(b, frame_begin(b, stream, CQL_OP_OPTIONS));
 }
 
+int cql_build_register(cql_buf *b, int16_t stream, const char *const *events, size_t n)
+{
+    if (stream < 0 || n == 0 || n > UINT16_MAX || !events)
+        return CQL_EINVAL;
+    size_t start = frame_begin(b, stream, CQL_OP_REGISTER);
+    cql_buf_u16(b, (uint16_t)n); /* [string list] */
+    for (size_t i = 0; i < n; i++) {
+        if (!events[i]) {
+            b->err = CQL_EINVAL;
+            break;
+        }
+        cql_buf_string(b, events[i], strlen(events[i]));
+    }
+    return frame_end(b, start);
+}
+
 static int check_qparams(const cql_qparams *p)
 {
     if (!valid_consistency(p->consistency) || p->n_values > UINT16_MAX ||

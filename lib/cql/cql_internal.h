@@ -112,6 +112,8 @@ int cql_rd_short_bytes(cql_rd *r, const uint8_t **p, size_t *len);
 /* [string list]: validates it and returns its count and raw extent. */
 int cql_rd_string_list(cql_rd *r, uint16_t *n, cql_str *raw);
 int cql_rd_skip_bytes_map(cql_rd *r);
+/* [inet]: a one-byte address size (4 or 16), the address, an [int] port. */
+int cql_rd_inet(cql_rd *r, uint8_t addr[16], size_t *alen, int32_t *port);
 
 /* ---- frame header ----------------------------------------------------- */
 
@@ -167,6 +169,8 @@ typedef struct cql_batch_item {
  */
 int cql_build_startup(cql_buf *b, int16_t stream);
 int cql_build_options(cql_buf *b, int16_t stream);
+/* REGISTER for the given event types ("TOPOLOGY_CHANGE", "STATUS_CHANGE"...). */
+int cql_build_register(cql_buf *b, int16_t stream, const char *const *events, size_t n);
 int cql_build_query(cql_buf *b, int16_t stream, const char *q, size_t qlen,
                     const cql_qparams *p);
 int cql_build_prepare(cql_buf *b, int16_t stream, const char *q, size_t qlen);
@@ -187,5 +191,43 @@ int cql_build_batch(cql_buf *b, int16_t stream, uint8_t type, const cql_batch_it
 int cql_result_parse(const cql_header *h, const uint8_t *body, size_t len, bool copy_body,
                      cql_result **out);
 void cql_result_free(cql_result *r);
+
+/* ---- tokens and the ring (cql_token.c) ------------------------------- */
+
+/* Cassandra's MurmurHash3_x64_128 (sign-extended tail); out[0] is h1. */
+void cql_murmur3_x64_128(const void *key, size_t len, uint64_t seed, uint64_t out[2]);
+/* h1 as a Java long, with Long.MIN_VALUE (the ring's minimum, which no
+ * partition may have) mapped to Long.MAX_VALUE as Murmur3Partitioner does. */
+int64_t cql_token_from_hash(uint64_t h1);
+/*
+ * Appends the routing key of a partition key made of n components to b:
+ * the bytes of a single component as they are, or for n > 1 each component
+ * as <2-byte big-endian length><bytes><0>.  CQL_EINVAL for a null, unset or
+ * (composite) over-65535-byte component; b is unchanged on failure.
+ */
+int cql_routing_key(cql_buf *b, const cql_value *const *comp, size_t n);
+
+/*
+ * Token ring: tokens ascending, owners[i] owns the range
+ * (tokens[i-1], tokens[i]] (the first one also owns everything above the
+ * last token).  Owners are opaque numbers (the client's host indexes).
+ */
+typedef struct cql_ring {
+    int64_t *tokens;
+    uint32_t *owners;
+    size_t n;
+    size_t n_owners;   /* distinct owners */
+} cql_ring;
+
+void cql_ring_init(cql_ring *ring);
+void cql_ring_free(cql_ring *ring);
+/* Sorts copies of the n (token, owner) pairs; a duplicated token keeps the
+ * lowest owner.  ring is empty (and still freeable) on failure. */
+int cql_ring_build(cql_ring *ring, const int64_t *tokens, const uint32_t *owners, size_t n);
+/* Index of the first token >= token, wrapping to 0; 0 for an empty ring. */
+size_t cql_ring_find(const cql_ring *ring, int64_t token);
+/* The owner of token, then the next distinct owners clockwise: at most max
+ * of them into out.  Returns how many. */
+size_t cql_ring_replicas(const cql_ring *ring, int64_t token, uint32_t *out, size_t max);
 
 #endif /* CQL_INTERNAL_H */

@@ -51,6 +51,8 @@ struct cql_result {
     /* Prepared */
     const uint8_t *prep_id;
     size_t prep_id_len;
+    int32_t npk;                 /* partition key columns among the markers */
+    const uint8_t *pk_raw;       /* their npk [short] bind indexes, in body */
     int32_t nparams;
     cql_column *params;
 
@@ -349,6 +351,8 @@ static int rd_prepared(cql_rd *r, cql_result *res)
     if (cql_rd_i32(r, &flags) || cql_rd_i32(r, &res->nparams) || res->nparams < 0 ||
         cql_rd_i32(r, &npk) || npk < 0 || (size_t)npk > cql_rd_left(r) / 2)
         return CQL_EPROTO;
+    res->npk = npk;
+    res->pk_raw = r->p + r->off;
     for (int32_t i = 0; i < npk; i++) {
         uint16_t idx;
         if (cql_rd_u16(r, &idx) || idx >= res->nparams)
@@ -767,6 +771,20 @@ int cql_result_prepared_id(const cql_result *r, const uint8_t **id, size_t *len)
     return 0;
 }
 
+int32_t cql_result_pk_count(const cql_result *r)
+{
+    return cql_result_kind(r) == CQL_RESULT_PREPARED ? r->npk : 0;
+}
+
+int cql_result_pk_index(const cql_result *r, int32_t i)
+{
+    if (cql_result_kind(r) != CQL_RESULT_PREPARED || i < 0 || i >= r->npk)
+        return CQL_ERANGE;
+    /* rd_prepared() checked that all npk indexes are in the body and
+     * below the marker count. */
+    return cql_be16(r->pk_raw + 2 * (size_t)i);
+}
+
 int32_t cql_result_param_count(const cql_result *r)
 {
     return cql_result_kind(r) == CQL_RESULT_PREPARED ? r->nparams : 0;
@@ -814,4 +832,93 @@ int cql_result_supported(const cql_result *r, size_t i, cql_str *key, char *valu
     for (uint16_t k = 0; k < s->n && !cql_rd_string(&rd, &v); k++)
         fmt_add(&f, "%s%.*s", k ? "," : "", str_len_int(v), v.ptr);
     return f.n > INT32_MAX ? INT32_MAX : (int)f.n;
+}
+
+int cql_row_get_inet(const cql_result *r, int32_t col, uint8_t out[16], size_t *len)
+{
+    const uint8_t *p;
+    int32_t l;
+    int rc = typed_cell(r, col, CQL_TYPE_INET, CQL_TYPE_INET, &p, &l);
+    if (rc)
+        return rc;
+    if (l != 4 && l != 16)
+        return CQL_EPROTO;
+    memcpy(out, p, (size_t)l);
+    *len = (size_t)l;
+    return 0;
+}
+
+/* ---- collections ------------------------------------------------------ */
+
+int cql_collection_begin(cql_iter *it, const uint8_t *p, size_t len)
+{
+    memset(it, 0, sizeof *it);
+    if (!p && len)
+        return CQL_EINVAL;
+    /* Walk the whole value once, so that a truncated or padded encoding
+     * is an error here rather than half-way through the caller's loop. */
+    cql_rd rd = {p, len, 0};
+    int32_t n, elen;
+    const uint8_t *e;
+    if (cql_rd_i32(&rd, &n) || n < 0 || (size_t)n > cql_rd_left(&rd) / 4)
+        return CQL_EPROTO;
+    for (int32_t i = 0; i < n; i++)
+        if (cql_rd_bytes(&rd, &e, &elen))
+            return CQL_EPROTO;
+    if (cql_rd_left(&rd) != 0)
+        return CQL_EPROTO;
+    it->p = p;
+    it->len = len;
+    it->off = 4;
+    it->left = n;
+    return 0;
+}
+
+int cql_iter_next(cql_iter *it, const uint8_t **p, int32_t *len)
+{
+    if (it->left <= 0)
+        return 0;
+    /* Validated by cql_collection_begin(); still bounds-checked, since an
+     * iterator is a plain struct the caller could have damaged. */
+    cql_rd rd = {it->p, it->len, it->off <= it->len ? it->off : it->len};
+    if (cql_rd_bytes(&rd, p, len)) {
+        it->left = 0;
+        return CQL_EPROTO;
+    }
+    it->off = rd.off;
+    it->left--;
+    return 1;
+}
+
+int cql_iter_next_text(cql_iter *it, cql_str *out)
+{
+    const uint8_t *p;
+    int32_t len;
+    int rc = cql_iter_next(it, &p, &len);
+    if (rc <= 0)
+        return rc;
+    if (len < 0)
+        return CQL_ENULL;
+    out->ptr = (const char *)p;
+    out->len = (size_t)len;
+    return 1;
+}
+
+int cql_row_get_collection(const cql_result *r, int32_t col, cql_iter *it)
+{
+    const uint8_t *p;
+    int32_t len;
+    memset(it, 0, sizeof *it);
+    int rc = typed_cell(r, col, CQL_TYPE_LIST, CQL_TYPE_SET, &p, &len);
+    return rc ? rc : cql_collection_begin(it, p, (size_t)len);
+}
+
+int cql_row_get_text_set(const cql_result *r, int32_t col, cql_iter *it)
+{
+    memset(it, 0, sizeof *it);
+    if (r->cols && col >= 0 && col < r->ncols && r->cols[col].subtype[0] != CQL_TYPE_VARCHAR &&
+        r->cols[col].subtype[0] != CQL_TYPE_ASCII &&
+        (r->cols[col].type == CQL_TYPE_LIST || r->cols[col].type == CQL_TYPE_SET))
+        return CQL_ETYPE;
+    return cql_row_get_collection(r, col, it);
 }

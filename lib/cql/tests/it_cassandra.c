@@ -2,8 +2,10 @@
  * it_cassandra.c - integration test against a real Cassandra on
  * 127.0.0.1:9042 (scripts/cassandra start).  Exercises the whole stack:
  * handshake, schema changes, prepared inserts with many requests in flight,
- * paging, BATCH, USE keyspace, server errors, and failure against servers
- * that are down or silent.  Ends with "N passed, N failed".
+ * paging, BATCH, USE keyspace, server errors, topology discovery and
+ * token-aware routing on a one-node ring, our Murmur3 tokens against the
+ * server's token(), and failure against servers that are down or silent.
+ * Ends with "N passed, N failed".
  */
 #include "cql.h"
 
@@ -487,6 +489,126 @@ static void test_down_server(void)
     close(ls);
 }
 
+/* ---- topology and tokens ---------------------------------------------- */
+
+static void first_bigint(call *c, cql_result *r)
+{
+    int64_t *out = c->ctx;
+    if (cql_result_next_row(r) != 1 || cql_row_get_bigint(r, 0, out) != 0)
+        *out = INT64_MIN;
+}
+
+/* Discovery against the real node: system.local + system.peers_v2 give a
+ * ring of one node, and every request is sent to it. */
+static void test_discovery(void)
+{
+    const char *cp[] = {"127.0.0.1:9042"};
+    cql_client_opts o;
+    cql_client_opts_init(&o);
+    o.contact_points = cp;
+    o.n_contact_points = 1;
+    cql_client *cl;
+    int rc = cql_client_new(&cl, &o);
+    CHECK(rc == 0, "client: %s", cql_strerror(rc));
+    if (rc)
+        return;
+    rc = cql_client_wait_ready(cl, 10000);
+    CHECK(rc == 0, "ready: %s", cql_strerror(rc));
+    uint64_t t0 = now_ms();
+    while (cql_client_topology_version(cl) < 1 && now_ms() - t0 < 10000)
+        usleep(5000);
+    CHECK(cql_client_topology_version(cl) >= 1, "no topology refresh after 10 s");
+    cql_host_info info[4];
+    size_t n = cql_client_hosts(cl, info, 4);
+    CHECK(n == 1, "%zu hosts known", n);
+    if (n < 1) {
+        cql_client_close(cl);
+        return;
+    }
+    CHECK(info[0].in_ring && info[0].up && info[0].contact_point && info[0].tokens >= 1,
+          "host %s ring=%d up=%d tokens=%u", info[0].address, info[0].in_ring, info[0].up,
+          info[0].tokens);
+    printf("  ring: %zu host, %s dc=%s tokens=%u\n", n, info[0].address, info[0].datacenter,
+           info[0].tokens);
+    uint64_t before = info[0].requests;
+    int ok = 0;
+    for (int i = 0; i < 20; i++) {
+        int64_t v = -2;
+        call c;
+        call_init(&c, count_rows, &v);
+        uint8_t u[16];
+        memset(u, 0x90 + i, 16);
+        cql_value key = cql_value_uuid(u);
+        if (run(cl, 1, "SELECT count(*) FROM cql_it.all_types WHERE id = ?", &key, 1, NULL, &c) == 0 &&
+            v == 0)
+            ok++;
+    }
+    CHECK(ok == 20, "%d of 20 routed selects ok", ok);
+    n = cql_client_hosts(cl, info, 4);
+    CHECK(n == 1 && info[0].requests == before + 20, "host got %llu requests, want %llu",
+          (unsigned long long)info[0].requests, (unsigned long long)(before + 20));
+    cql_client_close(cl);
+}
+
+/* token(k) computed by the server equals ours, for uuid keys (whose bytes
+ * span 0x00..0xff, so the sign-extended tail matters) and a composite key. */
+static void test_tokens(cql_client *cl)
+{
+    char err[512];
+    int rc = simple(cl, "CREATE TABLE cql_it.tok (id uuid PRIMARY KEY, v int)", err, sizeof err);
+    CHECK(rc == 0, "create tok: %s", err);
+    rc = simple(cl, "CREATE TABLE cql_it.tok2 (a int, b text, c int, PRIMARY KEY ((a, b), c))", err,
+                sizeof err);
+    CHECK(rc == 0, "create tok2: %s", err);
+    uint32_t seed = 0x5eed;
+    int same = 0, total = 0;
+    for (int i = 0; i < 24; i++) {
+        uint8_t u[16];
+        for (int j = 0; j < 16; j++) {
+            seed = seed * 1103515245u + 12345u;
+            u[j] = (uint8_t)(seed >> 16);
+        }
+        u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* version 4 */
+        cql_value v[2] = {cql_value_uuid(u), cql_value_int(i)};
+        call c;
+        call_init(&c, NULL, NULL);
+        rc = run(cl, 1, "INSERT INTO cql_it.tok (id, v) VALUES (?, ?)", v, 2, NULL, &c);
+        CHECK(rc == 0, "insert tok: %s", c.err);
+        int64_t server = 0, ours = 1;
+        call_init(&c, first_bigint, &server);
+        rc = run(cl, 1, "SELECT token(id) FROM cql_it.tok WHERE id = ?", v, 1, NULL, &c);
+        cql_partition_token(v, 1, &ours);
+        total++;
+        if (rc == 0 && server == ours)
+            same++;
+        else
+            fprintf(stderr, "  token mismatch: server %lld ours %lld (%s)\n", (long long)server,
+                    (long long)ours, c.err);
+    }
+    for (int i = 0; i < 8; i++) {
+        char b[32];
+        snprintf(b, sizeof b, "clé-%d-\xc3\xbf", i * 31);
+        cql_value v[3] = {cql_value_int(i * 1000 - 3000), cql_value_text(b), cql_value_int(i)};
+        call c;
+        call_init(&c, NULL, NULL);
+        rc = run(cl, 1, "INSERT INTO cql_it.tok2 (a, b, c) VALUES (?, ?, ?)", v, 3, NULL, &c);
+        CHECK(rc == 0, "insert tok2: %s", c.err);
+        int64_t server = 0, ours = 1;
+        call_init(&c, first_bigint, &server);
+        rc = run(cl, 1, "SELECT token(a, b) FROM cql_it.tok2 WHERE a = ? AND b = ?", v, 2, NULL, &c);
+        cql_partition_token(v, 2, &ours);
+        total++;
+        if (rc == 0 && server == ours)
+            same++;
+        else
+            fprintf(stderr, "  composite token mismatch: server %lld ours %lld (%s)\n",
+                    (long long)server, (long long)ours, c.err);
+    }
+    CHECK(same == total, "%d of %d tokens agree", same, total);
+    printf("  token(): %d of %d keys (24 uuid, 8 composite) agree with cql_partition_token\n", same,
+           total);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -530,6 +652,9 @@ int main(void)
     test_errors(cl);
     printf("use keyspace\n");
     test_use_keyspace();
+    printf("topology\n");
+    test_discovery();
+    test_tokens(cl);
     char err[512];
     rc = simple(cl, "DROP KEYSPACE cql_it", err, sizeof err);
     CHECK(rc == 0, "drop: %s", err);

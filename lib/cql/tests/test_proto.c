@@ -1,5 +1,6 @@
 /* test_proto.c - unit tests of frames, builders, values and the response
- * parser, including truncation, hostile lengths and fuzzing. */
+ * parser, including truncation, hostile lengths and fuzzing; partition
+ * tokens (Murmur3), routing keys, the token ring, collections. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -103,6 +104,10 @@ static void exercise(cql_result *r)
     for (int32_t i = 0; i < cql_result_param_count(r); i++)
         assert_int_equal(cql_result_param(r, i, &col), 0);
     (void)cql_result_prepared_id(r, &p, &len);
+    for (int32_t i = -1; i <= cql_result_pk_count(r); i++) {
+        int k = cql_result_pk_index(r, i);
+        assert_true(k == CQL_ERANGE || (k >= 0 && k < cql_result_param_count(r)));
+    }
     (void)cql_result_keyspace(r);
     cql_str a, b2, c, d;
     (void)cql_result_schema_change(r, &a, &b2, &c, &d);
@@ -128,6 +133,17 @@ static void exercise(cql_result *r)
                 (void)cql_row_get_uuid(r, i, u);
                 (void)cql_row_get_text(r, i, &s);
                 (void)cql_row_get_blob(r, i, &p, &len);
+                size_t alen;
+                (void)cql_row_get_inet(r, i, u, &alen);
+                cql_iter it;
+                if (cql_row_get_text_set(r, i, &it) == 0)
+                    while (cql_iter_next_text(&it, &s) == 1)
+                        assert_true(s.len == 0 || s.ptr != NULL);
+                if (cql_row_get_collection(r, i, &it) == 0) {
+                    int32_t el;
+                    while (cql_iter_next(&it, &p, &el) == 1)
+                        assert_true(el >= -1);
+                }
             }
         }
         if (rows < 10000)
@@ -1288,6 +1304,467 @@ static int teardown_corpus(void **st)
     return 0;
 }
 
+/* ---- partition tokens ------------------------------------------------- */
+
+/*
+ * Vectors from the DataStax Python driver's cassandra.murmur3.murmur3(),
+ * which implements Cassandra's variant (sign-extended tail bytes), and
+ * checked against `SELECT token(k)` of a real Cassandra by it_cassandra.
+ * Pattern of length n: b[i] = (i * 0x9d + 0x41 + n * 7) & 0xff, so that
+ * every tail length 0..15 (twice over, plus blocks) mixes bytes below and
+ * above 0x80.
+ */
+static const int64_t PATTERN_TOKENS[41] = {
+    0LL, -4197513287269367591LL, -2996635066869252059LL, -7553922542580588118LL,
+    1632117972182580117LL, 7443022083636775205LL, 1497162935131480957LL,
+    289318868616097845LL, 815068947074561777LL, 2991909811581198267LL,
+    8562381154380115593LL, 1292832736930394104LL, 3848144602588838014LL,
+    -946701395131991288LL, 5744171112270548445LL, -7702635032776637504LL,
+    -2923191844700758398LL, 8829366296933179863LL, -6823986667338289800LL,
+    -1407121246850060405LL, 1728896003701809010LL, 6603022239946490272LL,
+    8931862930393477455LL, 6880609260892988962LL, -4370770855742778849LL,
+    -8521724684416858459LL, -4962183335595400645LL, 731753977927146563LL,
+    -3275298058817882347LL, 7960848746592789802LL, 6938687313751189735LL,
+    -8742554329450552287LL, -5214887422277680303LL, -8522057509944118287LL,
+    7720168059299700778LL, -4221492506661870951LL, 6850074938781712541LL,
+    -7369774446031536692LL, -3346957640778407382LL, 7836401512731663563LL,
+    6113414114677001949LL,
+};
+
+/* n bytes of 0xff: the sign extension affects every tail byte. */
+static const int64_t FF_TOKENS[18] = {
+    0LL, -4442228696663692417LL, 6163071069786142063LL, -9154616442117352147LL,
+    7297452126230313552LL, -8869521063059112040LL, 2112339540026359505LL,
+    4860178782003914630LL, 7071048584287372947LL, 8434364767658694854LL,
+    -2285028417834605101LL, 4844839740296823970LL, 5441275315642417349LL,
+    5402220310222980743LL, -7003579699878715426LL, -2195530867418009455LL,
+    -2824192546314762522LL, -4128212798341382003LL,
+};
+
+/* Hashes from an exact-size heap copy, so ASan sees any over-read. */
+static int64_t token_of(const uint8_t *p, size_t n)
+{
+    uint8_t *copy = malloc(n ? n : 1);
+    assert_non_null(copy);
+    if (n)
+        memcpy(copy, p, n);
+    int64_t t = cql_murmur3_token(n ? copy : NULL, n);
+    free(copy);
+    return t;
+}
+
+static void test_murmur3_vectors(void **st)
+{
+    (void)st;
+    uint8_t buf[64];
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (uint8_t)((i * 0x9d + 0x41 + n * 7) & 0xff);
+        int64_t t = token_of(buf, n);
+        if (t != PATTERN_TOKENS[n])
+            fail_msg("pattern length %zu: %lld, want %lld", n, (long long)t,
+                     (long long)PATTERN_TOKENS[n]);
+    }
+    memset(buf, 0xff, sizeof buf);
+    for (size_t n = 0; n < 18; n++)
+        assert_true(token_of(buf, n) == FF_TOKENS[n]);
+    assert_true(token_of((const uint8_t *)"hello", 5) == -3758069500696749310LL);
+    assert_true(token_of((const uint8_t *)"messenger", 9) == 6259742647036618357LL);
+    assert_true(token_of((const uint8_t *)"\x80", 1) == -5284281814142962636LL);
+    assert_true(token_of((const uint8_t *)"\x00", 1) == 5048724184180415669LL);
+    assert_true(token_of((const uint8_t *)"\x7f", 1) == 5072634478945617755LL);
+    assert_true(cql_murmur3_token(NULL, 0) == 0);
+    /* Long.MIN_VALUE is never a partition's token */
+    assert_true(cql_token_from_hash(0x8000000000000000ULL) == INT64_MAX);
+    assert_true(cql_token_from_hash(0x8000000000000001ULL) == INT64_MIN + 1);
+    assert_true(cql_token_from_hash(0xffffffffffffffffULL) == -1);
+    assert_true(cql_token_from_hash(0x7fffffffffffffffULL) == INT64_MAX);
+    assert_true(cql_token_from_hash(0) == 0);
+    /* an int partition key: its 4 big-endian bytes */
+    cql_value v = cql_value_int(42);
+    int64_t t;
+    assert_int_equal(cql_partition_token(&v, 1, &t), 0);
+    assert_true(t == -7160136740246525330LL);
+    /* The second half differs from h1 and both are deterministic. */
+    uint64_t h[2], h2[2];
+    cql_murmur3_x64_128("hello", 5, 0, h);
+    cql_murmur3_x64_128("hello", 5, 0, h2);
+    assert_true(h[0] == h2[0] && h[1] == h2[1] && h[0] != h[1]);
+    assert_true((int64_t)h[0] == -3758069500696749310LL);
+}
+
+static void test_routing_key(void **st)
+{
+    (void)st;
+    cql_buf b;
+    cql_buf_init(&b);
+    cql_value k1 = cql_value_int(1), ka = cql_value_text("a");
+    const cql_value *one[1] = {&k1};
+    assert_int_equal(cql_routing_key(&b, one, 1), 0);
+    assert_int_equal(b.len, 4);
+    assert_memory_equal(b.data, "\x00\x00\x00\x01", 4);
+    b.len = 0;
+    /* composite: <len:2><bytes><0> per component */
+    const cql_value *two[2] = {&k1, &ka};
+    assert_int_equal(cql_routing_key(&b, two, 2), 0);
+    assert_int_equal(b.len, 11);
+    assert_memory_equal(b.data, "\x00\x04\x00\x00\x00\x01\x00\x00\x01\x61\x00", 11);
+    cql_value comp[2] = {k1, ka};
+    int64_t t;
+    assert_int_equal(cql_partition_token(comp, 2, &t), 0);
+    assert_true(t == 6516349416904725244LL);
+    /* uuid + bigint, checked against the Python driver's composite key */
+    uint8_t u[16];
+    for (int i = 0; i < 16; i++)
+        u[i] = (uint8_t)i;
+    cql_value ub[2] = {cql_value_uuid(u), cql_value_bigint(-5)};
+    assert_int_equal(cql_partition_token(ub, 2, &t), 0);
+    assert_true(t == -827427692987796608LL);
+
+    /* failures leave the buffer as it was */
+    b.len = 3;
+    cql_value nul = cql_value_null(), unset = cql_value_unset();
+    const cql_value *bad1[2] = {&k1, &nul};
+    const cql_value *bad2[1] = {&unset};
+    assert_int_equal(cql_routing_key(&b, bad1, 2), CQL_EINVAL);
+    assert_int_equal(cql_routing_key(&b, bad2, 1), CQL_EINVAL);
+    assert_int_equal(cql_routing_key(&b, NULL, 1), CQL_EINVAL);
+    assert_int_equal(cql_routing_key(&b, one, 0), CQL_EINVAL);
+    assert_int_equal(b.len, 3);
+    assert_int_equal(b.err, 0);
+    /* a component too long for the 2-byte frame is only a problem when
+     * the key is composite */
+    size_t big = 70000;
+    char *blob = calloc(1, big);
+    assert_non_null(blob);
+    cql_value vb = cql_value_blob(blob, big);
+    const cql_value *bigone[1] = {&vb}, *bigtwo[2] = {&k1, &vb};
+    assert_int_equal(cql_routing_key(&b, bigtwo, 2), CQL_EINVAL);
+    b.len = 0;
+    assert_int_equal(cql_routing_key(&b, bigone, 1), 0);
+    assert_int_equal(b.len, big);
+    free(blob);
+    cql_buf_free(&b);
+    assert_int_equal(cql_partition_token(&nul, 1, &t), CQL_EINVAL);
+    assert_int_equal(cql_partition_token(NULL, 1, &t), CQL_EINVAL);
+}
+
+static void test_ring(void **st)
+{
+    (void)st;
+    cql_ring ring;
+    uint32_t reps[8];
+    /* empty */
+    assert_int_equal(cql_ring_build(&ring, NULL, NULL, 0), 0);
+    assert_int_equal(cql_ring_find(&ring, 5), 0);
+    assert_int_equal(cql_ring_replicas(&ring, 5, reps, 3), 0);
+    cql_ring_free(&ring);
+
+    /* owners 0..2, two tokens each, given unsorted */
+    const int64_t toks[6] = {400, -700, 100, -400, 700, -100};
+    const uint32_t own[6] = {1, 0, 0, 1, 2, 2};
+    assert_int_equal(cql_ring_build(&ring, toks, own, 6), 0);
+    assert_int_equal(ring.n, 6);
+    assert_int_equal(ring.n_owners, 3);
+    for (size_t i = 1; i < ring.n; i++)
+        assert_true(ring.tokens[i - 1] < ring.tokens[i]);
+    /* sorted: -700:0 -400:1 -100:2 100:0 400:1 700:2 */
+    assert_int_equal(ring.owners[cql_ring_find(&ring, -700)], 0); /* exact token */
+    assert_int_equal(ring.owners[cql_ring_find(&ring, -699)], 1);
+    assert_int_equal(ring.owners[cql_ring_find(&ring, 0)], 0);
+    assert_int_equal(ring.owners[cql_ring_find(&ring, 700)], 2);
+    assert_int_equal(cql_ring_find(&ring, 701), 0);               /* wraps */
+    assert_int_equal(cql_ring_find(&ring, INT64_MAX), 0);
+    assert_int_equal(cql_ring_find(&ring, INT64_MIN), 0);
+    /* replicas: owner then next distinct owners clockwise */
+    assert_int_equal(cql_ring_replicas(&ring, 150, reps, 1), 1);
+    assert_int_equal(reps[0], 1);
+    assert_int_equal(cql_ring_replicas(&ring, 150, reps, 2), 2);
+    assert_int_equal(reps[0], 1);
+    assert_int_equal(reps[1], 2);
+    assert_int_equal(cql_ring_replicas(&ring, 650, reps, 3), 3);  /* wraps past the end */
+    assert_int_equal(reps[0], 2);
+    assert_int_equal(reps[1], 0);
+    assert_int_equal(reps[2], 1);
+    assert_int_equal(cql_ring_replicas(&ring, 650, reps, 8), 3);  /* RF > nodes */
+    cql_ring_free(&ring);
+
+    /* vnodes: consecutive tokens of one owner are skipped when looking
+     * for the next replica; a duplicated token keeps one owner */
+    const int64_t t2[6] = {10, 20, 30, 40, 40, 50};
+    const uint32_t o2[6] = {7, 7, 7, 9, 8, 7};
+    assert_int_equal(cql_ring_build(&ring, t2, o2, 6), 0);
+    assert_int_equal(ring.n, 5);
+    assert_int_equal(ring.n_owners, 2);
+    assert_int_equal(ring.owners[cql_ring_find(&ring, 40)], 8);
+    assert_int_equal(cql_ring_replicas(&ring, 5, reps, 2), 2);
+    assert_int_equal(reps[0], 7);
+    assert_int_equal(reps[1], 8);
+    assert_int_equal(cql_ring_replicas(&ring, 45, reps, 3), 2);
+    assert_int_equal(reps[0], 7);
+    assert_int_equal(reps[1], 8);
+    cql_ring_free(&ring);
+
+    /* one node with one token owns everything */
+    const int64_t t3[1] = {0};
+    const uint32_t o3[1] = {4};
+    assert_int_equal(cql_ring_build(&ring, t3, o3, 1), 0);
+    assert_int_equal(ring.owners[cql_ring_find(&ring, INT64_MIN)], 4);
+    assert_int_equal(ring.owners[cql_ring_find(&ring, INT64_MAX)], 4);
+    assert_int_equal(cql_ring_replicas(&ring, 99, reps, 3), 1);
+    cql_ring_free(&ring);
+}
+
+/* ---- collections ------------------------------------------------------ */
+
+static void text_set(cql_buf *b, const char *const *v, int n)
+{
+    cql_buf_i32(b, n);
+    for (int i = 0; i < n; i++)
+        cql_buf_bytes(b, v[i], strlen(v[i]));
+}
+
+/* Iterates a collection held in an exact-size heap copy. */
+static int iterate(const uint8_t *p, size_t len, int *count)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    if (len)
+        memcpy(copy, p, len);
+    cql_iter it;
+    int rc = cql_collection_begin(&it, len ? copy : NULL, len);
+    *count = 0;
+    cql_str s;
+    if (!rc)
+        while ((rc = cql_iter_next_text(&it, &s)) == 1)
+            (*count)++;
+    free(copy);
+    return rc;
+}
+
+static void test_text_set_decoding(void **st)
+{
+    (void)st;
+    static const char *const toks[3] = {"-9223372036854775808", "0", "42"};
+    cql_buf b;
+    cql_buf_init(&b);
+    text_set(&b, toks, 3);
+    cql_iter it;
+    cql_str s;
+    assert_int_equal(cql_collection_begin(&it, b.data, b.len), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(cql_iter_next_text(&it, &s), 1);
+        assert_true(str_eq(s, toks[i]));
+    }
+    assert_int_equal(cql_iter_next_text(&it, &s), 0);
+    assert_int_equal(cql_iter_next_text(&it, &s), 0); /* stays at the end */
+    int n;
+    assert_int_equal(iterate(b.data, b.len, &n), 0);
+    assert_int_equal(n, 3);
+    /* every strict prefix is an error, never an over-read */
+    for (size_t cut = 0; cut < b.len; cut++)
+        assert_int_equal(iterate(b.data, cut, &n), CQL_EPROTO);
+    /* trailing garbage */
+    cql_buf_u8(&b, 0);
+    assert_int_equal(iterate(b.data, b.len, &n), CQL_EPROTO);
+    cql_buf_free(&b);
+
+    /* empty set */
+    uint8_t empty[4] = {0, 0, 0, 0};
+    assert_int_equal(iterate(empty, 4, &n), 0);
+    assert_int_equal(n, 0);
+    /* negative and impossible counts */
+    uint8_t neg[4] = {0xff, 0xff, 0xff, 0xfe};
+    assert_int_equal(iterate(neg, 4, &n), CQL_EPROTO);
+    uint8_t huge[8] = {0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0};
+    assert_int_equal(iterate(huge, 8, &n), CQL_EPROTO);
+    /* an element longer than what remains */
+    uint8_t longel[10] = {0, 0, 0, 1, 0, 0, 0, 9, 'a', 'b'};
+    assert_int_equal(iterate(longel, 10, &n), CQL_EPROTO);
+    uint8_t negel[8] = {0, 0, 0, 1, 0x80, 0, 0, 0}; /* a null element */
+    assert_int_equal(iterate(negel, 8, &n), CQL_ENULL);
+    const uint8_t *p;
+    int32_t len;
+    assert_int_equal(cql_collection_begin(&it, negel, 8), 0);
+    assert_int_equal(cql_iter_next(&it, &p, &len), 1);
+    assert_int_equal(len, -1);
+    assert_int_equal(cql_collection_begin(&it, NULL, 3), CQL_EINVAL);
+    /* random garbage: errors or clean iteration, never an over-read */
+    uint32_t seed = 12345;
+    uint8_t g[24];
+    for (int round = 0; round < 20000; round++) {
+        size_t glen = (size_t)(seed % sizeof g);
+        for (size_t i = 0; i < glen; i++) {
+            seed = seed * 1103515245u + 12345u;
+            g[i] = (uint8_t)(seed >> 16);
+            if (i < 3 || (i >= 4 && i < 7))
+                g[i] = (uint8_t)(g[i] & 1 ? 0 : g[i] & 0x3); /* plausible lengths */
+        }
+        seed = seed * 1103515245u + 12345u;
+        int rc = iterate(g, glen, &n);
+        assert_true(rc == 0 || rc == CQL_EPROTO || rc == CQL_ENULL);
+    }
+}
+
+/* A system.local-like row: set<text>, inet, text; plus a list<int>. */
+static void test_rows_set_and_inet(void **st)
+{
+    (void)st;
+    static const char *const toks[2] = {"-3", "77"};
+    cql_buf b;
+    cql_buf_init(&b);
+    cql_buf_i32(&b, CQL_RESULT_ROWS);
+    cql_buf_i32(&b, CQL_RF_GLOBAL_TABLES_SPEC);
+    cql_buf_i32(&b, 5);
+    put_str(&b, "system");
+    put_str(&b, "local");
+    col(&b, true, "tokens", CQL_TYPE_SET);
+    cql_buf_u16(&b, CQL_TYPE_VARCHAR);
+    col(&b, true, "rpc_address", CQL_TYPE_INET);
+    col(&b, true, "data_center", CQL_TYPE_VARCHAR);
+    col(&b, true, "ints", CQL_TYPE_LIST);
+    cql_buf_u16(&b, CQL_TYPE_INT);
+    col(&b, true, "addr6", CQL_TYPE_INET);
+    cql_buf_i32(&b, 2);
+    for (int row = 0; row < 2; row++) {
+        cql_buf sub;
+        cql_buf_init(&sub);
+        text_set(&sub, toks, row ? 0 : 2);
+        cql_buf_bytes(&b, sub.data, sub.len);
+        cql_buf_free(&sub);
+        if (row)
+            cql_buf_bytes(&b, "\x01\x02\x03\x04\x05", 5); /* not an address */
+        else
+            cql_buf_bytes(&b, "\x7f\x00\x00\x01", 4);
+        cql_buf_bytes(&b, "dc1", 3);
+        cql_buf_init(&sub);
+        cql_buf_i32(&sub, 1);
+        cql_value one = cql_value_int(5);
+        cql_buf_value(&sub, &one);
+        cql_buf_bytes(&b, sub.data, sub.len);
+        cql_buf_free(&sub);
+        if (row)
+            cql_buf_i32(&b, -1); /* null */
+        else
+            cql_buf_bytes(&b, "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01", 16);
+    }
+    uint8_t *keep;
+    cql_result *r = parse_ok(CQL_OP_RESULT, 0, &b, &keep);
+    assert_int_equal(cql_result_next_row(r), 1);
+    cql_iter it;
+    cql_str s;
+    assert_int_equal(cql_row_get_text_set(r, 0, &it), 0);
+    assert_int_equal(cql_iter_next_text(&it, &s), 1);
+    assert_true(str_eq(s, "-3"));
+    assert_int_equal(cql_iter_next_text(&it, &s), 1);
+    assert_true(str_eq(s, "77"));
+    assert_int_equal(cql_iter_next_text(&it, &s), 0);
+    uint8_t a[16];
+    size_t alen;
+    assert_int_equal(cql_row_get_inet(r, 1, a, &alen), 0);
+    assert_int_equal(alen, 4);
+    assert_memory_equal(a, "\x7f\x00\x00\x01", 4);
+    assert_int_equal(cql_row_get_inet(r, 4, a, &alen), 0);
+    assert_int_equal(alen, 16);
+    assert_int_equal(a[0], 0x20);
+    /* type checks */
+    assert_int_equal(cql_row_get_text_set(r, 2, &it), CQL_ETYPE); /* text */
+    assert_int_equal(cql_row_get_text_set(r, 3, &it), CQL_ETYPE); /* list<int> */
+    assert_int_equal(cql_row_get_collection(r, 3, &it), 0);
+    const uint8_t *p;
+    int32_t len;
+    assert_int_equal(cql_iter_next(&it, &p, &len), 1);
+    assert_int_equal(len, 4);
+    assert_int_equal(cql_row_get_inet(r, 2, a, &alen), CQL_ETYPE);
+    assert_int_equal(cql_row_get_text_set(r, 9, &it), CQL_ERANGE);
+    assert_int_equal(cql_result_next_row(r), 1);
+    assert_int_equal(cql_row_get_text_set(r, 0, &it), 0);
+    assert_int_equal(cql_iter_next_text(&it, &s), 0); /* empty set */
+    assert_int_equal(cql_row_get_inet(r, 1, a, &alen), CQL_EPROTO);
+    assert_int_equal(cql_row_get_inet(r, 4, a, &alen), CQL_ENULL);
+    cql_result_free(r);
+    free(keep);
+    add_sample("rows set inet", CQL_OP_RESULT, 0, &b);
+}
+
+static void test_prepared_pk(void **st)
+{
+    (void)st;
+    cql_buf b;
+    cql_buf_init(&b);
+    cql_buf_i32(&b, CQL_RESULT_PREPARED);
+    cql_buf_short_bytes(&b, "\x09", 1);
+    cql_buf_i32(&b, CQL_RF_GLOBAL_TABLES_SPEC);
+    cql_buf_i32(&b, 3);
+    cql_buf_i32(&b, 2);       /* pk_count */
+    cql_buf_u16(&b, 2);       /* key (a, b) bound at markers 2 and 0 */
+    cql_buf_u16(&b, 0);
+    put_str(&b, "ks");
+    put_str(&b, "t");
+    col(&b, true, "b", CQL_TYPE_VARCHAR);
+    col(&b, true, "x", CQL_TYPE_INT);
+    col(&b, true, "a", CQL_TYPE_INT);
+    cql_buf_i32(&b, CQL_RF_NO_METADATA);
+    cql_buf_i32(&b, 0);
+    uint8_t *keep;
+    cql_result *r = parse_ok(CQL_OP_RESULT, 0, &b, &keep);
+    assert_int_equal(cql_result_pk_count(r), 2);
+    assert_int_equal(cql_result_pk_index(r, 0), 2);
+    assert_int_equal(cql_result_pk_index(r, 1), 0);
+    assert_int_equal(cql_result_pk_index(r, 2), CQL_ERANGE);
+    assert_int_equal(cql_result_pk_index(r, -1), CQL_ERANGE);
+    cql_result_free(r);
+    free(keep);
+    add_sample("prepared composite pk", CQL_OP_RESULT, 0, &b);
+}
+
+static void test_register_and_inet(void **st)
+{
+    (void)st;
+    cql_buf b;
+    cql_buf_init(&b);
+    const char *ev[2] = {"TOPOLOGY_CHANGE", "STATUS_CHANGE"};
+    assert_int_equal(cql_build_register(&b, 3, ev, 2), 0);
+    cql_header h;
+    const uint8_t *body = req_body(&b, 0, &h);
+    assert_int_equal(h.opcode, CQL_OP_REGISTER);
+    assert_int_equal(h.stream, 3);
+    cql_rd r = {body, h.length, 0};
+    uint16_t n;
+    cql_str raw, s;
+    assert_int_equal(cql_rd_string_list(&r, &n, &raw), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(cql_rd_left(&r), 0);
+    cql_rd l = {(const uint8_t *)raw.ptr, raw.len, 2};
+    assert_int_equal(cql_rd_string(&l, &s), 0);
+    assert_true(str_eq(s, "TOPOLOGY_CHANGE"));
+    size_t before = b.len;
+    assert_int_equal(cql_build_register(&b, -1, ev, 2), CQL_EINVAL);
+    const char *bad[1] = {NULL};
+    assert_int_equal(cql_build_register(&b, 1, bad, 1), CQL_EINVAL);
+    assert_int_equal(b.len, before);
+    cql_buf_free(&b);
+
+    /* [inet] of an EVENT */
+    uint8_t in[9] = {4, 127, 0, 0, 1, 0, 0, 0x23, 0x52};
+    uint8_t addr[16];
+    size_t alen;
+    int32_t port;
+    cql_rd ri = {in, sizeof in, 0};
+    assert_int_equal(cql_rd_inet(&ri, addr, &alen, &port), 0);
+    assert_int_equal(alen, 4);
+    assert_int_equal(port, 9042);
+    for (size_t cut = 0; cut < sizeof in; cut++) {
+        cql_rd rc = {in, cut, 0};
+        assert_int_equal(cql_rd_inet(&rc, addr, &alen, &port), CQL_EPROTO);
+        assert_int_equal(rc.off, 0);
+    }
+    in[0] = 5;
+    cql_rd r5 = {in, sizeof in, 0};
+    assert_int_equal(cql_rd_inet(&r5, addr, &alen, &port), CQL_EPROTO);
+}
+
+
 int main(void)
 {
     /* Order matters: the response tests fill the corpus that the hostile
@@ -1307,6 +1784,8 @@ int main(void)
         cmocka_unit_test(test_rows),
         cmocka_unit_test(test_rows_no_metadata),
         cmocka_unit_test(test_prepared),
+        cmocka_unit_test(test_rows_set_and_inet),
+        cmocka_unit_test(test_prepared_pk),
         cmocka_unit_test(test_frame_flags),
         cmocka_unit_test(test_truncation_every_offset),
         cmocka_unit_test(test_hostile_lengths),
@@ -1314,6 +1793,11 @@ int main(void)
         cmocka_unit_test(test_fuzz_random),
         cmocka_unit_test(test_fuzz_mutate),
         cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_murmur3_vectors),
+        cmocka_unit_test(test_routing_key),
+        cmocka_unit_test(test_ring),
+        cmocka_unit_test(test_text_set_decoding),
+        cmocka_unit_test(test_register_and_inet),
     };
     return cmocka_run_group_tests_name("cql_proto", tests, NULL, teardown_corpus);
 }
