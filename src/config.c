@@ -33,6 +33,8 @@ static void defaults(config_t *c) {
     c->cass_consistency = 6; /* LOCAL_QUORUM */
     c->cass_timeout_ms = 5000;
     c->cass_schema = true;
+    c->bench_concurrency = 64;
+    c->bench_duration_s = 10;
 }
 
 /* Splits a comma-separated host list into c->cass_hosts. */
@@ -87,7 +89,7 @@ static int parse_size(const char *s, long min, long max, long *out) {
 enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_BODY, O_MAX_CONTENT,
               O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_CONN_MEM, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG,
               O_CASS_HOSTS, O_CASS_HOST, O_CASS_PORT, O_CASS_KS, O_CASS_CL, O_CASS_TIMEOUT, O_CASS_RF,
-              O_CASS_SCHEMA, O_NO_SCHEMA, O_HELP, O_VERSION };
+              O_CASS_SCHEMA, O_NO_SCHEMA, O_B_CONC, O_B_DUR, O_B_SCEN, O_HELP, O_VERSION };
 
 /* One table for flags and environment variables, so they cannot drift. */
 static const struct setting {
@@ -115,6 +117,9 @@ static const struct setting {
     {O_CASS_RF, "cassandra-replication", "MESSENGER_CASSANDRA_REPLICATION"},
     {O_CASS_SCHEMA, NULL, "MESSENGER_CASSANDRA_SCHEMA"},
     {O_NO_SCHEMA, "no-schema", NULL},
+    {O_B_CONC, "concurrency", NULL},
+    {O_B_DUR, "duration", NULL},
+    {O_B_SCEN, "scenario", NULL},
     {O_USERS, "users", NULL},
     {O_CONVS, "conversations", NULL},
     {O_MSGS, "messages", NULL},
@@ -165,6 +170,12 @@ static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
         else goto bad;
         return 0;
     case O_NO_SCHEMA: c->cass_schema = false; return 0;
+    case O_B_CONC: if (parse_size(v, 1, 100000, &n)) goto bad; c->bench_concurrency = (unsigned)n; return 0;
+    case O_B_DUR: if (parse_size(v, 1, 3600, &n)) goto bad; c->bench_duration_s = (unsigned)n; return 0;
+    case O_B_SCEN:
+        if (strcmp(v, "page") != 0 && strcmp(v, "send") != 0) goto bad;
+        c->bench_scenario = v;
+        return 0;
     case O_LOG_LEVEL:
         if (log_level_parse(v, &c->log_level)) goto bad;
         return 0;
@@ -194,6 +205,9 @@ void config_print_help(const char *prog) {
            "  %s seed [options]         write the test data set into the store\n"
            "  %s schema [options]       create the Cassandra keyspace and tables, and index\n"
            "                            an existing (FastAPI) keyspace's data\n"
+           "  %s bench-store [options]  the store alone (no HTTP): page reads and sends from\n"
+           "                            --concurrency N (64) in flight for --duration S (10)\n"
+           "                            [--scenario page|send]; one JSON line per scenario\n"
            "  %s --help | --version\n\n"
            "Options (environment variable in brackets; flags win):\n"
            "  --listen HOST:PORT        address to serve on [MESSENGER_LISTEN] (127.0.0.1:8000)\n"
@@ -226,7 +240,7 @@ void config_print_help(const char *prog) {
            "  --long-conversation N     also write N messages between user0000000 and user0000001\n\n"
            "SIGINT or SIGTERM stops the server gracefully: requests in flight finish and\n"
            "pending commits are flushed.\n",
-           MESSENGER_VERSION, prog, prog, prog, prog);
+           MESSENGER_VERSION, prog, prog, prog, prog, prog);
 }
 
 int config_load(config_t *c, int argc, char **argv) {
@@ -240,6 +254,7 @@ int config_load(config_t *c, int argc, char **argv) {
         if (strcmp(argv[1], "serve") == 0) c->command = CMD_SERVE;
         else if (strcmp(argv[1], "seed") == 0) c->command = CMD_SEED;
         else if (strcmp(argv[1], "schema") == 0) c->command = CMD_SCHEMA;
+        else if (strcmp(argv[1], "bench-store") == 0) c->command = CMD_BENCH_STORE;
         else {
             fprintf(stderr, "messenger: unknown command '%s' (see --help)\n", argv[1]);
             return -1;

@@ -10,7 +10,7 @@
 
 #include "util/log.h"
 
-typedef enum { CMD_SERVE, CMD_SEED, CMD_SCHEMA, CMD_HELP, CMD_VERSION } command_t;
+typedef enum { CMD_SERVE, CMD_SEED, CMD_SCHEMA, CMD_BENCH_STORE, CMD_HELP, CMD_VERSION } command_t;
 
 #define CONFIG_MAX_HOSTS 16
 
@@ -38,6 +38,10 @@ typedef struct config {
     uint16_t cass_consistency;  /* protocol value: ONE = 1, LOCAL_QUORUM = 6, ... */
     unsigned cass_timeout_ms;
     bool cass_schema;           /* create keyspace and tables at start-up */
+    /* bench-store */
+    unsigned bench_concurrency;
+    unsigned bench_duration_s;
+    const char *bench_scenario; /* NULL: all; "page" or "send" */
     /* seed */
     long seed_users, seed_conversations, seed_messages;
     long seed_hub;              /* conversations of user0000000 (benchmarks) */

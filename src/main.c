@@ -1,6 +1,7 @@
 /* main.c - command-line entry: messenger serve|seed|--help|--version. */
 #include <stdio.h>
 
+#include "bench_store.h"
 #include "config.h"
 #include "seed.h"
 #include "server.h"
@@ -16,6 +17,7 @@ int main(int argc, char **argv) {
     case CMD_VERSION: printf("messenger %s\n", MESSENGER_VERSION); return 0;
     case CMD_SEED: return seed_run(&cfg);
     case CMD_SCHEMA: return server_schema(&cfg);
+    case CMD_BENCH_STORE: return bench_store_run(&cfg);
     case CMD_SERVE: return server_run(&cfg);
     }
     return 2;
