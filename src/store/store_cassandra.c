@@ -166,6 +166,54 @@ static void lwt_opts(const cass_store_t *s, cql_query_opts *o) {
     o->serial_consistency = CQL_LOCAL_SERIAL;
 }
 
+/* ---- fan-out: independent reads issued at once, joined by a counter ----
+ * Each branch reports to the join; the last one to arrive runs `done`, on
+ * whichever thread that is. The submitter holds one extra count while it
+ * submits, so `done` cannot run before every branch is out. */
+typedef struct join {
+    _Atomic int pending;
+    _Atomic int err;                 /* the first error of any branch */
+    void (*done)(void *op, int err);
+    void *op;
+} join_t;
+
+static void join_start(join_t *j, int branches, void (*done)(void *, int), void *op) {
+    atomic_store(&j->pending, branches + 1);
+    atomic_store(&j->err, 0);
+    j->done = done;
+    j->op = op;
+}
+
+static void join_arrive(join_t *j, int err) {
+    if (err) {
+        int expected = 0;
+        atomic_compare_exchange_strong(&j->err, &expected, err);
+    }
+    if (atomic_fetch_sub(&j->pending, 1) == 1) j->done(j->op, atomic_load(&j->err));
+}
+
+/* A branch that only asks whether a row exists. */
+typedef struct probe {
+    join_t *join;
+    bool found;
+    const char *what;
+} probe_t;
+
+static void on_probe(void *arg, int status, cql_result *r) {
+    probe_t *p = arg;
+    int err = map_cql(status, r, p->what);
+    if (!err) p->found = cql_result_next_row(r) == 1;
+    join_arrive(p->join, err);
+}
+
+static void probe(cass_store_t *s, join_t *j, probe_t *p, const char *what, const char *q, const cql_value *v,
+                  size_t n) {
+    p->join = j;
+    p->found = false;
+    p->what = what;
+    exec(s, q, v, n, NULL, on_probe, p);
+}
+
 /* Reads column `col` of the current row as a uuid. */
 static bool row_uuid(cql_result *r, int col, uuid_t *out) { return cql_row_get_uuid(r, col, out->b) == CQL_OK; }
 
@@ -308,9 +356,9 @@ typedef struct send_op {
     void *ctx;
     store_send_t req;
     message_t msg;
-    _Atomic int pending;    /* parallel reads still out (+1 while submitting) */
-    _Atomic int err;        /* first error of the parallel reads */
-    bool sender_ok, receiver_ok, has_meta, has_old, replayed, reserved;
+    join_t reads;           /* sender, receiver, activity, metadata */
+    probe_t sender, receiver, meta;
+    bool has_old, replayed, reserved;
     int64_t old_activity;
     uint8_t content_hash[SHA256_DIGEST_LENGTH];
     char *result_text;      /* content of a replayed message */
@@ -325,65 +373,33 @@ static void send_finish(send_op_t *op, int err) {
 
 static void send_write(send_op_t *op);
 
-static void send_fail_once(send_op_t *op, int err) {
-    int expected = 0;
-    atomic_compare_exchange_strong(&op->err, &expected, err);
-}
-
-/* Joins the parallel reads: the last one to finish moves on. */
-static void send_read_done(send_op_t *op) {
-    if (atomic_fetch_sub(&op->pending, 1) != 1) return;
-    int err = atomic_load(&op->err);
-    if (!err && (!op->sender_ok || !op->receiver_ok)) err = STORE_ENOTFOUND;
+static void send_reads_done(void *arg, int err) {
+    send_op_t *op = arg;
+    if (!err && (!op->sender.found || !op->receiver.found)) err = STORE_ENOTFOUND;
     if (err) send_finish(op, err);
     else send_write(op);
-}
-
-static void on_send_sender(void *arg, int status, cql_result *r) {
-    send_op_t *op = arg;
-    int err = map_cql(status, r, "sender look-up");
-    if (err) send_fail_once(op, err);
-    else op->sender_ok = cql_result_next_row(r) == 1;
-    send_read_done(op);
-}
-
-static void on_send_receiver(void *arg, int status, cql_result *r) {
-    send_op_t *op = arg;
-    int err = map_cql(status, r, "receiver look-up");
-    if (err) send_fail_once(op, err);
-    else op->receiver_ok = cql_result_next_row(r) == 1;
-    send_read_done(op);
 }
 
 static void on_send_activity(void *arg, int status, cql_result *r) {
     send_op_t *op = arg;
     int err = map_cql(status, r, "conversation read");
-    if (err) send_fail_once(op, err);
-    else if (cql_result_next_row(r) == 1 && cql_row_get_timestamp(r, 2, &op->old_activity) == CQL_OK)
+    if (!err && cql_result_next_row(r) == 1 && cql_row_get_timestamp(r, 2, &op->old_activity) == CQL_OK)
         op->has_old = true;
-    send_read_done(op);
-}
-
-static void on_send_meta(void *arg, int status, cql_result *r) {
-    send_op_t *op = arg;
-    int err = map_cql(status, r, "metadata read");
-    if (err) send_fail_once(op, err);
-    else op->has_meta = cql_result_next_row(r) == 1;
-    send_read_done(op);
+    join_arrive(&op->reads, err);
 }
 
 static void send_reads(send_op_t *op) {
     cass_store_t *s = op->s;
-    atomic_store(&op->pending, 5);
+    join_start(&op->reads, 4, send_reads_done, op);
     cql_value vs[1] = {v_uuid(&op->req.sender_id)};
-    exec(s, Q_USER_GET, vs, 1, NULL, on_send_sender, op);
+    probe(s, &op->reads, &op->sender, "sender look-up", Q_USER_GET, vs, 1);
     cql_value vr[1] = {v_uuid(&op->req.receiver_id)};
-    exec(s, Q_USER_GET, vr, 1, NULL, on_send_receiver, op);
+    probe(s, &op->reads, &op->receiver, "receiver look-up", Q_USER_GET, vr, 1);
     cql_value va[2] = {v_uuid(&op->req.sender_id), v_uuid(&op->msg.conversation_id)};
     exec(s, Q_CBU_GET, va, 2, NULL, on_send_activity, op);
     cql_value vm[1] = {v_uuid(&op->msg.conversation_id)};
-    exec(s, Q_META_GET, vm, 1, NULL, on_send_meta, op);
-    send_read_done(op); /* the submitter's own count */
+    probe(s, &op->reads, &op->meta, "metadata read", Q_META_GET, vm, 1);
+    join_arrive(&op->reads, 0); /* the submitter's own count */
 }
 
 static void on_send_batch(void *arg, int status, cql_result *r) {
@@ -430,7 +446,7 @@ static void send_write(send_op_t *op) {
     }
     st[n++] = (cql_batch_stmt){Q_REC_PUT, v_rec_s, 4, 1};
     st[n++] = (cql_batch_stmt){Q_REC_PUT, v_rec_r, 4, 1};
-    if (!op->has_meta) {
+    if (!op->meta.found) {
         st[n++] = (cql_batch_stmt){Q_META_PUT, v_meta, 3, 1};
         st[n++] = (cql_batch_stmt){Q_PART_PUT, v_part, 4, 1};
     }
@@ -625,9 +641,8 @@ typedef struct conv_page_op {
     store_conv_page_cb cb;
     void *ctx;
     store_conv_query_t q;
-    _Atomic int pending;
-    _Atomic int err;
-    bool user_ok;
+    join_t start;                /* user exists; a bare cursor's position */
+    probe_t user;
     bool cursor_set;             /* position to continue below */
     int64_t pos_activity;
     uuid_t pos_id;
@@ -822,24 +837,11 @@ static void conv_fetch_recency(conv_page_op_t *op) {
     }
 }
 
-static void conv_start_done(conv_page_op_t *op) {
-    if (atomic_fetch_sub(&op->pending, 1) != 1) return;
-    int err = atomic_load(&op->err);
-    if (!err && !op->user_ok) err = STORE_ENOTFOUND;
+static void conv_start_done(void *arg, int err) {
+    conv_page_op_t *op = arg;
+    if (!err && !op->user.found) err = STORE_ENOTFOUND;
     if (err) conv_page_finish(op, err);
     else conv_fetch_recency(op);
-}
-
-static void on_conv_user(void *arg, int status, cql_result *r) {
-    conv_page_op_t *op = arg;
-    int err = map_cql(status, r, "user read");
-    if (err) {
-        int expected = 0;
-        atomic_compare_exchange_strong(&op->err, &expected, err);
-    } else {
-        op->user_ok = cql_result_next_row(r) == 1;
-    }
-    conv_start_done(op);
 }
 
 static void on_conv_cursor(void *arg, int status, cql_result *r) {
@@ -847,14 +849,10 @@ static void on_conv_cursor(void *arg, int status, cql_result *r) {
     int err = map_cql(status, r, "cursor conversation read");
     if (!err && (cql_result_next_row(r) != 1 || cql_row_get_timestamp(r, 2, &op->pos_activity) != CQL_OK))
         err = STORE_EBADCURSOR;
-    if (err) {
-        int expected = 0;
-        atomic_compare_exchange_strong(&op->err, &expected, err);
-    }
     op->cursor_set = op->has_start = true;
     op->pos_id = op->start_id = op->q.cursor_id;
     op->start_activity = op->pos_activity;
-    conv_start_done(op);
+    join_arrive(&op->start, err);
 }
 
 static void cass_conversations_list(store_t *base, const store_conv_query_t *q, store_conv_page_cb cb, void *ctx) {
@@ -873,14 +871,14 @@ static void cass_conversations_list(store_t *base, const store_conv_query_t *q, 
         op->pos_activity = op->start_activity = (int64_t)q->cursor_activity;
         op->pos_id = op->start_id = q->cursor_id;
     }
-    atomic_store(&op->pending, bare ? 3 : 2);
+    join_start(&op->start, bare ? 2 : 1, conv_start_done, op);
     cql_value vu[1] = {v_uuid(&q->user_id)};
-    exec(s, Q_USER_GET, vu, 1, NULL, on_conv_user, op);
+    probe(s, &op->start, &op->user, "user read", Q_USER_GET, vu, 1);
     if (bare) {
         cql_value vc[2] = {v_uuid(&q->user_id), v_uuid(&q->cursor_id)};
         exec(s, Q_CBU_GET, vc, 2, NULL, on_conv_cursor, op);
     }
-    conv_start_done(op);
+    join_arrive(&op->start, 0);
 }
 
 /* ------------------------------------------------------------------ one conversation */
@@ -890,16 +888,14 @@ typedef struct conv_get_op {
     store_conv_cb cb;
     void *ctx;
     conversation_t conv;
-    _Atomic int pending;
-    _Atomic int err;
+    join_t reads;               /* metadata, participants, newest message */
     bool has_meta, has_part;
     uuid_t part1, part2;
     char *content;
 } conv_get_op_t;
 
-static void conv_get_done(conv_get_op_t *op) {
-    if (atomic_fetch_sub(&op->pending, 1) != 1) return;
-    int err = atomic_load(&op->err);
+static void conv_get_done(void *arg, int err) {
+    conv_get_op_t *op = arg;
     if (!err && !op->has_meta) err = STORE_ENOTFOUND;
     if (!err && op->has_part) {
         op->conv.user1_id = op->part1;
@@ -910,41 +906,32 @@ static void conv_get_done(conv_get_op_t *op) {
     free(op);
 }
 
-static void conv_get_fail(conv_get_op_t *op, int err) {
-    int expected = 0;
-    atomic_compare_exchange_strong(&op->err, &expected, err);
-}
-
 static void on_get_meta(void *arg, int status, cql_result *r) {
     conv_get_op_t *op = arg;
     int err = map_cql(status, r, "metadata read");
-    if (err) conv_get_fail(op, err);
-    else if (cql_result_next_row(r) == 1) {
+    if (!err && cql_result_next_row(r) == 1) {
         op->has_meta = true;
         if (cql_row_get_timestamp(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
     }
-    conv_get_done(op);
+    join_arrive(&op->reads, err);
 }
 
 static void on_get_part(void *arg, int status, cql_result *r) {
     conv_get_op_t *op = arg;
     int err = map_cql(status, r, "participants read");
-    if (err) conv_get_fail(op, err);
-    else if (cql_result_next_row(r) == 1 && row_uuid(r, 0, &op->part1) && row_uuid(r, 1, &op->part2))
+    if (!err && cql_result_next_row(r) == 1 && row_uuid(r, 0, &op->part1) && row_uuid(r, 1, &op->part2))
         op->has_part = true;
-    conv_get_done(op);
+    join_arrive(&op->reads, err);
 }
 
 static void on_get_last(void *arg, int status, cql_result *r) {
     conv_get_op_t *op = arg;
     int err = map_cql(status, r, "last message read");
     message_t m;
-    if (err) {
-        conv_get_fail(op, err);
-    } else if (cql_result_next_row(r) == 1 && decode_message(r, &op->conv.id, &m)) {
+    if (!err && cql_result_next_row(r) == 1 && decode_message(r, &op->conv.id, &m)) {
         op->content = malloc(m.content_len + 1);
         if (!op->content) {
-            conv_get_fail(op, STORE_ENOMEM);
+            err = STORE_ENOMEM;
         } else {
             if (m.content_len) memcpy(op->content, m.content, m.content_len);
             op->conv.has_last_message = true;
@@ -958,7 +945,7 @@ static void on_get_last(void *arg, int status, cql_result *r) {
             op->conv.user2_id = m.receiver_id;
         }
     }
-    conv_get_done(op);
+    join_arrive(&op->reads, err);
 }
 
 static void cass_conversation_get(store_t *base, const uuid_t *id, store_conv_cb cb, void *ctx) {
@@ -969,12 +956,12 @@ static void cass_conversation_get(store_t *base, const uuid_t *id, store_conv_cb
     op->cb = cb;
     op->ctx = ctx;
     op->conv.id = *id;
-    atomic_store(&op->pending, 4);
+    join_start(&op->reads, 3, conv_get_done, op);
     cql_value v[2] = {v_uuid(id), cql_value_int(1)};
     exec(s, Q_META_GET, v, 1, NULL, on_get_meta, op);
     exec(s, Q_PART_GET, v, 1, NULL, on_get_part, op);
     exec(s, Q_MSG_TOP, v, 2, NULL, on_get_last, op);
-    conv_get_done(op);
+    join_arrive(&op->reads, 0);
 }
 
 /* ------------------------------------------------------------------ open (seeder) */
@@ -985,9 +972,9 @@ typedef struct open_op {
     void *ctx;
     conversation_t conv;
     uuid_t a, b;
-    _Atomic int pending;
-    _Atomic int err;
-    bool ok_a, ok_b, exists;
+    join_t reads;               /* both users exist; metadata */
+    probe_t user_a, user_b;
+    bool exists;
 } open_op_t;
 
 static void open_finish(open_op_t *op, int err) {
@@ -1021,45 +1008,22 @@ static void open_write(open_op_t *op) {
     if (rc < 0) on_open_batch(op, rc, NULL);
 }
 
-static void open_read_done(open_op_t *op) {
-    if (atomic_fetch_sub(&op->pending, 1) != 1) return;
-    int err = atomic_load(&op->err);
-    if (!err && (!op->ok_a || !op->ok_b)) err = STORE_ENOTFOUND;
+static void open_read_done(void *arg, int err) {
+    open_op_t *op = arg;
+    if (!err && (!op->user_a.found || !op->user_b.found)) err = STORE_ENOTFOUND;
     if (err || op->exists) open_finish(op, err);
     else open_write(op);
-}
-
-static void open_fail(open_op_t *op, int err) {
-    int expected = 0;
-    atomic_compare_exchange_strong(&op->err, &expected, err);
-}
-
-static void on_open_user_a(void *arg, int status, cql_result *r) {
-    open_op_t *op = arg;
-    int err = map_cql(status, r, "user read");
-    if (err) open_fail(op, err);
-    else op->ok_a = cql_result_next_row(r) == 1;
-    open_read_done(op);
-}
-
-static void on_open_user_b(void *arg, int status, cql_result *r) {
-    open_op_t *op = arg;
-    int err = map_cql(status, r, "user read");
-    if (err) open_fail(op, err);
-    else op->ok_b = cql_result_next_row(r) == 1;
-    open_read_done(op);
 }
 
 static void on_open_meta(void *arg, int status, cql_result *r) {
     open_op_t *op = arg;
     int err = map_cql(status, r, "metadata read");
-    if (err) open_fail(op, err);
-    else if (cql_result_next_row(r) == 1) {
+    if (!err && cql_result_next_row(r) == 1) {
         op->exists = true;
         if (cql_row_get_timestamp(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
         op->conv.last_message_at_ms = op->conv.created_at_ms;
     }
-    open_read_done(op);
+    join_arrive(&op->reads, err);
 }
 
 static void cass_conversation_open(store_t *base, const uuid_t *a, const uuid_t *b, int64_t at_ms,
@@ -1077,12 +1041,12 @@ static void cass_conversation_open(store_t *base, const uuid_t *a, const uuid_t 
     op->conv.user2_id = *b;
     op->conv.created_at_ms = at_ms ? at_ms : time_now_ms();
     op->conv.last_message_at_ms = op->conv.created_at_ms;
-    atomic_store(&op->pending, 4);
+    join_start(&op->reads, 3, open_read_done, op);
     cql_value va[1] = {v_uuid(a)}, vb[1] = {v_uuid(b)}, vm[1] = {v_uuid(&op->conv.id)};
-    exec(s, Q_USER_GET, va, 1, NULL, on_open_user_a, op);
-    exec(s, Q_USER_GET, vb, 1, NULL, on_open_user_b, op);
+    probe(s, &op->reads, &op->user_a, "user read", Q_USER_GET, va, 1);
+    probe(s, &op->reads, &op->user_b, "user read", Q_USER_GET, vb, 1);
     exec(s, Q_META_GET, vm, 1, NULL, on_open_meta, op);
-    open_read_done(op);
+    join_arrive(&op->reads, 0);
 }
 
 /* ------------------------------------------------------------------ health */
