@@ -41,7 +41,7 @@ struct http_server {
     uint16_t port;
     uint32_t id_prefix;          /* random per process, so request ids differ across restarts */
     _Atomic uint64_t next_id;
-    _Atomic long inflight;       /* requests between their first byte and completion */
+    _Atomic long inflight;       /* dispatched requests not yet completed */
     _Atomic bool stopping;       /* set by http_server_stop: new requests get 503 */
 };
 
@@ -54,6 +54,7 @@ struct http_request {
     bool too_large;
     bool dispatched;
     bool close_after;            /* answer with Connection: close */
+    bool counted;                /* in srv->inflight (from dispatch to completion) */
     _Atomic int state;
     unsigned status;
     struct MHD_Response *response;
@@ -171,7 +172,6 @@ static http_request_t *request_new(http_server_t *srv, struct MHD_Connection *c,
         unsigned long long n = atomic_fetch_add(&srv->next_id, 1) + 1;
         snprintf(r->id, sizeof r->id, "%08x-%llx", srv->id_prefix, n);
     }
-    atomic_fetch_add(&srv->inflight, 1);
     return r;
 }
 
@@ -192,19 +192,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     http_server_t *srv = cls;
     http_request_t *r = *con_cls;
     if (!r) {
-        r = request_new(srv, c, url, method); /* counts it in flight first... */
+        r = request_new(srv, c, url, method);
         if (!r) return MHD_NO;
         *con_cls = r;
-        if (atomic_load(&srv->stopping)) {
-            /* ...then checks `stopping`: either the stopper sees this request
-             * in flight and waits for it, or this request sees `stopping` and
-             * is answered here, never suspended (MHD_stop_daemon must not
-             * find a suspended connection). */
-            r->dispatched = true;
-            r->close_after = true;
-            http_respond_error(r, 503, "server is shutting down");
-            return queue_answer(r);
-        }
         if (content_length_too_large(c, srv->max_body)) {
             /* Answer before reading the body; MHD then closes the connection. */
             r->dispatched = true;
@@ -231,6 +221,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     r->dispatched = true;
+    /* Counted in flight first, then `stopping` checked: either the stopper
+     * sees this request in flight and waits for its answer, or this request
+     * sees `stopping` and is answered here, never suspended (MHD_stop_daemon
+     * must not find a suspended connection). A client still sending its
+     * body is not counted: shutdown does not wait for slow uploads. */
+    atomic_fetch_add(&srv->inflight, 1);
+    r->counted = true;
+    if (atomic_load(&srv->stopping)) {
+        r->close_after = true;
+        http_respond_error(r, 503, "server is shutting down");
+        return queue_answer(r);
+    }
     if (r->too_large) {
         http_respond_error(r, 413, "request body is larger than the configured limit");
         return queue_answer(r);
@@ -266,9 +268,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
             log_msg(LOG_INFO, "http", "req=%s %s %s aborted before the body was complete", r->id, r->method, r->path);
     }
     if (r->response) MHD_destroy_response(r->response);
+    bool counted = r->counted;
     buf_free(&r->body);
     free(r);
-    atomic_fetch_sub(&srv->inflight, 1);
+    if (counted) atomic_fetch_sub(&srv->inflight, 1);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {

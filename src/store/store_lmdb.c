@@ -11,13 +11,14 @@
  *   messages_by_conversation  conv_id . sk(message_id) -> sender, receiver, created_ms, content
  *   conversations_by_user     user_id . conv_id        -> conv_rec (below)
  *   conversation_metadata     conv_id                  -> created_ms, user_lo, user_hi
- *   conversations_by_recency  user_id . activity . conv_id -> (empty)
+ *   conversations_by_recency  user_id . activity . conv_id -> conv_rec (a copy: one range scan per page)
  *   idempotency               sender_id . key          -> created_ms, conv_id, message_id
  *   idempotency_by_time       created_ms . sender_id . key -> (empty)
  *
  * Invariants (kept by apply_send / apply_open inside one write transaction):
  *  - for every row of conversations_by_user there is exactly one row of
- *    conversations_by_recency with the same user, conversation and activity;
+ *    conversations_by_recency with the same user, conversation and activity,
+ *    holding the same conv_rec (stores from before 0.1.0 hold an empty one);
  *  - a conversation's activity is the timestamp (100-ns ticks) of its newest
  *    message, or its creation time when it has none, and never decreases;
  *  - conversation_metadata has a row for every conversation that has a row in
@@ -32,6 +33,7 @@
 #include "store/store_lmdb.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -297,11 +299,17 @@ static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, 
         if (page.count == (size_t)limit) { page.more = true; break; }
         uuid_t conv_id;
         memcpy(conv_id.b, (const uint8_t *)k.mv_data + 24, 16);
-        uint8_t ck[32];
-        memcpy(ck, q->user_id.b, 16);
-        memcpy(ck + 16, conv_id.b, 16);
-        MDB_val rk = val(ck, 32), rv;
-        int rc2 = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
+        /* The recency row carries the conversation row; stores written
+         * before it did keep an empty value: read the row then. */
+        int rc2 = 0;
+        MDB_val rv = v;
+        if (v.mv_size < CONV_REC_HDR) {
+            uint8_t ck[32];
+            memcpy(ck, q->user_id.b, 16);
+            memcpy(ck + 16, conv_id.b, 16);
+            MDB_val rk = val(ck, 32);
+            rc2 = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
+        }
         if (rc2 || decode_conv_rec(&q->user_id, &conv_id, &rv, &items[page.count]) != STORE_OK) {
             log_error("store", "recency index names a missing conversation row");
             err = STORE_EIO;
@@ -476,6 +484,23 @@ static int ensure_meta(lmdb_store_t *s, MDB_txn *txn, const uuid_t *conv, const 
     return map_err(mdb_put(txn, s->dbi[DB_CONV_META], &k, &v, 0));
 }
 
+/* Writes a conv_rec (see decode_conv_rec) into p. */
+static void fill_conv_rec(uint8_t *p, const uuid_t *other, uint64_t activity, int64_t created_ms,
+                          const message_t *msg) {
+    memcpy(p, other->b, 16);
+    be64_put(p + 16, activity);
+    be64_put(p + 24, (uint64_t)created_ms);
+    p[32] = msg != NULL;
+    if (msg) {
+        memcpy(p + 33, msg->id.b, 16);
+        be64_put(p + 49, (uint64_t)msg->created_at_ms);
+        if (msg->content_len) memcpy(p + CONV_REC_HDR, msg->content, msg->content_len);
+    } else {
+        memset(p + 33, 0, 16);
+        be64_put(p + 49, (uint64_t)created_ms);
+    }
+}
+
 /* Updates (or creates) user's row for conv and its recency entry. With msg
  * NULL it only creates the row of an empty conversation. A message older
  * than the row's last one (the seeder may write out of order) leaves the
@@ -502,29 +527,23 @@ static int touch_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, con
         rc = mdb_del(txn, s->dbi[DB_RECENCY], &rkv, NULL);
         if (rc && rc != MDB_NOTFOUND) return map_err(rc);
     }
-    size_t clen = msg ? msg->content_len : 0;
-    MDB_val nv = {.mv_size = CONV_REC_HDR + clen, .mv_data = NULL};
+    /* The same record goes to conversations_by_user and, so that a list page
+     * is one range scan, to the recency row (pointers into reserved space
+     * die with the next put, hence filling each in turn). */
+    size_t len = CONV_REC_HDR + (msg ? msg->content_len : 0);
+    MDB_val nv = {.mv_size = len, .mv_data = NULL};
     rc = mdb_put(txn, s->dbi[DB_CONVS_BY_USER], &k, &nv, MDB_RESERVE);
     if (rc) return map_err(rc);
-    uint8_t *p = nv.mv_data;
-    memcpy(p, other->b, 16);
-    be64_put(p + 16, activity);
-    be64_put(p + 24, (uint64_t)created_ms);
-    p[32] = msg != NULL;
-    if (msg) {
-        memcpy(p + 33, msg->id.b, 16);
-        be64_put(p + 49, (uint64_t)msg->created_at_ms);
-        if (clen) memcpy(p + CONV_REC_HDR, msg->content, clen);
-    } else {
-        memset(p + 33, 0, 16);
-        be64_put(p + 49, (uint64_t)created_ms);
-    }
+    fill_conv_rec(nv.mv_data, other, activity, created_ms, msg);
     uint8_t rk[40];
     memcpy(rk, user->b, 16);
     be64_put(rk + 16, activity);
     memcpy(rk + 24, conv->b, 16);
-    MDB_val rkv = val(rk, 40), empty = val("", 0);
-    return map_err(mdb_put(txn, s->dbi[DB_RECENCY], &rkv, &empty, 0));
+    MDB_val rkv = val(rk, 40), rv = {.mv_size = len, .mv_data = NULL};
+    rc = mdb_put(txn, s->dbi[DB_RECENCY], &rkv, &rv, MDB_RESERVE);
+    if (rc) return map_err(rc);
+    fill_conv_rec(rv.mv_data, other, activity, created_ms, msg);
+    return STORE_OK;
 }
 
 /* Idempotency: looks the key up; on a live hit fills op->msg with the
@@ -796,6 +815,12 @@ static void lmdb_close(store_t *base) {
     if (s->bulk) {
         int rc = mdb_env_sync(s->env, 1);
         if (rc) log_error("store", "final sync of the bulk load failed: %s", mdb_strerror(rc));
+        /* The load went through the shared mapping, and the kernel may now
+         * cache the file in large folios: every 4 KiB page a later commit
+         * writes would then dirty a whole folio (sends measured 2-3x slower,
+         * bench/README.md). The pages are clean after the sync: drop them. */
+        mdb_filehandle_t fd;
+        if (!rc && mdb_env_get_fd(s->env, &fd) == 0) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     }
     mdb_env_close(s->env);
     pthread_mutex_destroy(&s->mu);
