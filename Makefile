@@ -38,7 +38,7 @@ BIN := $(B)/messenger
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all build deps run run-cassandra test unit bench clean
+.PHONY: all build deps run run-cassandra test unit bench bench-json clean
 all: build
 build: $(BIN) build/messenger
 
@@ -97,6 +97,13 @@ test: deps
 bench: deps
 	@$(MAKE) --no-print-directory build
 	@bench/run.sh
+
+# Hand-written JSON output versus jansson, on one page of 20 messages.
+$(B)/bench_json: bench/json_render.c $(LIB)
+	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
+
+bench-json: $(B)/bench_json
+	$(B)/bench_json
 
 clean:
 	rm -rf build
