@@ -7,7 +7,9 @@
 # sets, starts the server on loopback, drives it with wrk and prints the
 # table and the targets. Results go to bench/results/ (git-ignored).
 #
-# Knobs (environment): STORES="lmdb", BENCH_QUICK=1, BENCH_FRESH=1,
+# Knobs (environment): STORES="lmdb" (or "lmdb cassandra": bench.py then runs
+# scripts/cassandra start unless the node is up, seeds a keyspace per data set,
+# and stops the node at the end only if it started it), BENCH_QUICK=1, BENCH_FRESH=1,
 # BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_SWEEP, BENCH_SCENARIOS
 # and more: see bench/README.md.
 set -euo pipefail
