@@ -169,8 +169,17 @@ static http_request_t *request_new(http_server_t *srv, struct MHD_Connection *c,
     if (given && sane_request_id(given)) {
         snprintf(r->id, sizeof r->id, "%s", given);
     } else {
-        unsigned long long n = atomic_fetch_add(&srv->next_id, 1) + 1;
-        snprintf(r->id, sizeof r->id, "%08x-%llx", srv->id_prefix, n);
+        /* "<8 hex of the process prefix>-<hex counter>", without snprintf:
+         * this runs for every request. */
+        static const char hex[] = "0123456789abcdef";
+        uint64_t n = atomic_fetch_add(&srv->next_id, 1) + 1;
+        char *p = r->id;
+        for (int i = 28; i >= 0; i -= 4) *p++ = hex[(srv->id_prefix >> i) & 15];
+        *p++ = '-';
+        int shift = 60;
+        while (shift > 0 && ((n >> shift) & 15) == 0) shift -= 4;
+        for (; shift >= 0; shift -= 4) *p++ = hex[(n >> shift) & 15];
+        *p = '\0';
     }
     return r;
 }

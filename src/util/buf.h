@@ -25,6 +25,8 @@ void buf_free(buf_t *b);
 bool buf_reserve(buf_t *b, size_t n);
 void buf_append(buf_t *b, const void *p, size_t n);
 void buf_puts(buf_t *b, const char *s);
+/* Appends a string literal (its length known at compile time). */
+#define buf_lit(b, lit) buf_append((b), "" lit, sizeof(lit) - 1)
 void buf_putc(buf_t *b, char c);
 /* Appends the decimal form of v. */
 void buf_put_i64(buf_t *b, long long v);
