@@ -93,8 +93,12 @@ int server_run(const config_t *cfg) {
     int sig = 0;
     sigwait(&stop, &sig);
     log_info("server", "%s received: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    http_server_stop(srv.http, cfg->shutdown_grace_ms);
-    store_close(srv.store); /* flushes pending commits */
+    /* Answer what is in flight, then close the store, which flushes pending
+     * commits and answers (or fails) whatever still waits on it, and only
+     * then stop HTTP: no connection may be left suspended. */
+    http_server_drain(srv.http, cfg->shutdown_grace_ms);
+    store_close(srv.store);
+    http_server_destroy(srv.http);
     log_info("server", "stopped cleanly");
     return 0;
 }

@@ -178,6 +178,7 @@ typedef struct conn {
     req **slots;             /* max_streams entries, allocated at first use */
     int16_t *free_ids;
     size_t n_free;
+    size_t n_orphans;        /* slots held by timed-out requests (see scan_timeouts) */
     rlist queue;             /* routed here, not yet sent */
 } conn;
 
@@ -422,6 +423,7 @@ static void stream_release(conn *cn, int16_t id)
 static void streams_reset(cql_client *c, conn *cn)
 {
     cn->n_free = 0;
+    cn->n_orphans = 0;
     /* Hand out low ids first (popped from the end). */
     for (uint32_t i = c->max_streams; i-- > 0;) {
         cn->slots[i] = NULL;
@@ -1935,8 +1937,10 @@ static void on_response(cql_client *c, conn *cn, const cql_header *h, const uint
     }
     req *r = cn->slots[h->stream];
     stream_release(cn, h->stream);
-    if (r == ORPHAN)
+    if (r == ORPHAN) {
+        cn->n_orphans--;
         return; /* answer to a request that already timed out */
+    }
     r->where = W_NONE;
     r->conn = NULL;
 
@@ -2043,8 +2047,10 @@ static void scan_timeouts(cql_client *c, uint64_t now)
                 next = r->deadline;
             continue;
         }
-        if (r->where == W_INFLIGHT)
+        if (r->where == W_INFLIGHT) {
             r->conn->slots[r->stream] = ORPHAN;
+            r->conn->n_orphans++;
+        }
         if (r->internal) {
             internal_drop(c, r, CQL_ETIMEDOUT, false);
             nx = c->live_head; /* its waiters may have been freed: restart */
@@ -2054,6 +2060,17 @@ static void scan_timeouts(cql_client *c, uint64_t now)
         req_complete(c, r, CQL_ETIMEDOUT, NULL);
     }
     c->next_scan = next;
+    /* A node that keeps its socket open but stops answering would hold every
+     * stream id with timed-out requests, and the connection would look ready
+     * while no request could be sent on it. Past a quarter of the stream ids
+     * held that way, close it: reconnection with back-off takes over, and
+     * routing falls back to other replicas meanwhile. */
+    size_t limit = c->max_streams / 4 ? c->max_streams / 4 : 1;
+    for (size_t i = 0; i < c->nhosts; i++) {
+        conn *cn = &c->hosts[i]->cn;
+        if (cn->state == C_READY && cn->n_orphans >= limit)
+            conn_fail(c, cn, "too many requests timed out: the node stopped answering");
+    }
 }
 
 static void take_submissions(cql_client *c, bool *closing)

@@ -51,7 +51,8 @@ struct http_request {
     const char *method;
     const char *path;
     buf_t body;
-    bool too_large;
+    bool too_large;              /* a chunked body went over max_body */
+    size_t discarded;            /* bytes of it read and dropped since */
     bool dispatched;
     bool close_after;            /* answer with Connection: close */
     bool counted;                /* in srv->inflight (from dispatch to completion) */
@@ -218,14 +219,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!r->too_large) {
-            if (*upload_size > srv->max_body - r->body.len) {
-                r->too_large = true;
-                buf_free(&r->body);
-            } else {
-                buf_append(&r->body, upload, *upload_size);
-            }
+        if (!r->too_large && *upload_size > srv->max_body - r->body.len) {
+            /* A body without Content-Length (chunked) went over the limit.
+             * libmicrohttpd cannot answer in the middle of an upload: read on
+             * without keeping anything, and answer 413 at its end... */
+            r->too_large = true;
+            buf_free(&r->body);
         }
+        if (r->too_large) {
+            r->discarded += *upload_size;
+            *upload_size = 0;
+            /* ...unless it goes on and on: then just close the connection. */
+            return r->discarded > 4 * srv->max_body ? MHD_NO : MHD_YES;
+        }
+        buf_append(&r->body, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
@@ -348,17 +355,34 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
 
 uint16_t http_server_port(const http_server_t *srv) { return srv->port; }
 
-void http_server_stop(http_server_t *srv, unsigned grace_ms) {
-    if (!srv) return;
+static void wait_inflight(http_server_t *srv, unsigned ms) {
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    for (unsigned waited = 0; atomic_load(&srv->inflight) > 0 && waited < ms; waited += 5) nanosleep(&tick, NULL);
+}
+
+long http_server_drain(http_server_t *srv, unsigned grace_ms) {
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET) close(fd);
     /* Keep-alive clients can still send requests on open connections. */
     atomic_store(&srv->stopping, true);
-    struct timespec tick = {0, 5 * 1000 * 1000};
-    for (unsigned waited = 0; atomic_load(&srv->inflight) > 0 && waited < grace_ms; waited += 5)
-        nanosleep(&tick, NULL);
+    wait_inflight(srv, grace_ms);
     long left = atomic_load(&srv->inflight);
-    if (left > 0) log_warn("http", "%ld requests still in flight after %u ms; closing them", left, grace_ms);
+    if (left > 0) log_warn("http", "%ld requests still waiting for the store after %u ms", left, grace_ms);
+    return left;
+}
+
+void http_server_destroy(http_server_t *srv) {
+    if (!srv) return;
+    /* Answers owed by a store that has been closed are on their way. */
+    wait_inflight(srv, 5000);
+    long left = atomic_load(&srv->inflight);
+    if (left > 0) {
+        /* Stopping MHD with suspended connections aborts the process: leak
+         * the daemon rather than crash at exit. Cannot happen while every
+         * store answers every operation when it is closed. */
+        log_error("http", "%ld requests were never answered; not stopping libmicrohttpd", left);
+        return;
+    }
     MHD_stop_daemon(srv->daemon);
     free(srv);
 }

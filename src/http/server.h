@@ -38,9 +38,17 @@ typedef struct http_server_config {
 int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, void *app,
                       http_server_t **out);
 uint16_t http_server_port(const http_server_t *srv);
-/* Stops accepting, lets requests in flight finish (up to grace_ms), then
- * closes every connection and frees the server. */
-void http_server_stop(http_server_t *srv, unsigned grace_ms);
+/* Shutdown is two steps, so that the store can be closed in between:
+ *   http_server_drain()   stops accepting (new requests on open keep-alive
+ *                         connections get 503) and waits up to grace_ms for
+ *                         every dispatched request to be answered; returns
+ *                         how many are still waiting (on the store);
+ *   http_server_destroy() waits for the answers still owed (the caller has
+ *                         closed the store meanwhile, which answers them),
+ *                         then closes every connection and frees the server.
+ * No connection is suspended when libmicrohttpd is stopped. */
+long http_server_drain(http_server_t *srv, unsigned grace_ms);
+void http_server_destroy(http_server_t *srv);
 
 /* ---- the request (valid until it has been answered) ---- */
 const char *http_request_method(const http_request_t *req);

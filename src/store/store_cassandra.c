@@ -717,8 +717,10 @@ static int item_desc(const void *x, const void *y) {
  *    left behind by a race): within this page's range it belongs there;
  *  - no conversations_by_user row yet: a first send in flight -> skip.
  * Only provably superseded rows are deleted, so a reader never removes the
- * row that makes a conversation visible, and a conversation is never
- * invisible while one of its batches is half-applied. */
+ * row that makes a conversation visible. While one of its batches is
+ * half-applied a conversation still shows at its true position on a page
+ * that covers it; a walk whose cursor is already below that position misses
+ * it, which is the "moved to the top by new activity" case the API allows. */
 static void on_cbu_in(void *arg, int status, cql_result *r) {
     conv_page_op_t *op = arg;
     int err = map_cql(status, r, "conversation rows");

@@ -747,6 +747,21 @@ static void complete(op_t *op) {
     free(op);
 }
 
+/* Expires idempotency keys inside the batch's transaction; in a nested one
+ * (when there can be one), so that a failure here (map full) never fails
+ * the batch's writes. Bulk mode has no nested transactions, and no keys. */
+static void prune(lmdb_store_t *s, MDB_txn *parent, int64_t now) {
+    if (s->bulk) return;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, parent, 0, &txn);
+    int err = rc ? map_err(rc) : idem_prune(s, txn, now);
+    if (!rc) {
+        if (err) mdb_txn_abort(txn);
+        else err = map_err(mdb_txn_commit(txn));
+    }
+    if (err) log_warn("store", "idempotency prune: %s", store_strerror(err));
+}
+
 /* Applies a batch in one transaction and commits it with one fsync. */
 static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
     int64_t now = time_now_ms();
@@ -757,8 +772,7 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
         int fatal = 0;
         for (op_t *op = batch; op && !fatal; op = op->next)
             op->err = s->bulk ? apply_bulk(s, txn, op, now, &fatal) : apply(s, txn, op, now);
-        int perr = fatal ? 0 : idem_prune(s, txn, now);
-        if (perr) log_warn("store", "idempotency prune: %s", store_strerror(perr));
+        if (!fatal) prune(s, txn, now);
         if (fatal) {
             mdb_txn_abort(txn);
             batch_err = fatal;

@@ -395,3 +395,39 @@ def test_sigterm_under_load_keeps_acknowledged_messages(server_factory, lib):
         assert len(stored) <= len(acked[i]) + 1  # at most the one in flight
     c.close()
     srv.stop_and_check()
+
+
+def test_chunked_body_over_limit_is_413_and_endless_one_is_cut(server):
+    """A chunked body has no Content-Length to check up front: over the limit
+    it is read without being kept and answered 413; one that goes on far
+    beyond the limit gets its connection closed. The server stays healthy."""
+    def chunked(total, chunk=16384):
+        s = socket.create_connection((server.host, server.port), timeout=10)
+        s.sendall(b"POST /api/users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        sent = 0
+        try:
+            while sent < total:
+                s.sendall(b"%x\r\n" % chunk + b"x" * chunk + b"\r\n")
+                sent += chunk
+            s.sendall(b"0\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data or (b"detail" not in data and len(data) < 4096):
+                part = s.recv(4096)
+                if not part:
+                    break
+                data += part
+            return data
+        except OSError:
+            return None  # closed by the server while we were still sending
+        finally:
+            s.close()
+
+    reply = chunked(100 * 1024)
+    assert reply is not None and reply.startswith(b"HTTP/1.1 413"), reply
+    assert b'"detail"' in reply
+    reply = chunked(20 * 1024 * 1024)
+    assert reply is None or not reply.startswith(b"HTTP/1.1 2")
+    c = server.client()
+    status, body, _ = c.call("GET", "/health")
+    assert status == 200

@@ -331,6 +331,8 @@ static void serve(fake *f, int fd)
                 send_frame(fd, h.stream, CQL_OP_RESULT, &b);
             } else if (q.len == 12 && !memcmp(q.ptr, "SELECT delay", 12)) {
                 delayed = h.stream; /* answered after the next query */
+            } else if (q.len == 11 && !memcmp(q.ptr, "SELECT hang", 11)) {
+                /* never answered: a node that stopped responding */
             } else if (q.len == 11 && !memcmp(q.ptr, "SELECT slow", 11)) {
                 usleep(300 * 1000);
                 rows_int(&b, -7);
@@ -706,6 +708,32 @@ static void test_timeout_then_late_answer(void **st)
      * next request must get its own answer, never the late one. */
     assert_int_equal(one(c, false, "SELECT next", 0, &v), 0);
     assert_int_equal(v, 0);
+    assert_int_equal(cql_client_close(c), 0);
+}
+
+/* A node that keeps the socket open but stops answering must not keep a
+ * dead connection looking ready: past a quarter of the stream ids held by
+ * timed-out requests, the client closes it and reconnects. */
+static void test_unanswering_node_is_disconnected(void **st)
+{
+    fake *f = *st;
+    cql_client *c = connect_fake(f, 8); /* limit: 2 orphaned streams */
+    int n0 = atomic_load(&f->connections);
+    int32_t v;
+    assert_int_equal(one(c, false, "SELECT hang", 50, &v), CQL_ETIMEDOUT);
+    assert_int_equal(one(c, false, "SELECT hang", 50, &v), CQL_ETIMEDOUT);
+    uint64_t t0 = ms();
+    while (atomic_load(&f->connections) < n0 + 1 && ms() - t0 < 3000)
+        usleep(5000);
+    assert_true(atomic_load(&f->connections) >= n0 + 1);
+    char last[256];
+    cql_client_last_error(c, last, sizeof last);
+    assert_non_null(strstr(last, "stopped answering"));
+    int rc;
+    t0 = ms();
+    while ((rc = one(c, false, "SELECT again", 0, &v)) != 0 && ms() - t0 < 3000)
+        usleep(10000);
+    assert_int_equal(rc, 0);
     assert_int_equal(cql_client_close(c), 0);
 }
 
@@ -1242,6 +1270,7 @@ int main(void)
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_stream_limit_queueing),
         cmocka_unit_test(test_timeout_then_late_answer),
+        cmocka_unit_test(test_unanswering_node_is_disconnected),
         cmocka_unit_test(test_unprepared_reprepare),
         cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_close_fails_pending),
