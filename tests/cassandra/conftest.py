@@ -112,9 +112,24 @@ def start_server(tmp_path):
         return s
 
     yield start
-    for s in servers:
-        code = s.stop()
+    codes = [(s, s.stop()) for s in servers]
+    drop_keyspaces({s.keyspace for s in servers})
+    for s, code in codes:
         assert code == 0, f"server exit code {code}:\n{s.log()}"
+
+
+def drop_keyspaces(names):
+    """Each keyspace costs the 1 GiB test node memory: drop what a test made."""
+    if not names:
+        return
+    from cassandra.cluster import Cluster
+    cluster = Cluster(["127.0.0.1"], port=9042)
+    try:
+        session = cluster.connect()
+        for ks in names:
+            session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -48,12 +48,38 @@ SHUTDOWN_TIMEOUT = 10.0
 SEED_TIMEOUT = 120.0 if CASSANDRA else 60.0
 
 
+_KEYSPACES = {}  # keyspace -> the data directory it stands for
+_DRIVER = []     # a lazily opened DataStax driver session
+
+
 def store_args(data_dir):
     """The flags that point serve/seed at the store under test for data_dir."""
     if not CASSANDRA:
         return ["--data-dir", str(data_dir)]
-    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:24]
-    return ["--store", "cassandra", "--cassandra-keyspace", f"t_{digest}"]
+    path = Path(data_dir).resolve()
+    ks = "t_" + hashlib.sha1(str(path).encode()).hexdigest()[:24]
+    _KEYSPACES[ks] = path
+    return ["--store", "cassandra", "--cassandra-keyspace", ks]
+
+
+def drop_keyspaces_under(root):
+    """Drops the keyspaces of data directories below root. Each costs
+    Cassandra memory for its tables; a single 1 GiB test node stops
+    answering with a few hundred of them, so a suite cleans up as it goes."""
+    if not CASSANDRA:
+        return
+    root = Path(root).resolve()
+    doomed = [ks for ks, path in _KEYSPACES.items() if path == root or root in path.parents]
+    if not doomed:
+        return
+    if not _DRIVER:
+        from cassandra.cluster import Cluster
+        cluster = Cluster(["127.0.0.1"], port=9042)
+        _DRIVER.append((cluster, cluster.connect()))
+    session = _DRIVER[0][1]
+    for ks in doomed:
+        session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
+        del _KEYSPACES[ks]
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -216,6 +242,12 @@ def _kill_leftovers():
     for srv in _ALL_SERVERS:
         if srv.proc is not None and srv.proc.poll() is None:
             srv.proc.kill()
+    try:
+        drop_keyspaces_under("/")
+    except Exception as e:  # cleaning up must not turn a green run red
+        print(f"conftest: could not drop test keyspaces: {e}")
+    for cluster, _ in _DRIVER:
+        cluster.shutdown()
 
 
 class ServerFactory:
@@ -492,6 +524,7 @@ def lib():
 def _module_tmp():
     d = tempfile.mkdtemp(prefix="messenger-http-")
     yield Path(d)
+    drop_keyspaces_under(d)
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -534,6 +567,7 @@ def server_factory():
     factory = ServerFactory(tmp)
     yield factory
     bad = factory.cleanup()
+    drop_keyspaces_under(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     assert not bad, f"servers did not shut down cleanly: {[(str(s.data_dir), rc) for s, rc in bad]}"
 
