@@ -56,8 +56,12 @@ run_pytest() { # run_pytest NAME BINARY PATH [ENV=VALUE...]
     out=$(env "$@" MESSENGER_BIN="$PWD/$bin" python3 -m pytest -q -p no:cacheprovider "$path" 2>&1)
     rc=$?
     printf '%s\n' "$out" | tail -n 40
-    p=$(count passed "$(tail -n 1 <<<"$out")")
-    f=$(( $(count failed "$(tail -n 1 <<<"$out")") + $(count error "$(tail -n 1 <<<"$out")") ))
+    # pytest's own summary line ("1 failed, 291 passed in 27.3s"), wherever
+    # later output (a driver's exit message) may have pushed it.
+    local summary
+    summary=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected)[ ,].* in [0-9.]+s' <<<"$out" | tail -n 1)
+    p=$(count passed "$summary")
+    f=$(( $(count failed "$summary") + $(count error "$summary") ))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
     tally "$name" "$p" "$f"
 }

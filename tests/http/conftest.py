@@ -242,12 +242,18 @@ def _kill_leftovers():
     for srv in _ALL_SERVERS:
         if srv.proc is not None and srv.proc.poll() is None:
             srv.proc.kill()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drops the keyspaces that are left (before the driver's own exit hook
+    shuts its connections down)."""
     try:
         drop_keyspaces_under("/")
     except Exception as e:  # cleaning up must not turn a green run red
         print(f"conftest: could not drop test keyspaces: {e}")
     for cluster, _ in _DRIVER:
         cluster.shutdown()
+    _DRIVER.clear()
 
 
 class ServerFactory:
