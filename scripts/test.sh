@@ -59,9 +59,13 @@ run_pytest() { # run_pytest NAME BINARY PATH [ENV=VALUE...]
     # pytest's own summary line ("1 failed, 291 passed in 27.3s"), wherever
     # later output (a driver's exit message) may have pushed it.
     local summary
-    summary=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected)[ ,].* in [0-9.]+s' <<<"$out" | tail -n 1)
+    summary=$(grep -E '[0-9]+ (passed|failed|errors?)( |,).*in [0-9.]+s' <<<"$out" | tail -n 1)
     p=$(count passed "$summary")
     f=$(( $(count failed "$summary") + $(count error "$summary") ))
+    if [ -z "$summary" ]; then
+        echo "no pytest summary line found: counted as a failure"
+        f=$((f + 1))
+    fi
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
     tally "$name" "$p" "$f"
 }
