@@ -100,15 +100,60 @@ static void on_lookup(void *ctx, int err, const user_t *u) {
     tracker_finish(t, err, false);
 }
 
+/* A seeded write, retried while the store is momentarily unavailable (a
+ * busy Cassandra times out under a bulk load). Every seeded write carries
+ * fixed ids, so a retry after a half-applied attempt is harmless. */
+#define SEED_ATTEMPTS 5
+
+typedef struct seed_write {
+    tracker_t *t;
+    store_t *s;
+    int attempts;
+    bool is_send;
+    store_send_t send;      /* is_send: content points into `text` */
+    uuid_t a, b;            /* !is_send: open a conversation */
+    int64_t at_ms;
+    char text[];
+} seed_write_t;
+
+static void seed_write_submit(seed_write_t *w);
+
+static void seed_write_done(seed_write_t *w, int err) {
+    if (err == STORE_EUNAVAILABLE && ++w->attempts < SEED_ATTEMPTS) {
+        seed_write_submit(w);
+        return;
+    }
+    tracker_release(w->t, err);
+    free(w);
+}
+
 static void on_send(void *ctx, int err, const message_t *m, bool replayed) {
     (void)m;
     (void)replayed;
-    tracker_release(ctx, err);
+    seed_write_done(ctx, err);
 }
 
 static void on_conv(void *ctx, int err, const conversation_t *c) {
     (void)c;
-    tracker_release(ctx, err);
+    seed_write_done(ctx, err);
+}
+
+static void seed_write_submit(seed_write_t *w) {
+    if (w->is_send) store_message_send(w->s, &w->send, on_send, w);
+    else store_conversation_open(w->s, &w->a, &w->b, w->at_ms, on_conv, w);
+}
+
+/* Queues the opening of a conversation with no messages (seed epoch + ms). */
+static void open_at(store_t *s, tracker_t *t, const uuid_t *a, const uuid_t *b, int64_t at_ms) {
+    seed_write_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        tracker_acquire(t, t->max_in_flight);
+        tracker_release(t, STORE_ENOMEM);
+        return;
+    }
+    *w = (seed_write_t){.t = t, .s = s, .a = *a, .b = *b, .at_ms = at_ms};
+    tracker_acquire(t, t->max_in_flight);
+    seed_write_submit(w);
 }
 
 /* A stable id for a seeded user: SHA-256 of its name, as a version-4 UUID. */
@@ -143,15 +188,23 @@ static int ensure_user(store_t *s, tracker_t *t, const char *name, uuid_t *out) 
 /* Queues one message with a fixed id at `ticks` (100-ns since 1582). */
 static void send_at(store_t *s, tracker_t *t, const uuid_t *from, const uuid_t *to, uint64_t ticks,
                     const char *content, size_t len) {
-    store_send_t r;
-    memset(&r, 0, sizeof r);
-    r.sender_id = *from;
-    r.receiver_id = *to;
-    r.content = content;
-    r.content_len = len;
-    uuid_make_v1(&r.message_id, ticks, SEED_CLOCK_SEQ, SEED_NODE);
+    seed_write_t *w = calloc(1, sizeof *w + len + 1);
+    if (!w) {
+        tracker_acquire(t, t->max_in_flight);
+        tracker_release(t, STORE_ENOMEM);
+        return;
+    }
+    w->t = t;
+    w->s = s;
+    w->is_send = true;
+    if (len) memcpy(w->text, content, len);
+    w->send.sender_id = *from;
+    w->send.receiver_id = *to;
+    w->send.content = w->text;
+    w->send.content_len = len;
+    uuid_make_v1(&w->send.message_id, ticks, SEED_CLOCK_SEQ, SEED_NODE);
     tracker_acquire(t, t->max_in_flight);
-    store_message_send(s, &r, on_send, t);
+    seed_write_submit(w);
 }
 
 static uint64_t at_minute(int minute) { return unix_ms_to_ticks(SEED_EPOCH_MS + (int64_t)minute * 60000); }
@@ -177,8 +230,7 @@ static int seed_edge_cases(store_t *s, tracker_t *t) {
     /* bob-carol: exactly one message. */
     send_at(s, t, &bob, &carol, at_minute(100), "Hello Carol, just one message here.", 35);
     /* alice-carol: a conversation with no messages. */
-    tracker_acquire(t, t->max_in_flight);
-    store_conversation_open(s, &alice, &carol, SEED_EPOCH_MS + 200 * 60000, on_conv, t);
+    open_at(s, t, &alice, &carol, SEED_EPOCH_MS + 200 * 60000);
     /* carol-erin: the special one (a pair of its own, so that it cannot
      * collide with the empty conversation). */
     static const char special[] = "Special chars: \"quotes\" 'single' \\backslash\\ <b>tags</b> & amp; tab\there\nnewline \x01 control";
@@ -277,8 +329,7 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
         long a = k % nu, b = (a + 1 + k / nu) % nu;
         pairs[k][0] = (uint32_t)a;
         pairs[k][1] = (uint32_t)b;
-        tracker_acquire(t, t->max_in_flight);
-        store_conversation_open(s, &users[a], &users[b], SEED_EPOCH_MS + k, on_conv, t);
+        open_at(s, t, &users[a], &users[b], SEED_EPOCH_MS + k);
         progress_show(&pr, k, false);
     }
     tracker_wait_all(t);
@@ -307,8 +358,7 @@ static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
     if (hub > 0) {
         progress_start(&pr, "hub conversations", hub);
         for (long i = 1; i <= hub; i++) {
-            tracker_acquire(t, t->max_in_flight);
-            store_conversation_open(s, &users[0], &users[i], SEED_EPOCH_MS + i, on_conv, t);
+            open_at(s, t, &users[0], &users[i], SEED_EPOCH_MS + i);
             progress_show(&pr, i, false);
         }
         tracker_wait_all(t);
