@@ -655,11 +655,12 @@ static int make_query_req(cql_client *c, int kind, const char *cql, const cql_va
     return 0;
 }
 
-int cql_query(cql_client *c, const char *cql, const cql_value *values, size_t n,
-              const cql_query_opts *opts, cql_result_cb cb, void *arg)
+/* QUERY and EXECUTE differ only in the request kind. */
+static int submit_statement(cql_client *c, int kind, const char *cql, const cql_value *values, size_t n,
+                            const cql_query_opts *opts, cql_result_cb cb, void *arg)
 {
     req *r;
-    int rc = make_query_req(c, RK_QUERY, cql, values, n, opts, cb, arg, &r);
+    int rc = make_query_req(c, kind, cql, values, n, opts, cb, arg, &r);
     if (rc)
         return rc;
     if ((rc = submit(c, r)))
@@ -667,16 +668,16 @@ int cql_query(cql_client *c, const char *cql, const cql_value *values, size_t n,
     return rc;
 }
 
+int cql_query(cql_client *c, const char *cql, const cql_value *values, size_t n,
+              const cql_query_opts *opts, cql_result_cb cb, void *arg)
+{
+    return submit_statement(c, RK_QUERY, cql, values, n, opts, cb, arg);
+}
+
 int cql_execute(cql_client *c, const char *cql, const cql_value *values, size_t n,
                 const cql_query_opts *opts, cql_result_cb cb, void *arg)
 {
-    req *r;
-    int rc = make_query_req(c, RK_EXECUTE, cql, values, n, opts, cb, arg, &r);
-    if (rc)
-        return rc;
-    if ((rc = submit(c, r)))
-        req_free(r);
-    return rc;
+    return submit_statement(c, RK_EXECUTE, cql, values, n, opts, cb, arg);
 }
 
 int cql_batch(cql_client *c, enum cql_batch_type type, const cql_batch_stmt *stmts, size_t n,

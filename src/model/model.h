@@ -58,6 +58,11 @@ const char *username_check(const char *s, size_t len);
 const char *content_check(const char *s, size_t len, size_t max_bytes);
 const char *client_message_id_check(const char *s, size_t len);
 
+/* The form under which usernames are unique and looked up: ASCII letters
+ * folded to lower case, every other byte kept ("Alice" and "alice" are one
+ * name; no Unicode case folding). Writes len bytes to out. */
+void username_fold(const char *s, size_t len, char *out);
+
 /* True when s[0..len) is well-formed UTF-8 (no surrogates, no overlongs). */
 bool utf8_valid(const char *s, size_t len);
 

@@ -49,6 +49,10 @@ const char *username_check(const char *s, size_t len) {
     return NULL;
 }
 
+void username_fold(const char *s, size_t len, char *out) {
+    for (size_t i = 0; i < len; i++) out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
+}
+
 const char *content_check(const char *s, size_t len, size_t max_bytes) {
     if (len > max_bytes) return "content is longer than the configured maximum (max_content_bytes)";
     if (!utf8_valid(s, len)) return "content must be valid UTF-8";

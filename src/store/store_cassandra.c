@@ -161,9 +161,13 @@ static void exec(cass_store_t *s, const char *q, const cql_value *v, size_t n, c
     if (rc < 0) cb(arg, rc, NULL);
 }
 
-static void lwt_opts(const cass_store_t *s, cql_query_opts *o) {
-    query_opts(s, o);
-    o->serial_consistency = CQL_LOCAL_SERIAL;
+/* A lightweight transaction (INSERT ... IF NOT EXISTS): serial consistency
+ * for its Paxos round, the store's consistency for the commit. */
+static void exec_lwt(cass_store_t *s, const char *q, const cql_value *v, size_t n, cql_result_cb cb, void *arg) {
+    cql_query_opts o;
+    query_opts(s, &o);
+    o.serial_consistency = CQL_LOCAL_SERIAL;
+    exec(s, q, v, n, &o, cb, arg);
 }
 
 /* ---- fan-out: independent reads issued at once, joined by a counter ----
@@ -217,11 +221,6 @@ static void probe(cass_store_t *s, join_t *j, probe_t *p, const char *what, cons
 /* Reads column `col` of the current row as a uuid. */
 static bool row_uuid(cql_result *r, int col, uuid_t *out) { return cql_row_get_uuid(r, col, out->b) == CQL_OK; }
 
-/* Folds ASCII letters, as the LMDB store does (README: usernames). */
-static void fold_name(const char *s, size_t len, char *out) {
-    for (size_t i = 0; i < len; i++) out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
-}
-
 static int64_t ticks_to_unix_us(uint64_t ticks) { return ((int64_t)ticks - (int64_t)UUID_TICKS_UNIX_EPOCH) / 10; }
 
 /* conversation_metadata and conversation_participants are immutable, and the
@@ -266,7 +265,7 @@ static user_op_t *user_op_new(cass_store_t *s, store_user_cb cb, void *ctx, cons
     op->cb = cb;
     op->ctx = ctx;
     if (len) memcpy(op->name, name, len);
-    fold_name(name, len, op->folded);
+    username_fold(name, len, op->folded);
     op->user.name = op->name;
     op->user.name_len = len;
     return op;
@@ -343,9 +342,7 @@ static void cass_user_create(store_t *base, const user_t *u, store_user_cb cb, v
     if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
     op->user.id = u->id;
     cql_value v[2] = {cql_value_textn(op->folded, u->name_len), v_uuid(&u->id)};
-    cql_query_opts o;
-    lwt_opts(s, &o);
-    exec(s, Q_NAME_LWT, v, 2, &o, on_name_lwt, op);
+    exec_lwt(s, Q_NAME_LWT, v, 2, on_name_lwt, op);
 }
 
 /* ------------------------------------------------------------------ send */
@@ -559,9 +556,7 @@ static void cass_message_send(store_t *base, const store_send_t *r, store_send_c
     cql_value v[6] = {v_uuid(&r->sender_id), cql_value_textn(op->req.client_message_id, keylen),
                       v_uuid(&m->conversation_id), v_timeuuid(&m->id), v_uuid(&r->receiver_id),
                       cql_value_blob(op->content_hash, sizeof op->content_hash)};
-    cql_query_opts o;
-    lwt_opts(s, &o);
-    exec(s, Q_IDEM_LWT, v, 6, &o, on_send_idem, op);
+    exec_lwt(s, Q_IDEM_LWT, v, 6, on_send_idem, op);
 }
 
 /* ------------------------------------------------------------------ message pages */
@@ -1313,7 +1308,7 @@ static void migrate_user_row(void *arg, cql_result *r) {
     cql_str name;
     if (!row_uuid(r, 0, &id) || cql_row_get_text(r, 1, &name) != CQL_OK || name.len > USERNAME_MAX * 4) return;
     char folded[USERNAME_MAX * 4];
-    fold_name(name.ptr, name.len, folded);
+    username_fold(name.ptr, name.len, folded);
     cql_value v[2] = {cql_value_textn(folded, name.len), v_uuid(&id)};
     migrate_submit(m, Q_NAME_LWT, v, 2, true);
 }

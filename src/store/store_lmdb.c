@@ -112,15 +112,6 @@ static int map_err(int rc) {
 
 static MDB_val val(const void *p, size_t n) { return (MDB_val){.mv_size = n, .mv_data = (void *)p}; }
 
-/* ASCII case folding for the username index: "Alice" and "alice" are the
- * same name. Non-ASCII bytes are kept as they are (documented in README). */
-static void fold_name(const char *s, size_t len, char *out) {
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-    }
-}
-
 static void decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
     const uint8_t *kp = k->mv_data, *vp = v->mv_data;
     memcpy(m->conversation_id.b, kp, 16);
@@ -178,7 +169,7 @@ static void lmdb_user_find(store_t *base, const char *name, size_t len, store_us
     lmdb_store_t *s = (lmdb_store_t *)base;
     char folded[USERNAME_MAX * 4];
     if (len == 0 || len > sizeof folded) { cb(ctx, STORE_ENOTFOUND, NULL); return; }
-    fold_name(name, len, folded);
+    username_fold(name, len, folded);
     MDB_txn *txn;
     int err = read_begin(s, &txn);
     if (err) { cb(ctx, err, NULL); return; }
@@ -444,7 +435,7 @@ static void lmdb_conversation_open(store_t *base, const uuid_t *a, const uuid_t 
 static int apply_user_create(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
     char folded[USERNAME_MAX * 4];
     if (op->user.name_len == 0 || op->user.name_len > sizeof folded) return STORE_EIO;
-    fold_name(op->user.name, op->user.name_len, folded);
+    username_fold(op->user.name, op->user.name_len, folded);
     /* Both checks before the first write (see apply_bulk). */
     MDB_val nk = val(folded, op->user.name_len), ik = val(op->user.id.b, 16), v;
     int rc = mdb_get(txn, s->dbi[DB_USERS_BY_NAME], &nk, &v);

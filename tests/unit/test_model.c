@@ -65,6 +65,13 @@ static void username_rules(void **state) {
     assert_non_null(username_check(name, 4 * 65));  /* 65 characters */
 }
 
+static void username_folding(void **state) {
+    (void)state;
+    char out[16];
+    username_fold("AliCE-Z_\xC3\x89", 10, out);
+    assert_memory_equal(out, "alice-z_\xC3\x89", 10); /* non-ASCII bytes kept */
+}
+
 static void content_rules(void **state) {
     (void)state;
     char big[4097];
@@ -123,6 +130,7 @@ int main(void) {
         cmocka_unit_test(conversation_id_vectors),
         cmocka_unit_test(utf8_validation),
         cmocka_unit_test(username_rules),
+        cmocka_unit_test(username_folding),
         cmocka_unit_test(content_rules),
         cmocka_unit_test(cursor_round_trip),
         cmocka_unit_test(time_format),
