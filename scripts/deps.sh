@@ -4,7 +4,14 @@
 set -euo pipefail
 
 PKGS=(build-essential pkg-config libmicrohttpd-dev liblmdb-dev libjansson-dev libssl-dev
-      libcmocka-dev python3 curl)
+      libcmocka-dev libargon2-dev libhiredis-dev python3 curl)
+# Tests: Redis (the event broker between API instances), and Debian's
+# Chromium with node and npm for the web client's end-to-end test.
+if [ "${MESSENGER_DEPS_TEST:-1}" = 1 ]; then
+    PKGS+=(redis-server chromium)
+    command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+    command -v npm >/dev/null 2>&1 || PKGS+=(npm)
+fi
 # The Cassandra tests run a real Cassandra 5.0 (scripts/cassandra): Java 17 and
 # Maven. The machine may already have both outside Debian's packages.
 if [ "${MESSENGER_DEPS_CASSANDRA:-1}" = 1 ]; then

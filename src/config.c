@@ -33,6 +33,15 @@ static void defaults(config_t *c) {
     c->cass_consistency = 6; /* LOCAL_QUORUM */
     c->cass_timeout_ms = 5000;
     c->cass_schema = true;
+    c->auth = true;
+    c->argon2_memory_kib = 19456; /* OWASP's Argon2id minimum: 19 MiB, 2 passes */
+    c->argon2_iterations = 2;
+    c->token_ttl_s = 7 * 24 * 3600;
+    c->login_attempts = 10;
+    c->login_window_s = 300;
+    c->sse_heartbeat_s = 15;
+    c->sse_max_pending = 256 * 1024;
+    c->web_dir = "web";
     c->bench_concurrency = 64;
     c->bench_duration_s = 10;
 }
@@ -86,10 +95,19 @@ static int parse_size(const char *s, long min, long max, long *out) {
     return 0;
 }
 
+/* "on"/"off", "1"/"0", "true"/"false". */
+static int parse_bool(const char *s, bool *out) {
+    if (strcmp(s, "0") == 0 || strcasecmp(s, "off") == 0 || strcasecmp(s, "false") == 0) *out = false;
+    else if (strcmp(s, "1") == 0 || strcasecmp(s, "on") == 0 || strcasecmp(s, "true") == 0) *out = true;
+    else return -1;
+    return 0;
+}
+
 enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_BODY, O_MAX_CONTENT,
               O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_CONN_MEM, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG,
               O_CASS_HOSTS, O_CASS_HOST, O_CASS_PORT, O_CASS_KS, O_CASS_CL, O_CASS_TIMEOUT, O_CASS_RF,
-              O_CASS_SCHEMA, O_NO_SCHEMA, O_B_CONC, O_B_DUR, O_B_SCEN, O_HELP, O_VERSION };
+              O_CASS_SCHEMA, O_NO_SCHEMA, O_AUTH, O_ARGON_MEM, O_ARGON_IT, O_TOKEN_TTL,
+              O_LOGIN_ATTEMPTS, O_LOGIN_WINDOW, O_SSE_HB, O_SSE_PENDING, O_BROKER, O_WEB_DIR, O_B_CONC, O_B_DUR, O_B_SCEN, O_HELP, O_VERSION };
 
 /* One table for flags and environment variables, so they cannot drift. */
 static const struct setting {
@@ -117,6 +135,16 @@ static const struct setting {
     {O_CASS_RF, "cassandra-replication", "MESSENGER_CASSANDRA_REPLICATION"},
     {O_CASS_SCHEMA, NULL, "MESSENGER_CASSANDRA_SCHEMA"},
     {O_NO_SCHEMA, "no-schema", NULL},
+    {O_AUTH, "auth", "MESSENGER_AUTH"},
+    {O_ARGON_MEM, "argon2-memory-kib", "MESSENGER_ARGON2_MEMORY_KIB"},
+    {O_ARGON_IT, "argon2-iterations", "MESSENGER_ARGON2_ITERATIONS"},
+    {O_TOKEN_TTL, "token-ttl", "MESSENGER_TOKEN_TTL"},
+    {O_LOGIN_ATTEMPTS, "login-attempts", "MESSENGER_LOGIN_ATTEMPTS"},
+    {O_LOGIN_WINDOW, "login-window", "MESSENGER_LOGIN_WINDOW"},
+    {O_SSE_HB, "sse-heartbeat", "MESSENGER_SSE_HEARTBEAT"},
+    {O_SSE_PENDING, "sse-max-pending", "MESSENGER_SSE_MAX_PENDING"},
+    {O_BROKER, "broker", "MESSENGER_BROKER"},
+    {O_WEB_DIR, "web-dir", "MESSENGER_WEB_DIR"},
     {O_B_CONC, "concurrency", NULL},
     {O_B_DUR, "duration", NULL},
     {O_B_SCEN, "scenario", NULL},
@@ -165,11 +193,24 @@ static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
     case O_CASS_TIMEOUT: if (parse_size(v, 10, 600000, &n)) goto bad; c->cass_timeout_ms = (unsigned)n; return 0;
     case O_CASS_RF: if (parse_size(v, 1, 32, &n)) goto bad; c->cass_rf = (int)n; return 0;
     case O_CASS_SCHEMA:
-        if (strcmp(v, "0") == 0 || strcasecmp(v, "off") == 0 || strcasecmp(v, "false") == 0) c->cass_schema = false;
-        else if (strcmp(v, "1") == 0 || strcasecmp(v, "on") == 0 || strcasecmp(v, "true") == 0) c->cass_schema = true;
-        else goto bad;
+        if (parse_bool(v, &c->cass_schema)) goto bad;
         return 0;
     case O_NO_SCHEMA: c->cass_schema = false; return 0;
+    case O_AUTH:
+        if (parse_bool(v, &c->auth)) goto bad;
+        return 0;
+    case O_ARGON_MEM: if (parse_size(v, 8, 4L << 20, &n)) goto bad; c->argon2_memory_kib = (unsigned)n; return 0;
+    case O_ARGON_IT: if (parse_size(v, 1, 100, &n)) goto bad; c->argon2_iterations = (unsigned)n; return 0;
+    case O_TOKEN_TTL: if (parse_size(v, 1, 365L * 86400, &n)) goto bad; c->token_ttl_s = (unsigned)n; return 0;
+    case O_LOGIN_ATTEMPTS: if (parse_size(v, 1, 1000000, &n)) goto bad; c->login_attempts = (unsigned)n; return 0;
+    case O_LOGIN_WINDOW: if (parse_size(v, 1, 86400, &n)) goto bad; c->login_window_s = (unsigned)n; return 0;
+    case O_SSE_HB: if (parse_size(v, 1, 3600, &n)) goto bad; c->sse_heartbeat_s = (unsigned)n; return 0;
+    case O_SSE_PENDING: if (parse_size(v, 1024, 1L << 30, &n)) goto bad; c->sse_max_pending = (size_t)n; return 0;
+    case O_BROKER:
+        if (strncmp(v, "redis://", 8) != 0) goto bad;
+        c->broker = v;
+        return 0;
+    case O_WEB_DIR: c->web_dir = v; return 0;
     case O_B_CONC: if (parse_size(v, 1, 100000, &n)) goto bad; c->bench_concurrency = (unsigned)n; return 0;
     case O_B_DUR: if (parse_size(v, 1, 3600, &n)) goto bad; c->bench_duration_s = (unsigned)n; return 0;
     case O_B_SCEN:
@@ -221,7 +262,24 @@ void config_print_help(const char *prog) {
            "  --max-connections N       open connections at most [MESSENGER_MAX_CONNECTIONS] (16384)\n"
            "  --idle-timeout SECONDS    close idle keep-alive connections [MESSENGER_IDLE_TIMEOUT] (120)\n"
            "  --connection-memory N     bytes per connection for request headers; larger\n"
-           "                            headers get 431 [MESSENGER_CONNECTION_MEMORY] (4096)\n\n"
+           "                            headers get 431 [MESSENGER_CONNECTION_MEMORY] (4096)\n"
+           "  --web-dir DIR             the web client's files, served at / [MESSENGER_WEB_DIR] (web)\n\n"
+           "Accounts:\n"
+           "  --auth on|off             bearer tokens and access control [MESSENGER_AUTH] (on);\n"
+           "                            off: the open FastAPI-compatible API, for use behind a\n"
+           "                            trusted gateway only (anyone can read anything)\n"
+           "  --argon2-memory-kib N     Argon2id memory per password hash [MESSENGER_ARGON2_MEMORY_KIB] (19456)\n"
+           "  --argon2-iterations N     Argon2id passes [MESSENGER_ARGON2_ITERATIONS] (2)\n"
+           "  --token-ttl SECONDS       lifetime of a login token [MESSENGER_TOKEN_TTL] (604800)\n"
+           "  --login-attempts N        failed logins per username per window, 5N per address\n"
+           "                            [MESSENGER_LOGIN_ATTEMPTS] (10)\n"
+           "  --login-window SECONDS    [MESSENGER_LOGIN_WINDOW] (300)\n\n"
+           "Real-time events (GET /api/events):\n"
+           "  --sse-heartbeat SECONDS   keep-alive comment interval [MESSENGER_SSE_HEARTBEAT] (15)\n"
+           "  --sse-max-pending N       bytes queued for a stream before its client is dropped\n"
+           "                            [MESSENGER_SSE_MAX_PENDING] (262144)\n"
+           "  --broker redis://H:P      share events between API instances through Redis pub/sub\n"
+           "                            [MESSENGER_BROKER] (none: this instance only)\n\n"
            "Cassandra store (--store cassandra):\n"
            "  --cassandra-hosts H[:P],...  contact points [CASSANDRA_HOSTS, or CASSANDRA_HOST and\n"
            "                            CASSANDRA_PORT] (127.0.0.1:9042)\n"

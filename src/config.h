@@ -38,6 +38,19 @@ typedef struct config {
     uint16_t cass_consistency;  /* protocol value: ONE = 1, LOCAL_QUORUM = 6, ... */
     unsigned cass_timeout_ms;
     bool cass_schema;           /* create keyspace and tables at start-up */
+    /* accounts (auth on: bearer tokens and access control; off: the open
+     * FastAPI-compatible API, for deployments behind a trusted gateway) */
+    bool auth;
+    unsigned argon2_memory_kib;
+    unsigned argon2_iterations;
+    unsigned token_ttl_s;
+    unsigned login_attempts;    /* failed logins per username per window */
+    unsigned login_window_s;
+    /* real-time events */
+    unsigned sse_heartbeat_s;
+    size_t sse_max_pending;     /* bytes queued for one stream before it is dropped */
+    const char *broker;         /* "redis://host:port", or NULL: this instance only */
+    const char *web_dir;        /* static files of the web client */
     /* bench-store */
     unsigned bench_concurrency;
     unsigned bench_duration_s;
