@@ -166,7 +166,7 @@ static int setup(bench_t *b) {
     int err = 0;
     for (int i = 0; i < 2 && !err; i++) {
         char name[64];
-        user_t u;
+        user_t u = {0};
         if (uuid_random(&u.id) != 0) { err = STORE_EIO; break; }
         char id[UUID_STR_LEN + 1];
         uuid_format(&u.id, id);

@@ -12,6 +12,12 @@
  * RUNNING -> SUSPENDED; if that fails the answer arrived in between, and it
  * resumes at once. Either way exactly one side resumes, and only a
  * connection that really was suspended (MHD requires this).
+ *
+ * Streams (http_respond_stream) live on after their request was answered:
+ * MHD pulls their body through stream_read(), which suspends the connection
+ * when nothing is queued; http_stream_write() resumes it. The stream's own
+ * mutex orders the two, so that a connection is resumed only when it was
+ * suspended by stream_read() and not since resumed.
  */
 #include "http/server.h"
 
@@ -19,6 +25,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -43,6 +50,26 @@ struct http_server {
     _Atomic uint64_t next_id;
     _Atomic long inflight;       /* dispatched requests not yet completed */
     _Atomic bool stopping;       /* set by http_server_stop: new requests get 503 */
+    pthread_mutex_t streams_mu;  /* guards the list of open streams */
+    http_stream_t *streams;
+};
+
+#define MAX_EXTRA_HEADERS 4
+
+struct http_stream {
+    pthread_mutex_t mu;          /* guards everything below */
+    http_server_t *srv;
+    struct MHD_Connection *conn; /* NULL once the connection is done with us */
+    buf_t pending;               /* queued bytes; [off, len) not yet sent */
+    size_t off;
+    size_t max_pending;
+    bool suspended;              /* by stream_read, not yet resumed */
+    bool ended;                  /* no more writes; finish after the queue */
+    bool cut;                    /* over max_pending: close without finishing */
+    int refs;                    /* the connection's and the application's */
+    http_stream_closed_fn on_closed;
+    void *ctx;
+    http_stream_t *prev, *next;  /* srv->streams */
 };
 
 struct http_request {
@@ -61,6 +88,10 @@ struct http_request {
     struct MHD_Response *response;
     struct timespec start;
     char id[72];
+    char peer[48];
+    int n_headers;
+    const char *header_name[MAX_EXTRA_HEADERS];
+    char header_value[MAX_EXTRA_HEADERS][128];
     _Alignas(16) unsigned char scratch[HTTP_REQUEST_SCRATCH];
 };
 
@@ -70,6 +101,8 @@ const char *http_request_method(const http_request_t *r) { return r->method; }
 const char *http_request_path(const http_request_t *r) { return r->path; }
 const char *http_request_id(const http_request_t *r) { return r->id; }
 void *http_request_scratch(http_request_t *r) { return r->scratch; }
+
+const char *http_request_peer(const http_request_t *r) { return r->peer; }
 
 const char *http_request_query(const http_request_t *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
@@ -86,8 +119,19 @@ const char *http_request_body(const http_request_t *r, size_t *len) {
 
 /* ------------------------------------------------------------- answering */
 
+void http_respond_header(http_request_t *r, const char *name, const char *value) {
+    if (r->n_headers == MAX_EXTRA_HEADERS || strlen(value) >= sizeof r->header_value[0]) {
+        log_error("http", "req=%s response header %s dropped", r->id, name);
+        return;
+    }
+    r->header_name[r->n_headers] = name;
+    snprintf(r->header_value[r->n_headers], sizeof r->header_value[0], "%s", value);
+    r->n_headers++;
+}
+
 static void finish(http_request_t *r, unsigned status, struct MHD_Response *resp) {
     if (resp) {
+        for (int i = 0; i < r->n_headers; i++) MHD_add_response_header(resp, r->header_name[i], r->header_value[i]);
         MHD_add_response_header(resp, "X-Request-Id", r->id);
         if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     } else {
@@ -133,6 +177,142 @@ void http_respond_static(http_request_t *r, unsigned status, const char *content
     finish(r, status, resp);
 }
 
+/* ------------------------------------------------------------- streams */
+
+static void stream_unref(http_stream_t *s) {
+    pthread_mutex_lock(&s->mu);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!last) return;
+    buf_free(&s->pending);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* Resumes the connection if stream_read parked it. Called with s->mu held. */
+static void stream_wake(http_stream_t *s) {
+    if (s->suspended && s->conn) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+/* MHD asks for more of the body (on the connection's thread). */
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos;
+    http_stream_t *s = cls;
+    pthread_mutex_lock(&s->mu);
+    ssize_t n;
+    size_t avail = s->pending.len - s->off;
+    if (s->cut) {
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (avail) {
+        size_t k = avail < max ? avail : max;
+        memcpy(out, s->pending.data + s->off, k);
+        s->off += k;
+        if (s->off == s->pending.len) {
+            /* Drained: give back a buffer that a burst made large. */
+            if (s->pending.cap > 16384) buf_free(&s->pending);
+            else buf_reset(&s->pending);
+            s->off = 0;
+        }
+        n = (ssize_t)k;
+    } else if (s->ended) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        /* Nothing to send: park the connection until a write wakes it. */
+        s->suspended = true;
+        MHD_suspend_connection(s->conn);
+        n = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* The connection is done with the stream (MHD frees the response). */
+static void stream_done(void *cls) {
+    http_stream_t *s = cls;
+    http_server_t *srv = s->srv;
+    pthread_mutex_lock(&srv->streams_mu);
+    if (s->prev) s->prev->next = s->next; else srv->streams = s->next;
+    if (s->next) s->next->prev = s->prev;
+    pthread_mutex_unlock(&srv->streams_mu);
+    pthread_mutex_lock(&s->mu);
+    s->conn = NULL;
+    s->ended = true;
+    pthread_mutex_unlock(&s->mu);
+    s->on_closed(s->ctx);
+    stream_unref(s);
+}
+
+http_stream_t *http_respond_stream(http_request_t *r, const char *content_type, size_t max_pending,
+                                   http_stream_closed_fn on_closed, void *ctx) {
+    http_stream_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        http_respond_error(r, 503, "server out of memory; try again");
+        return NULL;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    s->srv = r->srv;
+    s->conn = r->conn;
+    buf_init(&s->pending);
+    s->max_pending = max_pending;
+    s->refs = 2;
+    s->on_closed = on_closed;
+    s->ctx = ctx;
+    /* Small blocks: an open stream should cost little while idle. */
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, stream_read, s, stream_done);
+    if (!resp) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        http_respond_error(r, 503, "server out of memory; try again");
+        return NULL;
+    }
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: do not hold events back */
+    http_server_t *srv = r->srv;
+    pthread_mutex_lock(&srv->streams_mu);
+    s->next = srv->streams;
+    if (s->next) s->next->prev = s;
+    srv->streams = s;
+    pthread_mutex_unlock(&srv->streams_mu);
+    finish(r, 200, resp);
+    return s;
+}
+
+int http_stream_write(http_stream_t *s, const char *data, size_t len) {
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (s->ended || s->cut || !s->conn) {
+        rc = -1;
+    } else if (len > s->max_pending - (s->pending.len - s->off)) {
+        s->cut = true; /* the client is not reading: drop it */
+        rc = -1;
+        stream_wake(s);
+    } else {
+        buf_append(&s->pending, data, len);
+        if (!buf_ok(&s->pending)) {
+            s->cut = true;
+            rc = -1;
+        }
+        stream_wake(s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void http_stream_end(http_stream_t *s) {
+    pthread_mutex_lock(&s->mu);
+    s->ended = true;
+    stream_wake(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void http_stream_release(http_stream_t *s) {
+    if (s) stream_unref(s);
+}
+
 static enum MHD_Result queue_answer(http_request_t *r) {
     if (!r->response) return MHD_NO;
     enum MHD_Result ok = MHD_queue_response(r->conn, r->status, r->response);
@@ -166,6 +346,14 @@ static http_request_t *request_new(http_server_t *srv, struct MHD_Connection *c,
     buf_init(&r->body);
     atomic_init(&r->state, REQ_RUNNING);
     clock_gettime(CLOCK_MONOTONIC, &r->start);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->peer, sizeof r->peer);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->peer, sizeof r->peer);
+    }
     const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
     if (given && sane_request_id(given)) {
         snprintf(r->id, sizeof r->id, "%s", given);
@@ -306,6 +494,7 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
     srv->handler = handler;
     srv->app = app;
     srv->max_body = cfg->max_body;
+    pthread_mutex_init(&srv->streams_mu, NULL);
     if (getrandom(&srv->id_prefix, sizeof srv->id_prefix, 0) != sizeof srv->id_prefix) srv->id_prefix = (uint32_t)getpid();
 
     struct sockaddr_storage ss;
@@ -323,6 +512,7 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
         flags |= MHD_USE_IPv6;
     } else {
         log_error("http", "listen address '%s' is not a numeric IPv4 or IPv6 address", cfg->host);
+        pthread_mutex_destroy(&srv->streams_mu);
         free(srv);
         return -1;
     }
@@ -343,6 +533,7 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
         MHD_OPTION_END);
     if (!srv->daemon) {
         log_error("http", "cannot listen on %s:%u (address in use, or not allowed)", cfg->host, cfg->port);
+        pthread_mutex_destroy(&srv->streams_mu);
         free(srv);
         return -1;
     }
@@ -365,6 +556,11 @@ long http_server_drain(http_server_t *srv, unsigned grace_ms) {
     if (fd != MHD_INVALID_SOCKET) close(fd);
     /* Keep-alive clients can still send requests on open connections. */
     atomic_store(&srv->stopping, true);
+    /* Open streams never finish by themselves: end them (each sends what
+     * is queued, then its final chunk), so that their requests complete. */
+    pthread_mutex_lock(&srv->streams_mu);
+    for (http_stream_t *s = srv->streams; s; s = s->next) http_stream_end(s);
+    pthread_mutex_unlock(&srv->streams_mu);
     wait_inflight(srv, grace_ms);
     long left = atomic_load(&srv->inflight);
     if (left > 0) log_warn("http", "%ld requests still waiting for the store after %u ms", left, grace_ms);
@@ -384,5 +580,6 @@ void http_server_destroy(http_server_t *srv) {
         return;
     }
     MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->streams_mu);
     free(srv);
 }

@@ -60,8 +60,10 @@ const char *http_request_body(const http_request_t *req, size_t *len);
 const char *http_request_id(const http_request_t *req);
 /* A small scratch area for the handler's own use between dispatch and its
  * answer (for instance the page limit it must echo). Zeroed at dispatch. */
-#define HTTP_REQUEST_SCRATCH 64
+#define HTTP_REQUEST_SCRATCH 256
 void *http_request_scratch(http_request_t *req);
+/* The client's address, numeric ("127.0.0.1", "::1"), or "" when unknown. */
+const char *http_request_peer(const http_request_t *req);
 
 /* ---- answering (exactly once per request, from any thread) ---- */
 /* Sends body (JSON) with the given status; takes ownership of body. */
@@ -71,5 +73,36 @@ void http_respond_error(http_request_t *req, unsigned status, const char *detail
 /* Sends a static body (never freed) with the given content type. */
 void http_respond_static(http_request_t *req, unsigned status, const char *content_type,
                          const void *data, size_t len);
+/* Adds a header to the answer this request is about to be given (call it
+ * before http_respond_*; up to 4 per request; name must be a literal, value
+ * is copied, at most 127 bytes). */
+void http_respond_header(http_request_t *req, const char *name, const char *value);
+
+/* ---- streaming answers (Server-Sent Events) ----
+ * http_respond_stream() answers 200 with a body of unknown length (chunked)
+ * that the application writes to, from any thread, for as long as it likes.
+ * The connection is suspended while there is nothing to send, so an idle
+ * stream costs no thread and no polling.
+ *
+ * Ownership: the stream is shared by the connection and the application.
+ * on_closed runs exactly once (on a server thread) when the connection is
+ * done with it: the client went away, http_stream_end() was called and the
+ * tail was sent, the queue limit was exceeded, or the server is stopping.
+ * The application must still call http_stream_release() once, after which
+ * it must not touch the stream; writes after on_closed fail harmlessly. */
+typedef struct http_stream http_stream_t;
+typedef void (*http_stream_closed_fn)(void *ctx);
+/* max_pending: bytes queued and not yet sent, beyond which the stream is
+ * cut (a client that does not read must not grow our memory). Returns the
+ * stream, or NULL when it could not be created (the request has then been
+ * answered with an error). */
+http_stream_t *http_respond_stream(http_request_t *req, const char *content_type, size_t max_pending,
+                                   http_stream_closed_fn on_closed, void *ctx);
+/* Queues data; 0, or -1 when the stream is closed or has just been cut for
+ * going over max_pending. */
+int http_stream_write(http_stream_t *s, const char *data, size_t len);
+/* Ends the body once what is queued has been sent. */
+void http_stream_end(http_stream_t *s);
+void http_stream_release(http_stream_t *s);
 
 #endif

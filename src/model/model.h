@@ -18,10 +18,17 @@
 #define CLIENT_MESSAGE_ID_MAX 128 /* bytes */
 #define IDEMPOTENCY_WINDOW_MS (24LL * 3600 * 1000)
 
+#define PASSWORD_HASH_MAX 255     /* bytes of an encoded Argon2id hash */
+
 typedef struct user {
     uuid_t id;
     const char *name;
     size_t name_len;
+    /* The account's Argon2id hash in its encoded form ("$argon2id$v=19$..."),
+     * or NULL for a user without a password (created on the open API). Never
+     * rendered; only store_user_find returns it. */
+    const char *password_hash;
+    size_t password_hash_len;
 } user_t;
 
 typedef struct message {

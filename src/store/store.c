@@ -18,6 +18,9 @@ const char *store_strerror(int err) {
 void store_user_create(store_t *s, const user_t *u, store_user_cb cb, void *ctx) { s->ops->user_create(s, u, cb, ctx); }
 void store_user_get(store_t *s, const uuid_t *id, store_user_cb cb, void *ctx) { s->ops->user_get(s, id, cb, ctx); }
 void store_user_find(store_t *s, const char *n, size_t len, store_user_cb cb, void *ctx) { s->ops->user_find(s, n, len, cb, ctx); }
+void store_token_put(store_t *s, const store_token_t *t, store_token_cb cb, void *ctx) { s->ops->token_put(s, t, cb, ctx); }
+void store_token_get(store_t *s, const uint8_t h[STORE_TOKEN_HASH_LEN], store_token_cb cb, void *ctx) { s->ops->token_get(s, h, cb, ctx); }
+void store_token_delete(store_t *s, const uint8_t h[STORE_TOKEN_HASH_LEN], store_token_cb cb, void *ctx) { s->ops->token_delete(s, h, cb, ctx); }
 void store_message_send(store_t *s, const store_send_t *r, store_send_cb cb, void *ctx) { s->ops->message_send(s, r, cb, ctx); }
 void store_messages_list(store_t *s, const store_msg_query_t *q, store_msg_page_cb cb, void *ctx) { s->ops->messages_list(s, q, cb, ctx); }
 void store_conversations_list(store_t *s, const store_conv_query_t *q, store_conv_page_cb cb, void *ctx) { s->ops->conversations_list(s, q, cb, ctx); }

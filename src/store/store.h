@@ -37,10 +37,29 @@ typedef struct store store_t;
 
 /* ---- users ---- */
 typedef void (*store_user_cb)(void *ctx, int err, const user_t *user);
-/* Creates a user; STORE_ECONFLICT when the name (case-insensitively) is taken. */
+/* Creates a user (with its password hash, when it has one); STORE_ECONFLICT
+ * when the name (case-insensitively) is taken. */
 void store_user_create(store_t *s, const user_t *user, store_user_cb cb, void *ctx);
+/* The user without its password hash. */
 void store_user_get(store_t *s, const uuid_t *id, store_user_cb cb, void *ctx);
+/* By name, case-insensitively; the only read that returns the password hash. */
 void store_user_find(store_t *s, const char *name, size_t len, store_user_cb cb, void *ctx);
+
+/* ---- login tokens ----
+ * A bearer token is stored only as its SHA-256, so that a copy of the store
+ * grants nobody a session. Expired tokens read as absent and are purged. */
+#define STORE_TOKEN_HASH_LEN 32
+typedef struct store_token {
+    uint8_t hash[STORE_TOKEN_HASH_LEN];
+    uuid_t user_id;
+    int64_t expires_at_ms;  /* Unix ms */
+} store_token_t;
+typedef void (*store_token_cb)(void *ctx, int err, const store_token_t *token);
+void store_token_put(store_t *s, const store_token_t *t, store_token_cb cb, void *ctx);
+/* STORE_ENOTFOUND when the token is unknown, revoked or expired. */
+void store_token_get(store_t *s, const uint8_t hash[STORE_TOKEN_HASH_LEN], store_token_cb cb, void *ctx);
+/* Revokes; succeeds also when there was no such token. */
+void store_token_delete(store_t *s, const uint8_t hash[STORE_TOKEN_HASH_LEN], store_token_cb cb, void *ctx);
 
 /* ---- send ---- */
 typedef struct store_send {

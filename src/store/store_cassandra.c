@@ -53,6 +53,11 @@
 #define Q_USER_GET "SELECT username FROM users WHERE user_id = ?"
 #define Q_USER_PUT "INSERT INTO users (user_id, username) VALUES (?, ?)"
 #define Q_NAME_GET "SELECT user_id FROM users_by_name WHERE username_lower = ?"
+#define Q_CRED_GET "SELECT password_hash FROM user_credentials WHERE user_id = ?"
+#define Q_CRED_PUT "INSERT INTO user_credentials (user_id, password_hash) VALUES (?, ?)"
+#define Q_TOKEN_GET "SELECT user_id, expires_at FROM auth_tokens WHERE token_hash = ?"
+#define Q_TOKEN_PUT "INSERT INTO auth_tokens (token_hash, user_id, expires_at) VALUES (?, ?, ?) USING TTL ?"
+#define Q_TOKEN_DEL "DELETE FROM auth_tokens WHERE token_hash = ?"
 #define Q_NAME_LWT "INSERT INTO users_by_name (username_lower, user_id) VALUES (?, ?) IF NOT EXISTS"
 #define Q_IDEM_LWT                                                                                  \
     "INSERT INTO idempotency (sender_id, client_message_id, conversation_id, message_id, receiver_id, " \
@@ -253,8 +258,10 @@ typedef struct user_op {
     store_user_cb cb;
     void *ctx;
     user_t user;
+    bool want_hash;         /* user_find: also read the credentials */
     char name[USERNAME_MAX * 4 + 1];
     char folded[USERNAME_MAX * 4 + 1];
+    char hash[PASSWORD_HASH_MAX + 1];
 } user_op_t;
 
 static user_op_t *user_op_new(cass_store_t *s, store_user_cb cb, void *ctx, const char *name, size_t len) {
@@ -276,6 +283,19 @@ static void user_op_finish(user_op_t *op, int err) {
     free(op);
 }
 
+static void on_cred_row(void *arg, int status, cql_result *r) {
+    user_op_t *op = arg;
+    int err = map_cql(status, r, "credentials read");
+    cql_str h;
+    if (!err && cql_result_next_row(r) == 1 && cql_row_get_text(r, 0, &h) == CQL_OK && h.ptr &&
+        h.len <= PASSWORD_HASH_MAX) {
+        memcpy(op->hash, h.ptr, h.len);
+        op->user.password_hash = op->hash;
+        op->user.password_hash_len = h.len;
+    }
+    user_op_finish(op, err);
+}
+
 static void on_user_row(void *arg, int status, cql_result *r) {
     user_op_t *op = arg;
     int err = map_cql(status, r, "user read");
@@ -289,6 +309,11 @@ static void on_user_row(void *arg, int status, cql_result *r) {
             memcpy(op->name, name.ptr, n);
             op->user.name_len = n;
         }
+    }
+    if (!err && op->want_hash) {
+        cql_value v[1] = {v_uuid(&op->user.id)};
+        exec(op->s, Q_CRED_GET, v, 1, NULL, on_cred_row, op);
+        return;
     }
     user_op_finish(op, err);
 }
@@ -316,6 +341,7 @@ static void cass_user_find(store_t *base, const char *name, size_t len, store_us
     if (len == 0 || len > USERNAME_MAX * 4) { cb(ctx, STORE_ENOTFOUND, NULL); return; }
     user_op_t *op = user_op_new(s, cb, ctx, name, len);
     if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->want_hash = true;
     cql_value v[1] = {cql_value_textn(op->folded, len)};
     exec(s, Q_NAME_GET, v, 1, NULL, on_name_row, op);
 }
@@ -325,6 +351,18 @@ static void on_user_put(void *arg, int status, cql_result *r) {
     user_op_finish(op, map_cql(status, r, "user insert"));
 }
 
+static void put_user_row(user_op_t *op) {
+    cql_value v[2] = {v_uuid(&op->user.id), cql_value_textn(op->name, op->user.name_len)};
+    exec(op->s, Q_USER_PUT, v, 2, NULL, on_user_put, op);
+}
+
+static void on_cred_put(void *arg, int status, cql_result *r) {
+    user_op_t *op = arg;
+    int err = map_cql(status, r, "credentials insert");
+    if (err) user_op_finish(op, err);
+    else put_user_row(op);
+}
+
 static void on_name_lwt(void *arg, int status, cql_result *r) {
     user_op_t *op = arg;
     int err = map_cql(status, r, "username reservation");
@@ -332,17 +370,93 @@ static void on_name_lwt(void *arg, int status, cql_result *r) {
     if (!err && (cql_result_next_row(r) != 1 || cql_row_get_bool(r, 0, &applied) != CQL_OK)) err = STORE_EIO;
     if (!err && !applied) err = STORE_ECONFLICT;
     if (err) { user_op_finish(op, err); return; }
-    cql_value v[2] = {v_uuid(&op->user.id), cql_value_textn(op->name, op->user.name_len)};
-    exec(op->s, Q_USER_PUT, v, 2, NULL, on_user_put, op);
+    /* The credentials before the users row: once a user can be found, it
+     * can log in. */
+    if (op->user.password_hash) {
+        cql_value v[2] = {v_uuid(&op->user.id), cql_value_textn(op->hash, op->user.password_hash_len)};
+        exec(op->s, Q_CRED_PUT, v, 2, NULL, on_cred_put, op);
+        return;
+    }
+    put_user_row(op);
 }
 
 static void cass_user_create(store_t *base, const user_t *u, store_user_cb cb, void *ctx) {
     cass_store_t *s = (cass_store_t *)base;
+    if (u->password_hash && u->password_hash_len > PASSWORD_HASH_MAX) { cb(ctx, STORE_EIO, NULL); return; }
     user_op_t *op = user_op_new(s, cb, ctx, u->name, u->name_len);
     if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
     op->user.id = u->id;
+    if (u->password_hash) {
+        memcpy(op->hash, u->password_hash, u->password_hash_len);
+        op->user.password_hash = op->hash;
+        op->user.password_hash_len = u->password_hash_len;
+    }
     cql_value v[2] = {cql_value_textn(op->folded, u->name_len), v_uuid(&u->id)};
     exec_lwt(s, Q_NAME_LWT, v, 2, on_name_lwt, op);
+}
+
+/* ------------------------------------------------------------------ tokens */
+
+typedef struct token_op {
+    store_token_cb cb;
+    void *ctx;
+    store_token_t t;
+} token_op_t;
+
+static token_op_t *token_op_new(store_token_cb cb, void *ctx, const uint8_t *hash) {
+    token_op_t *op = calloc(1, sizeof *op);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return NULL; }
+    op->cb = cb;
+    op->ctx = ctx;
+    memcpy(op->t.hash, hash, STORE_TOKEN_HASH_LEN);
+    return op;
+}
+
+static void token_op_finish(token_op_t *op, int err) {
+    op->cb(op->ctx, err, err ? NULL : &op->t);
+    free(op);
+}
+
+static void on_token_written(void *arg, int status, cql_result *r) {
+    token_op_finish(arg, map_cql(status, r, "token write"));
+}
+
+static void on_token_row(void *arg, int status, cql_result *r) {
+    token_op_t *op = arg;
+    int err = map_cql(status, r, "token read");
+    /* The row's TTL ends with the token; the time check covers the last
+     * second and clocks that disagree. */
+    if (!err && (cql_result_next_row(r) != 1 || !row_uuid(r, 0, &op->t.user_id) ||
+                 cql_row_get_timestamp(r, 1, &op->t.expires_at_ms) != CQL_OK ||
+                 op->t.expires_at_ms <= time_now_ms()))
+        err = STORE_ENOTFOUND;
+    token_op_finish(op, err);
+}
+
+static void cass_token_put(store_t *base, const store_token_t *t, store_token_cb cb, void *ctx) {
+    token_op_t *op = token_op_new(cb, ctx, t->hash);
+    if (!op) return;
+    op->t = *t;
+    int64_t ttl_s = (t->expires_at_ms - time_now_ms()) / 1000 + 1;
+    if (ttl_s < 1) ttl_s = 1;
+    if (ttl_s > 630720000) ttl_s = 630720000; /* Cassandra's largest TTL: 20 years */
+    cql_value v[4] = {cql_value_blob(op->t.hash, STORE_TOKEN_HASH_LEN), v_uuid(&op->t.user_id),
+                      cql_value_timestamp(op->t.expires_at_ms), cql_value_int((int32_t)ttl_s)};
+    exec((cass_store_t *)base, Q_TOKEN_PUT, v, 4, NULL, on_token_written, op);
+}
+
+static void cass_token_get(store_t *base, const uint8_t *hash, store_token_cb cb, void *ctx) {
+    token_op_t *op = token_op_new(cb, ctx, hash);
+    if (!op) return;
+    cql_value v[1] = {cql_value_blob(op->t.hash, STORE_TOKEN_HASH_LEN)};
+    exec((cass_store_t *)base, Q_TOKEN_GET, v, 1, NULL, on_token_row, op);
+}
+
+static void cass_token_delete(store_t *base, const uint8_t *hash, store_token_cb cb, void *ctx) {
+    token_op_t *op = token_op_new(cb, ctx, hash);
+    if (!op) return;
+    cql_value v[1] = {cql_value_blob(op->t.hash, STORE_TOKEN_HASH_LEN)};
+    exec((cass_store_t *)base, Q_TOKEN_DEL, v, 1, NULL, on_token_written, op);
 }
 
 /* ------------------------------------------------------------------ send */
@@ -1206,6 +1320,8 @@ static int create_schema(const store_cassandra_config_t *cfg) {
         "CREATE TABLE IF NOT EXISTS %s.idempotency (sender_id uuid, client_message_id text, conversation_id uuid, "
         "message_id timeuuid, receiver_id uuid, content_sha256 blob, PRIMARY KEY ((sender_id, client_message_id))) "
         "WITH default_time_to_live = 86400",
+        "CREATE TABLE IF NOT EXISTS %s.user_credentials (user_id uuid PRIMARY KEY, password_hash text)",
+        "CREATE TABLE IF NOT EXISTS %s.auth_tokens (token_hash blob PRIMARY KEY, user_id uuid, expires_at timestamp)",
     };
     int rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     for (size_t i = 0; rc == CQL_OK && i < sizeof tables / sizeof tables[0]; i++) {
@@ -1352,6 +1468,9 @@ static const store_ops_t CASS_OPS = {
     .user_create = cass_user_create,
     .user_get = cass_user_get,
     .user_find = cass_user_find,
+    .token_put = cass_token_put,
+    .token_get = cass_token_get,
+    .token_delete = cass_token_delete,
     .message_send = cass_message_send,
     .messages_list = cass_messages_list,
     .conversations_list = cass_conversations_list,

@@ -14,6 +14,9 @@ typedef struct store_ops {
     void (*user_create)(store_t *, const user_t *, store_user_cb, void *);
     void (*user_get)(store_t *, const uuid_t *, store_user_cb, void *);
     void (*user_find)(store_t *, const char *, size_t, store_user_cb, void *);
+    void (*token_put)(store_t *, const store_token_t *, store_token_cb, void *);
+    void (*token_get)(store_t *, const uint8_t *, store_token_cb, void *);
+    void (*token_delete)(store_t *, const uint8_t *, store_token_cb, void *);
     void (*message_send)(store_t *, const store_send_t *, store_send_cb, void *);
     void (*messages_list)(store_t *, const store_msg_query_t *, store_msg_page_cb, void *);
     void (*conversations_list)(store_t *, const store_conv_query_t *, store_conv_page_cb, void *);

@@ -47,11 +47,12 @@
 #include "util/timefmt.h"
 
 enum { DB_USERS, DB_USERS_BY_NAME, DB_MESSAGES, DB_CONVS_BY_USER, DB_CONV_META,
-       DB_RECENCY, DB_IDEM, DB_IDEM_BY_TIME, DB_COUNT };
+       DB_RECENCY, DB_IDEM, DB_IDEM_BY_TIME, DB_CREDENTIALS, DB_TOKENS, DB_TOKENS_BY_EXPIRY, DB_COUNT };
 
 static const char *const DB_NAMES[DB_COUNT] = {
     "users", "users_by_name", "messages_by_conversation", "conversations_by_user",
     "conversation_metadata", "conversations_by_recency", "idempotency", "idempotency_by_time",
+    "credentials", "auth_tokens", "auth_tokens_by_expiry",
 };
 
 #define MSG_HDR 40       /* sender 16, receiver 16, created_ms 8 */
@@ -59,9 +60,10 @@ static const char *const DB_NAMES[DB_COUNT] = {
 #define META_LEN 40      /* created_ms 8, user_lo 16, user_hi 16 */
 #define IDEM_LEN 40      /* created_ms 8, conv 16, message_id 16 */
 #define MAX_PAGE 100
-#define IDEM_PRUNE_PER_BATCH 64
+#define TOKEN_LEN 24     /* expires_ms 8, user 16 */
+#define PRUNE_PER_BATCH 64 /* expired rows deleted per commit, per kind */
 
-typedef enum { OP_USER_CREATE, OP_SEND, OP_CONV_OPEN } op_kind_t;
+typedef enum { OP_USER_CREATE, OP_SEND, OP_CONV_OPEN, OP_TOKEN_PUT, OP_TOKEN_DEL } op_kind_t;
 
 /* One queued write. Inputs are copied in, results written back, and the
  * callback invoked after the commit. */
@@ -69,10 +71,11 @@ typedef struct op {
     struct op *next;
     op_kind_t kind;
     void *ctx;
-    union { store_user_cb user; store_send_cb send; store_conv_cb conv; } cb;
+    union { store_user_cb user; store_send_cb send; store_conv_cb conv; store_token_cb token; } cb;
     int err;
     bool replayed;
-    user_t user;            /* OP_USER_CREATE: name points into `text` */
+    user_t user;            /* OP_USER_CREATE: name and hash point into `text` */
+    store_token_t token;    /* OP_TOKEN_PUT, OP_TOKEN_DEL */
     store_send_t send;      /* OP_SEND: strings point into `text` */
     message_t msg;          /* OP_SEND result; content points into `text` or `result_text` */
     conversation_t conv;    /* OP_CONV_OPEN */
@@ -183,6 +186,17 @@ static void lmdb_user_find(store_t *base, const char *name, size_t len, store_us
         if (rc == 0) {
             u.name = v.mv_data;
             u.name_len = v.mv_size;
+            u.password_hash = NULL;
+            u.password_hash_len = 0;
+            rc = mdb_get(txn, s->dbi[DB_CREDENTIALS], &k, &v);
+            if (rc == 0) {
+                u.password_hash = v.mv_data;
+                u.password_hash_len = v.mv_size;
+            } else if (rc != MDB_NOTFOUND) {
+                cb(ctx, map_err(rc), NULL);
+                mdb_txn_abort(txn);
+                return;
+            }
             cb(ctx, STORE_OK, &u);
             mdb_txn_abort(txn);
             return;
@@ -190,6 +204,28 @@ static void lmdb_user_find(store_t *base, const char *name, size_t len, store_us
     }
     cb(ctx, rc ? map_err(rc) : STORE_EIO, NULL);
     mdb_txn_abort(txn);
+}
+
+static void lmdb_token_get(store_t *base, const uint8_t *hash, store_token_cb cb, void *ctx) {
+    lmdb_store_t *s = (lmdb_store_t *)base;
+    MDB_txn *txn;
+    int err = read_begin(s, &txn);
+    if (err) { cb(ctx, err, NULL); return; }
+    MDB_val k = val(hash, STORE_TOKEN_HASH_LEN), v;
+    int rc = mdb_get(txn, s->dbi[DB_TOKENS], &k, &v);
+    store_token_t t;
+    if (rc == 0 && v.mv_size == TOKEN_LEN) {
+        memcpy(t.hash, hash, STORE_TOKEN_HASH_LEN);
+        t.expires_at_ms = (int64_t)be64_get(v.mv_data);
+        memcpy(t.user_id.b, (const uint8_t *)v.mv_data + 8, 16);
+        /* Expired rows are purged by the writer; until then they are absent. */
+        if (t.expires_at_ms <= time_now_ms()) rc = MDB_NOTFOUND;
+    } else if (rc == 0) {
+        rc = MDB_CORRUPTED;
+    }
+    mdb_txn_abort(txn);
+    if (rc) cb(ctx, map_err(rc), NULL);
+    else cb(ctx, STORE_OK, &t);
 }
 
 static bool has_prefix(const MDB_val *k, const uint8_t *prefix, size_t n) {
@@ -378,6 +414,7 @@ static void enqueue(lmdb_store_t *s, op_t *op) {
         case OP_USER_CREATE: op->cb.user(op->ctx, op->err, NULL); break;
         case OP_SEND: op->cb.send(op->ctx, op->err, NULL, false); break;
         case OP_CONV_OPEN: op->cb.conv(op->ctx, op->err, NULL); break;
+        case OP_TOKEN_PUT: case OP_TOKEN_DEL: op->cb.token(op->ctx, op->err, NULL); break;
         }
         free(op);
         return;
@@ -390,7 +427,8 @@ static void enqueue(lmdb_store_t *s, op_t *op) {
 }
 
 static void lmdb_user_create(store_t *base, const user_t *u, store_user_cb cb, void *ctx) {
-    op_t *op = calloc(1, sizeof *op + u->name_len + 1);
+    size_t hash_len = u->password_hash ? u->password_hash_len : 0;
+    op_t *op = calloc(1, sizeof *op + u->name_len + hash_len + 1);
     if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
     op->kind = OP_USER_CREATE;
     op->cb.user = cb;
@@ -399,7 +437,33 @@ static void lmdb_user_create(store_t *base, const user_t *u, store_user_cb cb, v
     memcpy(op->text, u->name, u->name_len);
     op->user.name = op->text;
     op->user.name_len = u->name_len;
+    if (u->password_hash) {
+        memcpy(op->text + u->name_len, u->password_hash, hash_len);
+        op->user.password_hash = op->text + u->name_len;
+        op->user.password_hash_len = hash_len;
+    }
     enqueue((lmdb_store_t *)base, op);
+}
+
+static void token_enqueue(lmdb_store_t *s, op_kind_t kind, const store_token_t *t, store_token_cb cb, void *ctx) {
+    op_t *op = calloc(1, sizeof *op);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->kind = kind;
+    op->cb.token = cb;
+    op->ctx = ctx;
+    op->token = *t;
+    enqueue(s, op);
+}
+
+static void lmdb_token_put(store_t *base, const store_token_t *t, store_token_cb cb, void *ctx) {
+    token_enqueue((lmdb_store_t *)base, OP_TOKEN_PUT, t, cb, ctx);
+}
+
+static void lmdb_token_delete(store_t *base, const uint8_t *hash, store_token_cb cb, void *ctx) {
+    store_token_t t;
+    memset(&t, 0, sizeof t);
+    memcpy(t.hash, hash, STORE_TOKEN_HASH_LEN);
+    token_enqueue((lmdb_store_t *)base, OP_TOKEN_DEL, &t, cb, ctx);
 }
 
 static void lmdb_message_send(store_t *base, const store_send_t *r, store_send_cb cb, void *ctx) {
@@ -447,7 +511,40 @@ static int apply_user_create(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
     v = val(op->user.id.b, 16);
     if ((rc = mdb_put(txn, s->dbi[DB_USERS_BY_NAME], &nk, &v, 0))) return map_err(rc);
     v = val(op->user.name, op->user.name_len);
-    return map_err(mdb_put(txn, s->dbi[DB_USERS], &ik, &v, 0));
+    if ((rc = mdb_put(txn, s->dbi[DB_USERS], &ik, &v, 0))) return map_err(rc);
+    if (!op->user.password_hash) return STORE_OK;
+    v = val(op->user.password_hash, op->user.password_hash_len);
+    return map_err(mdb_put(txn, s->dbi[DB_CREDENTIALS], &ik, &v, 0));
+}
+
+/* tokens: hash -> expires . user, and expires . hash -> "" for purging. */
+static int apply_token_put(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
+    const store_token_t *t = &op->token;
+    uint8_t rec[TOKEN_LEN], tk[8 + STORE_TOKEN_HASH_LEN];
+    be64_put(rec, (uint64_t)t->expires_at_ms);
+    memcpy(rec + 8, t->user_id.b, 16);
+    memcpy(tk, rec, 8);
+    memcpy(tk + 8, t->hash, STORE_TOKEN_HASH_LEN);
+    MDB_val k = val(t->hash, STORE_TOKEN_HASH_LEN), v = val(rec, sizeof rec), ek = val(tk, sizeof tk), empty = val("", 0);
+    int rc = mdb_put(txn, s->dbi[DB_TOKENS], &k, &v, 0);
+    if (!rc) rc = mdb_put(txn, s->dbi[DB_TOKENS_BY_EXPIRY], &ek, &empty, 0);
+    return map_err(rc);
+}
+
+static int apply_token_del(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
+    MDB_val k = val(op->token.hash, STORE_TOKEN_HASH_LEN), v;
+    int rc = mdb_get(txn, s->dbi[DB_TOKENS], &k, &v);
+    if (rc == MDB_NOTFOUND) return STORE_OK;
+    if (rc) return map_err(rc);
+    if (v.mv_size == TOKEN_LEN) {
+        uint8_t tk[8 + STORE_TOKEN_HASH_LEN];
+        memcpy(tk, v.mv_data, 8);
+        memcpy(tk + 8, op->token.hash, STORE_TOKEN_HASH_LEN);
+        MDB_val ek = val(tk, sizeof tk);
+        rc = mdb_del(txn, s->dbi[DB_TOKENS_BY_EXPIRY], &ek, NULL);
+        if (rc && rc != MDB_NOTFOUND) return map_err(rc);
+    }
+    return map_err(mdb_del(txn, s->dbi[DB_TOKENS], &k, NULL));
 }
 
 static bool user_exists(lmdb_store_t *s, MDB_txn *txn, const uuid_t *id) {
@@ -600,20 +697,22 @@ static int idem_record(lmdb_store_t *s, MDB_txn *txn, const op_t *op, int64_t no
 
 /* Deletes a bounded number of idempotency keys older than the window, so
  * that the tables stay small without a separate sweeper. */
-static int idem_prune(lmdb_store_t *s, MDB_txn *txn, int64_t now) {
+/* Deletes up to PRUNE_PER_BATCH rows whose time (the first 8 bytes of both
+ * the index key and the primary value) is before `before`: index rows are
+ * time . primary-key -> "", so expired ones come first. A primary row is
+ * deleted only if it still carries that time (it may have been rewritten). */
+static int prune_expired(lmdb_store_t *s, MDB_txn *txn, int by_time, int primary, int64_t before) {
     MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, s->dbi[DB_IDEM_BY_TIME], &c);
+    int rc = mdb_cursor_open(txn, s->dbi[by_time], &c);
     if (rc) return map_err(rc);
     MDB_val k, v;
     int n = 0;
     rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    while (rc == 0 && n < IDEM_PRUNE_PER_BATCH && k.mv_size > 24 &&
-           (int64_t)be64_get(k.mv_data) < now - IDEMPOTENCY_WINDOW_MS) {
-        /* Delete the primary entry only if it still belongs to this time. */
+    while (rc == 0 && n < PRUNE_PER_BATCH && k.mv_size > 8 && (int64_t)be64_get(k.mv_data) < before) {
         MDB_val pk = val((const uint8_t *)k.mv_data + 8, k.mv_size - 8), pv;
-        int rc2 = mdb_get(txn, s->dbi[DB_IDEM], &pk, &pv);
-        if (rc2 == 0 && pv.mv_size >= IDEM_LEN && memcmp(pv.mv_data, k.mv_data, 8) == 0)
-            rc2 = mdb_del(txn, s->dbi[DB_IDEM], &pk, NULL);
+        int rc2 = mdb_get(txn, s->dbi[primary], &pk, &pv);
+        if (rc2 == 0 && pv.mv_size >= 8 && memcmp(pv.mv_data, k.mv_data, 8) == 0)
+            rc2 = mdb_del(txn, s->dbi[primary], &pk, NULL);
         if (rc2 && rc2 != MDB_NOTFOUND) { rc = rc2; break; }
         rc = mdb_cursor_del(c, 0);
         if (rc) break;
@@ -700,6 +799,8 @@ static int apply_op(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     case OP_USER_CREATE: return apply_user_create(s, txn, op);
     case OP_SEND: return apply_send(s, txn, op, now);
     case OP_CONV_OPEN: return apply_open(s, txn, op, now);
+    case OP_TOKEN_PUT: return apply_token_put(s, txn, op);
+    case OP_TOKEN_DEL: return apply_token_del(s, txn, op);
     }
     return STORE_EIO;
 }
@@ -733,24 +834,26 @@ static void complete(op_t *op) {
     case OP_USER_CREATE: op->cb.user(op->ctx, op->err, op->err ? NULL : &op->user); break;
     case OP_SEND: op->cb.send(op->ctx, op->err, op->err ? NULL : &op->msg, op->replayed); break;
     case OP_CONV_OPEN: op->cb.conv(op->ctx, op->err, op->err ? NULL : &op->conv); break;
+    case OP_TOKEN_PUT: case OP_TOKEN_DEL: op->cb.token(op->ctx, op->err, op->err ? NULL : &op->token); break;
     }
     free(op->result_text);
     free(op);
 }
 
-/* Expires idempotency keys inside the batch's transaction; in a nested one
+/* Expires idempotency keys and login tokens inside the batch's transaction; in a nested one
  * (when there can be one), so that a failure here (map full) never fails
  * the batch's writes. Bulk mode has no nested transactions, and no keys. */
 static void prune(lmdb_store_t *s, MDB_txn *parent, int64_t now) {
     if (s->bulk) return;
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, parent, 0, &txn);
-    int err = rc ? map_err(rc) : idem_prune(s, txn, now);
+    int err = rc ? map_err(rc) : prune_expired(s, txn, DB_IDEM_BY_TIME, DB_IDEM, now - IDEMPOTENCY_WINDOW_MS);
+    if (!err) err = prune_expired(s, txn, DB_TOKENS_BY_EXPIRY, DB_TOKENS, now + 1);
     if (!rc) {
         if (err) mdb_txn_abort(txn);
         else err = map_err(mdb_txn_commit(txn));
     }
-    if (err) log_warn("store", "idempotency prune: %s", store_strerror(err));
+    if (err) log_warn("store", "pruning expired keys and tokens: %s", store_strerror(err));
 }
 
 /* Applies a batch in one transaction and commits it with one fsync. */
@@ -884,6 +987,9 @@ static const store_ops_t LMDB_OPS = {
     .user_create = lmdb_user_create,
     .user_get = lmdb_user_get,
     .user_find = lmdb_user_find,
+    .token_put = lmdb_token_put,
+    .token_get = lmdb_token_get,
+    .token_delete = lmdb_token_delete,
     .message_send = lmdb_message_send,
     .messages_list = lmdb_messages_list,
     .conversations_list = lmdb_conversations_list,
