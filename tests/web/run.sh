@@ -89,7 +89,9 @@ done
 log "server on 127.0.0.1:$port (pid $server_pid)"
 
 mkdir -p "$here/artifacts"
+# The reconnection test starts a second server of its own from MESSENGER_BIN.
 (cd "$here" && MESSENGER_URL="http://127.0.0.1:$port" CHROMIUM_PATH="$chromium" \
+    MESSENGER_BIN="$bin" MESSENGER_WEB_DIR="$repo/web" \
     node --test --test-reporter=tap --test-timeout=120000 e2e.test.mjs)
 status=$?
 
