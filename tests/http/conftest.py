@@ -12,6 +12,14 @@ Fixtures
     server_factory  start/stop servers on a given directory (restart tests)
     lib             helper functions (conversation id derivation, format checks,
                     page walks, store snapshots)
+    auth_server     module-scoped server with accounts and access control on
+                    (fast password hashing, 1 s SSE heartbeat)
+    new_account     registers + logs in a fresh user on ``auth_server``:
+                    an Account with .user_id .username .password .token .client
+
+Every server starts with MESSENGER_AUTH=off unless asked for auth (the open,
+FastAPI-compatible API the older tests were written for); ``auth=True``
+starts it with MESSENGER_AUTH=on, ``auth=None`` leaves the server's default.
 
 Only pytest and the standard library are used.
 """
@@ -123,16 +131,52 @@ def run_seed(data_dir):
     return proc
 
 
-class ServerProcess:
-    """One running `messenger serve` process."""
+# Password hashing that costs about a millisecond: registrations and logins
+# are part of most auth tests.
+FAST_ARGON2 = ("--argon2-memory-kib", "1024", "--argon2-iterations", "1")
+AUTH_ARGS = FAST_ARGON2 + ("--sse-heartbeat", "1")
 
-    def __init__(self, data_dir, log_dir=None):
+
+def server_env(auth=False, env=None):
+    """The environment of a server: ours, with MESSENGER_AUTH set from auth
+    (False: off, True: on, None: unset, so the server's default applies),
+    then env's entries (a value of None removes the variable)."""
+    e = dict(os.environ)
+    e.pop("MESSENGER_AUTH", None)
+    if auth is not None:
+        e["MESSENGER_AUTH"] = "on" if auth else "off"
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = str(v)
+    return e
+
+
+class ServerProcess:
+    """One running `messenger serve` process.
+
+    args are extra command-line flags; auth and env make the environment
+    (see server_env): by default MESSENGER_AUTH=off."""
+
+    def __init__(self, data_dir, log_dir=None, args=(), env=None, auth=False):
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir) if log_dir else self.data_dir.parent
+        self.args = [str(a) for a in args]
+        self.env = env
+        self.auth = auth
         self.proc = None
         self.port = None
         self.log_path = None
         self.returncode = None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    def command(self):
+        return [MESSENGER_BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
+                *store_args(self.data_dir), "--log-level", "warn", *self.args]
 
     @property
     def host(self):
@@ -161,8 +205,7 @@ class ServerProcess:
             log = open(self.log_path, "wb")
             try:
                 self.proc = subprocess.Popen(
-                    [MESSENGER_BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
-                     *store_args(self.data_dir), "--log-level", "warn"],
+                    self.command(), env=server_env(self.auth, self.env),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
             finally:
@@ -180,8 +223,8 @@ class ServerProcess:
         pytest.fail(
             f"messenger did not become healthy within {STARTUP_TIMEOUT}s "
             f"(exit code {self.proc.poll()}, last error {last_error!r}).\n"
-            f"command: {MESSENGER_BIN} serve --listen 127.0.0.1:{self.port} "
-            f"{' '.join(store_args(self.data_dir))} --log-level warn\n"
+            f"command: MESSENGER_AUTH={server_env(self.auth, self.env).get('MESSENGER_AUTH', '')} "
+            f"{' '.join(self.command())}\n"
             f"--- server log ---\n{self.log_text()}",
             pytrace=False,
         )
@@ -233,7 +276,9 @@ class ServerProcess:
             f"expected 0 within {SHUTDOWN_TIMEOUT}s)\n--- server log ---\n{self.log_text()}"
         )
 
-    def client(self, retry=True):
+    def client(self, retry=True, token=None):
+        if token is not None:
+            return AuthClient(self.host, self.port, token, retry=retry)
         return Client(self.host, self.port, retry=retry)
 
 
@@ -267,8 +312,8 @@ class ServerFactory:
         d = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp_root))
         return d
 
-    def start(self, data_dir):
-        srv = ServerProcess(data_dir, log_dir=self.tmp_root)
+    def start(self, data_dir, args=(), env=None, auth=False):
+        srv = ServerProcess(data_dir, log_dir=self.tmp_root, args=args, env=env, auth=auth)
         srv.start()
         self.started.append(srv)
         return srv
@@ -375,6 +420,66 @@ class Client:
 
     def walk_conversations(self, uid, limit=100):
         return walk_conversations(self, uid, limit)
+
+
+class AuthClient(Client):
+    """A Client that sends `Authorization: Bearer <token>` with every request
+    (a headers argument can override it). token may be changed at any time."""
+
+    def __init__(self, host, port, token, retry=True, timeout=30):
+        super().__init__(host, port, retry=retry, timeout=timeout)
+        self.token = token
+
+    def call(self, method, path, body=None, raw=None, headers=None):
+        hdrs = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if headers:
+            hdrs.update(headers)
+        return super().call(method, path, body=body, raw=raw, headers=hdrs)
+
+
+def new_username(prefix="user"):
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def new_password():
+    return "pw-" + uuid.uuid4().hex
+
+
+def register(client, username=None, password=None):
+    """POST /api/users with a password; asserts 201. Returns (user, password)."""
+    username = username or new_username()
+    password = password or new_password()
+    status, body, _ = client.call("POST", "/api/users", {"username": username, "password": password})
+    assert status == 201, ("registration failed", status, body)
+    return body, password
+
+
+def login(client, username, password):
+    """POST /api/auth/login; asserts 200 and returns the body."""
+    status, body, _ = client.call("POST", "/api/auth/login", {"username": username, "password": password})
+    assert status == 200, ("login failed", status, body)
+    return body
+
+
+class Account(types.SimpleNamespace):
+    """A registered, logged-in user: user_id, username, password, token,
+    login (the login answer) and client (an AuthClient with the token)."""
+
+    def close(self):
+        self.client.close()
+
+
+def make_account(server, username=None, password=None):
+    """Registers a fresh user on server, logs in, returns an Account."""
+    c = server.client()
+    try:
+        user, password = register(c, username, password)
+        body = login(c, user["username"], password)
+    finally:
+        c.close()
+    return Account(user_id=user["user_id"], username=user["username"], password=password,
+                   token=body["access_token"], login=body,
+                   client=server.client(token=body["access_token"]))
 
 
 def query(params):
@@ -512,7 +617,19 @@ LIB = types.SimpleNamespace(
     query=query,
     run_seed=run_seed,
     Client=Client,
+    AuthClient=AuthClient,
     ServerProcess=ServerProcess,
+    new_username=new_username,
+    new_password=new_password,
+    register=register,
+    login=login,
+    new_account=make_account,
+    make_account=make_account,
+    server_env=server_env,
+    FAST_ARGON2=FAST_ARGON2,
+    AUTH_ARGS=AUTH_ARGS,
+    CASSANDRA=CASSANDRA,
+    SHUTDOWN_TIMEOUT=SHUTDOWN_TIMEOUT,
     MESSENGER_BIN=MESSENGER_BIN,
 )
 
@@ -565,6 +682,32 @@ def seeded_client(seeded_server):
     c = seeded_server.client()
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def auth_server(_module_tmp):
+    """Accounts and access control on; fast hashing; 1 s SSE heartbeat."""
+    data_dir = _module_tmp / "auth"
+    data_dir.mkdir()
+    srv = ServerProcess(data_dir, log_dir=_module_tmp, args=AUTH_ARGS, auth=True).start()
+    yield srv
+    srv.stop_and_check()
+
+
+@pytest.fixture
+def new_account(auth_server):
+    """new_account(username=None, password=None) -> a logged-in Account on
+    auth_server; its client is closed after the test."""
+    made = []
+
+    def make(username=None, password=None):
+        acct = make_account(auth_server, username, password)
+        made.append(acct)
+        return acct
+
+    yield make
+    for a in made:
+        a.close()
 
 
 @pytest.fixture
