@@ -435,8 +435,22 @@ async function findConversationWith(userId) {
 
 // ---------------------------------------------------------------- thread
 
+const narrowScreen = window.matchMedia('(max-width: 720px)');
+
+// On a phone the list and the thread are two views. Opening a thread there adds a
+// history entry, so the browser's (or the phone's) back gesture returns to the list.
 function setPane(pane) {
-  $('app-view').dataset.pane = pane;
+  const view = $('app-view');
+  if (pane === 'thread' && view.dataset.pane !== 'thread' && narrowScreen.matches
+      && !(history.state && history.state.messengerPane === 'thread')) {
+    history.pushState({ messengerPane: 'thread' }, '');
+  }
+  view.dataset.pane = pane;
+}
+
+function showList() {
+  if (history.state && history.state.messengerPane === 'thread') history.back();   // popstate shows the list
+  else setPane('list');
 }
 
 function closeThreadView() {
@@ -947,10 +961,13 @@ function bind() {
   $('conversations-more').addEventListener('click', async () => {
     try { await loadMoreConversations(); } catch (e) { showError($('global-error'), e.message); }
   });
-  $('back-button').addEventListener('click', () => {
-    setPane('list');
-    const active = document.querySelector('.conversation.active');
-    if (active) active.focus();
+  $('back-button').addEventListener('click', showList);
+  window.addEventListener('popstate', () => {
+    if ($('app-view').dataset.pane !== 'list') {
+      setPane('list');
+      const active = document.querySelector('.conversation.active');
+      if (active) active.focus();
+    }
   });
   $('message-scroller').addEventListener('scroll', onScroll, { passive: true });
   $('composer').addEventListener('submit', onSend);

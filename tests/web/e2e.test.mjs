@@ -346,6 +346,14 @@ test('phone-sized screen: list and thread are separate views', async () => {
     await tid(page, 'back-button').click();
     await tid(page, 'list-pane').waitFor({ state: 'visible' });
     assert.equal(await tid(page, 'thread-pane').isVisible(), false);
+
+    // The browser's back gesture also returns from a thread to the list, without leaving the app.
+    await item.click();
+    await tid(page, 'thread-pane').waitFor({ state: 'visible' });
+    await page.goBack();
+    await tid(page, 'list-pane').waitFor({ state: 'visible' });
+    assert.equal(await tid(page, 'thread-pane').isVisible(), false);
+    assert.equal(await tid(page, 'app-view').isVisible(), true);
   } finally {
     await ctx.close();
   }
