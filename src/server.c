@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <string.h>
 
+#include "events/events.h"
 #include "store/store_cassandra.h"
 #include "store/store_lmdb.h"
 #include "util/log.h"
@@ -74,7 +75,26 @@ int server_run(const config_t *cfg) {
     raise_fd_limit(cfg->max_connections);
     server_t srv;
     if (server_open_store(&srv, cfg, false) != 0) return 1;
-    srv.api = (api_t){.store = srv.store, .max_content = cfg->max_content};
+    srv.api = (api_t){
+        .store = srv.store,
+        .max_content = cfg->max_content,
+        .auth = cfg->auth,
+        .password = {.memory_kib = cfg->argon2_memory_kib, .iterations = cfg->argon2_iterations},
+        .token_ttl_s = cfg->token_ttl_s,
+        .sse_max_pending = cfg->sse_max_pending,
+    };
+    if (events_open(cfg->broker, cfg->sse_heartbeat_s, &srv.api.events) != 0) {
+        store_close(srv.store);
+        return 1;
+    }
+    if (api_init(&srv.api, cfg->web_dir, cfg->login_attempts, cfg->login_window_s) != 0) {
+        events_close(srv.api.events);
+        store_close(srv.store);
+        return 1;
+    }
+    if (!cfg->auth)
+        log_warn("server", "authentication is OFF: anyone who can reach this server can read and send as anyone "
+                           "(use only behind a gateway that authenticates)");
     http_server_config_t hc = {
         .host = cfg->host,
         .port = cfg->port,
@@ -85,6 +105,8 @@ int server_run(const config_t *cfg) {
         .connection_memory = cfg->connection_memory,
     };
     if (http_server_start(&hc, api_handle, &srv.api, &srv.http) != 0) {
+        api_fini(&srv.api);
+        events_close(srv.api.events);
         store_close(srv.store);
         return 1;
     }
@@ -96,9 +118,12 @@ int server_run(const config_t *cfg) {
     /* Answer what is in flight, then close the store, which flushes pending
      * commits and answers (or fails) whatever still waits on it, and only
      * then stop HTTP: no connection may be left suspended. */
-    http_server_drain(srv.http, cfg->shutdown_grace_ms);
+    http_server_drain(srv.http, cfg->shutdown_grace_ms); /* also ends every event stream */
+    api_drain(&srv.api);
     store_close(srv.store);
     http_server_destroy(srv.http);
+    api_fini(&srv.api);
+    events_close(srv.api.events); /* every stream has left the hub with its connection */
     log_info("server", "stopped cleanly");
     return 0;
 }

@@ -17,7 +17,7 @@ static void on_list(void *ctx, int err, const store_conv_page_t *page) {
         respond_store_error(req, err, "User not found");
         return;
     }
-    const conv_list_state_t *st = http_request_scratch(req);
+    const conv_list_state_t *st = (void *)api_call(req)->state;
     buf_t b;
     buf_init(&b);
     render_page_begin(&b, page->count, st->limit);
@@ -44,6 +44,11 @@ void conversations_list(http_request_t *req, void *app, const http_params_t *p) 
         http_respond_error(req, 422, e.detail);
         return;
     }
+    const api_call_t *call = api_call(req);
+    if (call->has_caller && uuid_cmp(&call->caller, &q.user_id) != 0) {
+        http_respond_error(req, 404, "User not found"); /* another user's list: not for the caller to see */
+        return;
+    }
     const char *cur = http_request_query(req, "before_conversation_id");
     if (cur) {
         cursor_kind_t kind = conv_cursor_parse(cur, strlen(cur), &q.cursor_activity, &q.cursor_id);
@@ -54,13 +59,14 @@ void conversations_list(http_request_t *req, void *app, const http_params_t *p) 
         q.has_cursor = true;
         q.cursor_is_id = kind == CURSOR_BARE_ID;
     }
-    conv_list_state_t *st = http_request_scratch(req);
+    conv_list_state_t *st = (void *)api_call(req)->state;
     st->limit = q.limit;
     store_conversations_list(api->store, &q, on_list, req);
 }
 
 static void on_conversation(void *ctx, int err, const conversation_t *c) {
     http_request_t *req = ctx;
+    if (!err && !api_may_read(api_call(req), c)) err = STORE_ENOTFOUND;
     if (err) {
         respond_store_error(req, err, "Conversation not found");
         return;

@@ -16,9 +16,27 @@ void messages_list(http_request_t *req, void *app, const http_params_t *p);
 void conversations_list(http_request_t *req, void *app, const http_params_t *p);
 void conversations_get(http_request_t *req, void *app, const http_params_t *p);
 
+void auth_login(http_request_t *req, void *app, const http_params_t *p);
+void auth_logout(http_request_t *req, void *app, const http_params_t *p);
+void auth_me(http_request_t *req, void *app, const http_params_t *p);
+
+void events_stream(http_request_t *req, void *app, const http_params_t *p);
+
+/* GET / from a browser (Accept: text/html): answers with the web client
+ * and returns true; false when there is none or the client wants JSON. */
+bool web_index(http_request_t *req, const api_t *api);
+void web_static(http_request_t *req, void *app, const http_params_t *p);
+
 void service_root(http_request_t *req, void *app, const http_params_t *p);
 void service_health(http_request_t *req, void *app, const http_params_t *p);
 void service_openapi(http_request_t *req, void *app, const http_params_t *p);
+
+/* Whether the call may see conversation c: always with auth off, else
+ * only when the caller is one of its two participants. */
+bool api_may_read(const api_call_t *call, const conversation_t *c);
+
+/* Renders m as a Server-Sent Event and hands it to the event hub. */
+void events_publish_message(api_t *api, const message_t *m);
 
 /* Answers a failed store operation with the matching status and detail;
  * `what` names the thing that was not found (e.g. "User not found"). */

@@ -1,5 +1,6 @@
 /* messages.c - sending (POST /api/messages/, .../send) and reading
  * (GET /api/messages/conversation/{id}[/before]) messages. */
+#include <stdio.h>
 #include <string.h>
 
 #include "api/handlers.h"
@@ -22,10 +23,30 @@ static void on_sent(void *ctx, int err, const message_t *m, bool replayed) {
         uuid_format(&m->id, id);
         log_debug("api", "req=%s message %s %s", http_request_id(req), id, replayed ? "replayed" : "stored");
     }
+    if (!replayed) events_publish_message(api_call(req)->api, m);
     buf_t b;
     buf_init(&b);
     render_message(&b, m);
     http_respond_json(req, replayed ? 200 : 201, &b);
+}
+
+/* The sender: the caller when there is one (sender_id, if given, must be
+ * the caller), else the body's sender_id. */
+static int sender_of(const api_call_t *call, json_t *body, uuid_t *out, unsigned *status, input_err_t *e) {
+    *status = 422;
+    if (!call->has_caller) return input_uuid(body, "sender_id", out, e);
+    json_t *given = json_object_get(body, "sender_id");
+    if (given && !json_is_null(given)) {
+        uuid_t id;
+        if (input_uuid(body, "sender_id", &id, e)) return -1;
+        if (uuid_cmp(&id, &call->caller) != 0) {
+            *status = 403;
+            snprintf(e->detail, sizeof e->detail, "sender_id must be the authenticated user");
+            return -1;
+        }
+    }
+    *out = call->caller;
+    return 0;
 }
 
 void messages_send(http_request_t *req, void *app, const http_params_t *p) {
@@ -40,7 +61,9 @@ void messages_send(http_request_t *req, void *app, const http_params_t *p) {
     store_send_t s;
     memset(&s, 0, sizeof s);
     const char *bad = NULL;
-    if (input_uuid(body, "sender_id", &s.sender_id, &e) || input_uuid(body, "receiver_id", &s.receiver_id, &e) ||
+    unsigned status = 422;
+    if (sender_of(api_call(req), body, &s.sender_id, &status, &e) ||
+        input_uuid(body, "receiver_id", &s.receiver_id, &e) ||
         input_string(body, "content", &s.content, &s.content_len, &e) ||
         input_optional_string(body, "client_message_id", &s.client_message_id, &s.client_message_id_len, &e)) {
         bad = e.detail;
@@ -49,7 +72,7 @@ void messages_send(http_request_t *req, void *app, const http_params_t *p) {
     } else if (!(bad = content_check(s.content, s.content_len, api->max_content)) && s.client_message_id) {
         bad = client_message_id_check(s.client_message_id, s.client_message_id_len);
     }
-    if (bad) http_respond_error(req, 422, bad);
+    if (bad) http_respond_error(req, status, bad);
     else store_message_send(api->store, &s, on_sent, req); /* copies s */
     json_decref(body);
 }
@@ -57,6 +80,7 @@ void messages_send(http_request_t *req, void *app, const http_params_t *p) {
 /* What a message-list handler keeps between its query and the answer. */
 typedef struct msg_list_state {
     int limit;
+    store_msg_query_t q;
 } msg_list_state_t;
 
 static void on_page(void *ctx, int err, const store_msg_page_t *page) {
@@ -65,7 +89,7 @@ static void on_page(void *ctx, int err, const store_msg_page_t *page) {
         respond_store_error(req, err, "Conversation not found");
         return;
     }
-    const msg_list_state_t *st = http_request_scratch(req);
+    const msg_list_state_t *st = (void *)api_call(req)->state;
     buf_t b;
     buf_init(&b);
     render_page_begin(&b, page->count, st->limit);
@@ -77,6 +101,20 @@ static void on_page(void *ctx, int err, const store_msg_page_t *page) {
     if (page->more && page->count) uuid_format(&page->items[page->count - 1].id, cursor);
     render_page_end(&b, page->more && page->count ? cursor : NULL);
     http_respond_json(req, 200, &b);
+}
+
+/* With auth on: the conversation's participants only; anyone else is told
+ * it does not exist. */
+static void on_access(void *ctx, int err, const conversation_t *c) {
+    http_request_t *req = ctx;
+    api_call_t *call = api_call(req);
+    if (!err && !api_may_read(call, c)) err = STORE_ENOTFOUND;
+    if (err) {
+        respond_store_error(req, err, "Conversation not found");
+        return;
+    }
+    const msg_list_state_t *st = (void *)call->state;
+    store_messages_list(call->api->store, &st->q, on_page, req);
 }
 
 void messages_list(http_request_t *req, void *app, const http_params_t *p) {
@@ -94,7 +132,9 @@ void messages_list(http_request_t *req, void *app, const http_params_t *p) {
         http_respond_error(req, 422, "before_message_id and after_message_id cannot be combined");
         return;
     }
-    msg_list_state_t *st = http_request_scratch(req);
+    msg_list_state_t *st = (void *)api_call(req)->state;
     st->limit = q.limit;
-    store_messages_list(api->store, &q, on_page, req);
+    st->q = q;
+    if (api_call(req)->has_caller) store_conversation_get(api->store, &q.conversation_id, on_access, req);
+    else store_messages_list(api->store, &q, on_page, req);
 }

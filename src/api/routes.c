@@ -1,17 +1,28 @@
-/* routes.c - the route table and the entry point of the API. */
+/* routes.c - the route table, authentication of the caller, and the entry
+ * point of the API. */
 #include "api/api.h"
+
+#include <openssl/crypto.h>
+#include <string.h>
+#include <strings.h>
 
 #include "api/handlers.h"
 #include "http/router.h"
+#include "util/log.h"
 
 /* The FastAPI implementation's routes, plus ours; more specific first. */
 static const http_route_t ROUTES[] = {
     {"GET", "/", service_root},
     {"GET", "/health", service_health},
     {"GET", "/openapi.json", service_openapi},
+    {"GET", "/static/{}", web_static},
     {"POST", "/api/users", users_create},
     {"GET", "/api/users", users_find},
     {"GET", "/api/users/{}", users_get},
+    {"POST", "/api/auth/login", auth_login},
+    {"POST", "/api/auth/logout", auth_logout},
+    {"GET", "/api/auth/me", auth_me},
+    {"GET", "/api/events", events_stream},
     {"POST", "/api/messages/", messages_send},
     {"POST", "/api/messages", messages_send},
     {"POST", "/api/messages/send", messages_send},
@@ -21,7 +32,61 @@ static const http_route_t ROUTES[] = {
     {"GET", "/api/conversations/{}", conversations_get},
 };
 
+/* Routes anyone may call, with auth on too: the service's own, the web
+ * client's files, registering and logging in. */
+static bool route_is_open(const http_route_t *r) {
+    return r->handler == service_root || r->handler == service_health || r->handler == service_openapi ||
+           r->handler == web_static || r->handler == users_create || r->handler == auth_login;
+}
+
+api_call_t *api_call(http_request_t *req) {
+    _Static_assert(sizeof(api_call_t) <= HTTP_REQUEST_SCRATCH, "api_call_t must fit the request's scratch area");
+    return http_request_scratch(req);
+}
+
+bool api_may_read(const api_call_t *call, const conversation_t *c) {
+    if (!call->has_caller) return true;
+    return uuid_cmp(&c->user1_id, &call->caller) == 0 || uuid_cmp(&c->user2_id, &call->caller) == 0;
+}
+
+static void respond_unauthorized(http_request_t *req, const char *detail) {
+    http_respond_header(req, "WWW-Authenticate", "Bearer");
+    http_respond_error(req, 401, detail);
+}
+
+static void on_token(void *ctx, int err, const store_token_t *t) {
+    http_request_t *req = ctx;
+    api_call_t *call = api_call(req);
+    /* The store found the row by this very hash; comparing again costs
+     * nothing and keeps the check independent of how a backend looks up. */
+    if (!err && CRYPTO_memcmp(t->hash, call->token_hash, TOKEN_HASH_BYTES) != 0) err = STORE_ENOTFOUND;
+    if (err == STORE_ENOTFOUND) {
+        respond_unauthorized(req, "Invalid or expired token");
+        return;
+    }
+    if (err) {
+        respond_store_error(req, err, "Invalid or expired token");
+        return;
+    }
+    call->has_caller = true;
+    call->caller = t->user_id;
+    call->route->handler(req, call->api, &call->params);
+}
+
+/* "Bearer <token>" (scheme case-insensitive): the token, or NULL. */
+static const char *bearer_token(http_request_t *req, size_t *len) {
+    const char *h = http_request_header(req, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t n = strlen(h);
+    while (n && h[n - 1] == ' ') n--;
+    *len = n;
+    return n ? h : NULL;
+}
+
 void api_handle(http_request_t *req, void *app) {
+    api_t *api = app;
     http_params_t params;
     unsigned status;
     const http_route_t *r = http_route_match(ROUTES, sizeof ROUTES / sizeof ROUTES[0],
@@ -31,7 +96,25 @@ void api_handle(http_request_t *req, void *app) {
         http_respond_error(req, status, status == 405 ? "Method Not Allowed" : "Not Found");
         return;
     }
-    r->handler(req, app, &params);
+    api_call_t *call = api_call(req);
+    call->api = api;
+    call->route = r;
+    call->params = params;
+    if (!api->auth || route_is_open(r)) {
+        r->handler(req, app, &call->params);
+        return;
+    }
+    size_t len;
+    const char *token = bearer_token(req, &len);
+    if (!token) {
+        respond_unauthorized(req, "Not authenticated");
+        return;
+    }
+    if (token_digest(token, len, call->token_hash) != 0) {
+        respond_unauthorized(req, "Invalid or expired token");
+        return;
+    }
+    store_token_get(api->store, call->token_hash, on_token, req);
 }
 
 void respond_store_error(http_request_t *req, int err, const char *not_found_detail) {

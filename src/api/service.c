@@ -12,6 +12,7 @@ extern const char messenger_openapi_json_end[];
 void service_root(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
+    if (web_index(req, api)) return;
     buf_t b;
     buf_init(&b);
     buf_puts(&b, "{\"name\":\"messenger\",\"version\":\"" MESSENGER_VERSION "\",\"store\":");

@@ -1,4 +1,6 @@
 /* users.c - POST /api/users, GET /api/users/{id}, GET /api/users?username= */
+#include <openssl/crypto.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/handlers.h"
@@ -33,6 +35,62 @@ static void on_created(void *ctx, int err, const user_t *u) {
 
 static void on_found(void *ctx, int err, const user_t *u) { on_user(ctx, err, u, 200, "conflict"); }
 
+/* A registration with a password: hashed on a worker, then stored. */
+typedef struct signup {
+    http_request_t *req;
+    api_t *api;
+    user_t user;
+    char name[USERNAME_MAX * 4];
+    char *password;
+    size_t password_len;
+    char hash[PASSWORD_HASH_MAX + 1];
+} signup_t;
+
+static void signup_free(signup_t *su) {
+    OPENSSL_cleanse(su->password, su->password_len);
+    free(su->password);
+    free(su);
+}
+
+static void on_signed_up(void *ctx, int err, const user_t *u) {
+    signup_t *su = ctx;
+    on_created(su->req, err, u);
+    signup_free(su);
+}
+
+static void signup_hash(void *arg) { /* on a hashing worker */
+    signup_t *su = arg;
+    if (password_hash(&su->api->password, su->password, su->password_len, su->hash, sizeof su->hash) != 0) {
+        http_respond_error(su->req, 503, "cannot hash the password now (no randomness or memory); try again");
+        signup_free(su);
+        return;
+    }
+    su->user.password_hash = su->hash;
+    su->user.password_hash_len = strlen(su->hash);
+    store_user_create(su->api->store, &su->user, on_signed_up, su);
+}
+
+static void signup_start(http_request_t *req, api_t *api, const user_t *u, const char *pw, size_t pw_len) {
+    signup_t *su = calloc(1, sizeof *su);
+    if (su) su->password = malloc(pw_len + 1);
+    if (!su || !su->password) {
+        free(su);
+        http_respond_error(req, 503, "server out of memory; try again");
+        return;
+    }
+    su->req = req;
+    su->api = api;
+    su->user = *u;
+    memcpy(su->name, u->name, u->name_len);
+    su->user.name = su->name;
+    memcpy(su->password, pw, pw_len);
+    su->password_len = pw_len;
+    if (workq_submit(api->hashing, signup_hash, su) != 0) {
+        http_respond_error(req, 503, "server is busy or shutting down; try again");
+        signup_free(su);
+    }
+}
+
 void users_create(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
@@ -42,14 +100,22 @@ void users_create(http_request_t *req, void *app, const http_params_t *p) {
         http_respond_error(req, 400, e.detail);
         return;
     }
-    user_t u;
-    const char *bad;
-    if (input_string(body, "username", &u.name, &u.name_len, &e)) {
+    user_t u = {0};
+    const char *bad, *pw = NULL;
+    size_t pw_len = 0;
+    if (input_string(body, "username", &u.name, &u.name_len, &e) ||
+        input_optional_string(body, "password", &pw, &pw_len, &e)) {
         http_respond_error(req, 422, e.detail);
     } else if ((bad = username_check(u.name, u.name_len))) {
         http_respond_error(req, 422, bad);
+    } else if (!pw && api->auth) {
+        http_respond_error(req, 422, "password: field required");
+    } else if (pw && (bad = password_check(pw, pw_len))) {
+        http_respond_error(req, 422, bad);
     } else if (uuid_random(&u.id) != 0) {
         http_respond_error(req, 503, "no randomness available for a user id; try again");
+    } else if (pw) {
+        signup_start(req, api, &u, pw, pw_len);
     } else {
         store_user_create(api->store, &u, on_created, req); /* copies u */
     }

@@ -1,0 +1,437 @@
+/* events.c - GET /api/events: a caller's new messages as Server-Sent Events,
+ * and the rendering of each committed message as one event.
+ *
+ * A stream resumes without loss: with Last-Event-ID (a message id), the
+ * subscriber first joins the hub, holding live events back, then reads from
+ * the store every message of the caller's conversations after that id
+ * ("catch-up"), sends those oldest first, and then the held live events
+ * except those the catch-up already sent. Joining before reading is what
+ * leaves no gap; the de-duplication is what leaves no repeat.
+ *
+ * Lifetime of an sse_t: one reference for the stream (dropped in
+ * on_closed, after leaving the hub) and one while a catch-up runs. mu
+ * guards the fields below it; the hub calls the sink with its own lock
+ * held, so this file never calls into the hub while holding mu.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/handlers.h"
+#include "api/input.h"
+#include "api/render.h"
+#include "util/log.h"
+
+#define CATCHUP_MAX 1000      /* missed messages sent; beyond that: reset */
+#define CATCHUP_CONVS_MAX 100000
+#define PAGE 100
+
+typedef struct held {
+    struct held *next;
+    uuid_t id;
+    size_t len;
+    char event[];
+} held_t;
+
+typedef struct missed {
+    uint8_t key[16];          /* timeuuid sort key: the order to send in */
+    char *event;
+    size_t len;
+} missed_t;
+
+typedef enum { CU_CONVS, CU_MESSAGES, CU_DONE } cu_phase_t;
+
+typedef struct sse {
+    api_t *api;
+    uuid_t user;
+    events_sub_t *sub;
+    pthread_mutex_t mu;
+    int refs;
+    http_stream_t *stream;    /* NULL before it exists and after on_closed */
+    bool closed;
+    bool live;                /* catch-up over: events go straight out */
+    held_t *held, **held_tail;
+    size_t held_bytes;
+    /* catch-up (touched only by the one step in progress) */
+    bool driving, again;
+    cu_phase_t phase;
+    int err;
+    bool overflow;
+    uuid_t after;
+    uint64_t after_ticks;
+    bool has_conv_cursor;
+    uint64_t conv_cursor_activity;
+    uuid_t conv_cursor_id;
+    uuid_t *convs;
+    size_t n_convs, cap_convs, conv_i;
+    uuid_t msg_after;
+    missed_t *missed;
+    size_t n_missed;
+} sse_t;
+
+/* ---- rendering ---- */
+
+static void render_event(buf_t *b, const message_t *m) {
+    char id[UUID_STR_LEN + 1];
+    uuid_format(&m->id, id);
+    buf_lit(b, "id: ");
+    buf_append(b, id, UUID_STR_LEN);
+    buf_lit(b, "\nevent: message\ndata: ");
+    render_message(b, m); /* one line: the renderer escapes every control character */
+    buf_lit(b, "\n\n");
+}
+
+void events_publish_message(api_t *api, const message_t *m) {
+    if (!api->events) return;
+    buf_t b;
+    buf_init(&b);
+    render_event(&b, m);
+    if (buf_ok(&b)) events_publish(api->events, &m->sender_id, &m->receiver_id, &m->id, b.data, b.len);
+    else log_error("events", "out of memory rendering an event");
+    buf_free(&b);
+}
+
+/* ---- lifetime ---- */
+
+static void sse_unref(sse_t *c) {
+    pthread_mutex_lock(&c->mu);
+    bool last = --c->refs == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (!last) return;
+    for (held_t *h = c->held, *n; h; h = n) {
+        n = h->next;
+        free(h);
+    }
+    for (size_t i = 0; i < c->n_missed; i++) free(c->missed[i].event);
+    free(c->missed);
+    free(c->convs);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* Writes to the stream, if there still is one. Called with c->mu held. */
+static void put(sse_t *c, const char *data, size_t len) {
+    if (c->stream && !c->closed) http_stream_write(c->stream, data, len);
+}
+
+/* ---- the hub's sink ---- */
+
+static void sink_deliver(void *ctx, const uuid_t *id, const char *event, size_t len) {
+    sse_t *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) {
+        /* leaving the hub */
+    } else if (c->live && c->stream) {
+        put(c, event, len);
+    } else if (c->held_bytes + len > c->api->sse_max_pending) {
+        /* Too much arrived during the catch-up: end the stream; the
+         * client resumes from its last event. */
+        if (c->stream) http_stream_end(c->stream);
+    } else {
+        held_t *h = malloc(sizeof *h + len);
+        if (h) {
+            h->next = NULL;
+            h->id = *id;
+            h->len = len;
+            memcpy(h->event, event, len);
+            *c->held_tail = h;
+            c->held_tail = &h->next;
+            c->held_bytes += len;
+        } else if (c->stream) {
+            http_stream_end(c->stream);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void sink_heartbeat(void *ctx) {
+    sse_t *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    put(c, ": keep-alive\n\n", 14);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void sink_reset(void *ctx) {
+    sse_t *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    if (c->stream && !c->closed) http_stream_end(c->stream);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_closed(void *ctx) {
+    sse_t *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    http_stream_t *s = c->stream;
+    c->stream = NULL;
+    pthread_mutex_unlock(&c->mu);
+    events_unsubscribe(c->api->events, c->sub); /* no sink call runs after this */
+    http_stream_release(s);
+    sse_unref(c);
+}
+
+/* ---- catch-up ---- */
+
+static int missed_cmp(const void *a, const void *b) {
+    return memcmp(((const missed_t *)a)->key, ((const missed_t *)b)->key, 16);
+}
+
+static bool was_missed(const sse_t *c, const uuid_t *id) {
+    missed_t k;
+    uuid_sort_key(id, k.key);
+    return c->n_missed && bsearch(&k, c->missed, c->n_missed, sizeof k, missed_cmp) != NULL;
+}
+
+/* Sends what was missed, then the held live events; goes live. */
+static void catchup_finish(sse_t *c) {
+    qsort(c->missed, c->n_missed, sizeof *c->missed, missed_cmp);
+    pthread_mutex_lock(&c->mu);
+    if (c->err) {
+        if (c->stream) http_stream_end(c->stream); /* the client retries from the same id */
+    } else if (c->overflow) {
+        static const char reset[] = "event: reset\ndata: {\"detail\":\"more than 1000 messages were missed: "
+                                    "reload conversations through the REST API\"}\n\n";
+        put(c, reset, sizeof reset - 1);
+    } else {
+        for (size_t i = 0; i < c->n_missed; i++) put(c, c->missed[i].event, c->missed[i].len);
+    }
+    for (held_t *h = c->held, *n; h; h = n) {
+        n = h->next;
+        if (c->overflow || !was_missed(c, &h->id)) put(c, h->event, h->len);
+        free(h);
+    }
+    c->held = NULL;
+    c->held_tail = &c->held;
+    c->held_bytes = 0;
+    c->live = true;
+    pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < c->n_missed; i++) free(c->missed[i].event);
+    free(c->missed);
+    c->missed = NULL;
+    c->n_missed = 0;
+}
+
+static void drive(sse_t *c);
+
+static void on_convs(void *ctx, int err, const store_conv_page_t *page) {
+    sse_t *c = ctx;
+    bool done = false;
+    if (err) {
+        c->err = err;
+        done = true;
+    }
+    for (size_t i = 0; !err && i < page->count; i++) {
+        const conversation_t *cv = &page->items[i];
+        if (cv->activity < c->after_ticks) {
+            done = true; /* older than the last event: nothing missed there, nor further on */
+            break;
+        }
+        if (c->n_convs == c->cap_convs) {
+            size_t cap = c->cap_convs ? c->cap_convs * 2 : 16;
+            uuid_t *p = cap <= CATCHUP_CONVS_MAX ? realloc(c->convs, cap * sizeof *p) : NULL;
+            if (!p) {
+                c->overflow = true;
+                done = true;
+                break;
+            }
+            c->convs = p;
+            c->cap_convs = cap;
+        }
+        c->convs[c->n_convs++] = cv->id;
+    }
+    if (!err && !done && page->more && page->count) {
+        c->has_conv_cursor = true;
+        c->conv_cursor_activity = page->items[page->count - 1].activity;
+        c->conv_cursor_id = page->items[page->count - 1].id;
+    } else {
+        c->phase = c->overflow || c->err ? CU_DONE : CU_MESSAGES;
+        c->msg_after = c->after;
+    }
+    drive(c);
+}
+
+static void on_messages(void *ctx, int err, const store_msg_page_t *page) {
+    sse_t *c = ctx;
+    if (err == STORE_ENOTFOUND) err = 0, page = NULL; /* gone meanwhile: nothing to send */
+    if (err) {
+        c->err = err;
+        c->phase = CU_DONE;
+        drive(c);
+        return;
+    }
+    size_t count = page ? page->count : 0;
+    for (size_t i = 0; i < count; i++) {
+        if (c->n_missed == CATCHUP_MAX) {
+            c->overflow = true;
+            c->phase = CU_DONE;
+            break;
+        }
+        if (!c->missed && !(c->missed = malloc(CATCHUP_MAX * sizeof *c->missed))) {
+            c->err = STORE_ENOMEM;
+            c->phase = CU_DONE;
+            break;
+        }
+        buf_t b;
+        buf_init(&b);
+        render_event(&b, &page->items[i]);
+        if (!buf_ok(&b)) {
+            buf_free(&b);
+            c->err = STORE_ENOMEM;
+            c->phase = CU_DONE;
+            break;
+        }
+        missed_t *m = &c->missed[c->n_missed++];
+        uuid_sort_key(&page->items[i].id, m->key);
+        m->event = buf_steal(&b, &m->len);
+    }
+    if (c->phase != CU_DONE) {
+        if (page && page->more && count) {
+            c->msg_after = page->items[count - 1].id;
+        } else {
+            c->conv_i++;
+            c->msg_after = c->after;
+        }
+    }
+    drive(c);
+}
+
+/* Issues the next store read of the catch-up; true when the catch-up is
+ * over instead (c may then be freed). */
+static bool step(sse_t *c) {
+    pthread_mutex_lock(&c->mu);
+    bool gone = c->closed;
+    pthread_mutex_unlock(&c->mu);
+    if (gone) c->phase = CU_DONE;
+    if (c->phase == CU_MESSAGES && c->conv_i == c->n_convs) c->phase = CU_DONE;
+    switch (c->phase) {
+    case CU_CONVS: {
+        store_conv_query_t q = {.user_id = c->user, .limit = PAGE, .has_cursor = c->has_conv_cursor,
+                                .cursor_activity = c->conv_cursor_activity, .cursor_id = c->conv_cursor_id};
+        store_conversations_list(c->api->store, &q, on_convs, c);
+        return false;
+    }
+    case CU_MESSAGES: {
+        store_msg_query_t q = {.conversation_id = c->convs[c->conv_i], .limit = PAGE, .has_after = true,
+                               .after = c->msg_after};
+        store_messages_list(c->api->store, &q, on_messages, c);
+        return false;
+    }
+    case CU_DONE:
+        break;
+    }
+    if (!gone) catchup_finish(c);
+    sse_unref(c); /* the catch-up's reference */
+    return true;
+}
+
+/* Runs steps until one completes later on another thread. A store may
+ * answer inline (LMDB) or later (Cassandra): inline answers come back here
+ * as `again` instead of recursing, so a long catch-up needs no deep stack. */
+static void drive(sse_t *c) {
+    pthread_mutex_lock(&c->mu);
+    if (c->driving) {
+        c->again = true;
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    c->driving = true;
+    pthread_mutex_unlock(&c->mu);
+    for (;;) {
+        if (step(c)) return; /* c may be freed */
+        pthread_mutex_lock(&c->mu);
+        if (!c->again) {
+            c->driving = false;
+            pthread_mutex_unlock(&c->mu);
+            return;
+        }
+        c->again = false;
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* ---- the handler ---- */
+
+static int parse_last_event_id(http_request_t *req, bool *has, uuid_t *out, input_err_t *e) {
+    const char *h = http_request_header(req, "Last-Event-ID");
+    if (!h || !*h) return input_query_timeuuid(req, "last_event_id", has, out, e);
+    *has = true;
+    if (uuid_parse(out, h, strlen(h)) != 0 || uuid_version(out) != 1)
+        return input_fail(e, "Last-Event-ID", "not a message id (a version-1 UUID)");
+    return 0;
+}
+
+void events_stream(http_request_t *req, void *app, const http_params_t *p) {
+    (void)p;
+    api_t *api = app;
+    const api_call_t *call = api_call(req);
+    input_err_t e;
+    uuid_t user, after;
+    bool has_after = false;
+    if (call->has_caller) {
+        user = call->caller;
+    } else {
+        const char *u = http_request_query(req, "user_id");
+        if (!u) {
+            http_respond_error(req, 422, "user_id: query parameter required (authentication is off)");
+            return;
+        }
+        if (uuid_parse(&user, u, strlen(u)) != 0) {
+            http_respond_error(req, 422, "user_id: not a valid UUID");
+            return;
+        }
+    }
+    if (parse_last_event_id(req, &has_after, &after, &e)) {
+        http_respond_error(req, 422, e.detail);
+        return;
+    }
+    sse_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        http_respond_error(req, 503, "server out of memory; try again");
+        return;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    c->api = api;
+    c->user = user;
+    c->refs = has_after ? 2 : 1;
+    c->held_tail = &c->held;
+    c->live = !has_after;
+    if (has_after) {
+        c->after = after;
+        c->after_ticks = uuid_time_ticks(&after);
+    }
+    events_sink_t sink = {.deliver = sink_deliver, .heartbeat = sink_heartbeat, .reset = sink_reset, .ctx = c};
+    /* Into the hub first: from here on no event is lost (held until the
+     * stream exists and the catch-up is over). */
+    if (events_subscribe(api->events, &user, &sink, &c->sub) != 0) {
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        http_respond_error(req, 503, "server out of memory; try again");
+        return;
+    }
+    http_stream_t *s = http_respond_stream(req, "text/event-stream", api->sse_max_pending, on_closed, c);
+    if (!s) {
+        events_unsubscribe(api->events, c->sub);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (!c->closed) {
+        c->stream = s;
+        put(c, "retry: 2000\n\n", 13);
+        if (c->live) { /* events that came before the stream existed */
+            for (held_t *h = c->held, *n; h; h = n) {
+                n = h->next;
+                put(c, h->event, h->len);
+                free(h);
+            }
+            c->held = NULL;
+            c->held_tail = &c->held;
+            c->held_bytes = 0;
+        }
+        s = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (s) http_stream_release(s); /* closed before we got here */
+    if (has_after) drive(c);
+}

@@ -1,0 +1,202 @@
+/* events.c - see events.h. A chained hash table of subscribers by user id
+ * under one mutex; deliveries are short (a copy into a stream's queue), so
+ * the lock is held briefly even with many subscribers. */
+#include "events/events.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "events/broker.h"
+#include "util/log.h"
+
+#define BUCKETS 4096
+#define PAYLOAD_HDR 48 /* sender 16, receiver 16, message id 16; then the event */
+#define CHANNEL "messenger:events"
+
+struct events_sub {
+    events_sub_t *next;
+    uuid_t user;
+    events_sink_t sink;
+};
+
+struct events {
+    pthread_mutex_t mu;         /* guards the table */
+    events_sub_t *table[BUCKETS];
+    broker_t *broker;           /* NULL: publish straight to the table */
+    unsigned heartbeat_s;
+    pthread_t heart;
+    pthread_mutex_t heart_mu;
+    pthread_cond_t heart_cv;
+    bool closing;
+};
+
+static size_t bucket_of(const uuid_t *u) {
+    /* User ids are random (v4) or hashes: any 4 bytes spread well. */
+    uint32_t h;
+    memcpy(&h, u->b + 12, sizeof h);
+    return h % BUCKETS;
+}
+
+/* Delivers to the local subscribers of one user. Called with ev->mu held. */
+static void deliver_to(events_t *ev, const uuid_t *user, const uuid_t *id, const char *event, size_t len) {
+    for (events_sub_t *s = ev->table[bucket_of(user)]; s; s = s->next)
+        if (uuid_cmp(&s->user, user) == 0) s->sink.deliver(s->sink.ctx, id, event, len);
+}
+
+static void deliver_local(events_t *ev, const uuid_t *sender, const uuid_t *receiver, const uuid_t *id,
+                          const char *event, size_t len) {
+    pthread_mutex_lock(&ev->mu);
+    deliver_to(ev, sender, id, event, len);
+    if (uuid_cmp(sender, receiver) != 0) deliver_to(ev, receiver, id, event, len);
+    pthread_mutex_unlock(&ev->mu);
+}
+
+static void for_each_sub(events_t *ev, void (*fn)(const events_sink_t *)) {
+    pthread_mutex_lock(&ev->mu);
+    for (size_t i = 0; i < BUCKETS; i++)
+        for (events_sub_t *s = ev->table[i]; s; s = s->next) fn(&s->sink);
+    pthread_mutex_unlock(&ev->mu);
+}
+
+static void call_heartbeat(const events_sink_t *k) { k->heartbeat(k->ctx); }
+static void call_reset(const events_sink_t *k) { k->reset(k->ctx); }
+
+/* ---- the broker's side ---- */
+
+static void on_broker_message(void *ctx, const char *payload, size_t len) {
+    events_t *ev = ctx;
+    if (len <= PAYLOAD_HDR) {
+        log_warn("events", "broker payload of %zu bytes ignored", len);
+        return;
+    }
+    uuid_t sender, receiver, id;
+    memcpy(sender.b, payload, 16);
+    memcpy(receiver.b, payload + 16, 16);
+    memcpy(id.b, payload + 32, 16);
+    deliver_local(ev, &sender, &receiver, &id, payload + PAYLOAD_HDR, len - PAYLOAD_HDR);
+}
+
+static void on_broker_reset(void *ctx) {
+    log_warn("events", "broker subscription was lost and is back: event streams told to catch up");
+    for_each_sub(ctx, call_reset);
+}
+
+/* ---- heartbeats ---- */
+
+static void *heart_main(void *arg) {
+    events_t *ev = arg;
+    pthread_mutex_lock(&ev->heart_mu);
+    while (!ev->closing) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += ev->heartbeat_s;
+        int rc = 0;
+        while (!ev->closing && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&ev->heart_cv, &ev->heart_mu, &until);
+        if (ev->closing) break;
+        pthread_mutex_unlock(&ev->heart_mu);
+        for_each_sub(ev, call_heartbeat);
+        pthread_mutex_lock(&ev->heart_mu);
+    }
+    pthread_mutex_unlock(&ev->heart_mu);
+    return NULL;
+}
+
+/* ---- public ---- */
+
+int events_open(const char *broker_url, unsigned heartbeat_s, events_t **out) {
+    events_t *ev = calloc(1, sizeof *ev);
+    if (!ev) return -1;
+    pthread_mutex_init(&ev->mu, NULL);
+    pthread_mutex_init(&ev->heart_mu, NULL);
+    pthread_cond_init(&ev->heart_cv, NULL);
+    ev->heartbeat_s = heartbeat_s ? heartbeat_s : 15;
+    if (broker_url) {
+        broker_callbacks_t cb = {.on_message = on_broker_message, .on_reset = on_broker_reset, .ctx = ev};
+        int rc = broker_open(broker_url, CHANNEL, &cb, &ev->broker);
+        if (rc) {
+            log_error("events", "cannot use broker %s: %s", broker_url, strerror(-rc));
+            goto fail;
+        }
+        log_info("events", "events shared through %s", broker_url);
+    }
+    if (pthread_create(&ev->heart, NULL, heart_main, ev) != 0) {
+        broker_close(ev->broker);
+        goto fail;
+    }
+    *out = ev;
+    return 0;
+fail:
+    pthread_mutex_destroy(&ev->mu);
+    pthread_mutex_destroy(&ev->heart_mu);
+    pthread_cond_destroy(&ev->heart_cv);
+    free(ev);
+    return -1;
+}
+
+void events_close(events_t *ev) {
+    if (!ev) return;
+    pthread_mutex_lock(&ev->heart_mu);
+    ev->closing = true;
+    pthread_cond_signal(&ev->heart_cv);
+    pthread_mutex_unlock(&ev->heart_mu);
+    pthread_join(ev->heart, NULL);
+    if (ev->broker) broker_close(ev->broker);
+    for (size_t i = 0; i < BUCKETS; i++)
+        if (ev->table[i]) log_error("events", "closed with subscribers still registered");
+    pthread_mutex_destroy(&ev->mu);
+    pthread_mutex_destroy(&ev->heart_mu);
+    pthread_cond_destroy(&ev->heart_cv);
+    free(ev);
+}
+
+int events_subscribe(events_t *ev, const uuid_t *user, const events_sink_t *sink, events_sub_t **out) {
+    events_sub_t *s = calloc(1, sizeof *s);
+    if (!s) return -1;
+    s->user = *user;
+    s->sink = *sink;
+    size_t b = bucket_of(user);
+    pthread_mutex_lock(&ev->mu);
+    s->next = ev->table[b];
+    ev->table[b] = s;
+    pthread_mutex_unlock(&ev->mu);
+    *out = s;
+    return 0;
+}
+
+void events_unsubscribe(events_t *ev, events_sub_t *sub) {
+    if (!sub) return;
+    pthread_mutex_lock(&ev->mu);
+    for (events_sub_t **p = &ev->table[bucket_of(&sub->user)]; *p; p = &(*p)->next) {
+        if (*p == sub) {
+            *p = sub->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ev->mu);
+    free(sub);
+}
+
+void events_publish(events_t *ev, const uuid_t *sender, const uuid_t *receiver, const uuid_t *id,
+                    const char *event, size_t len) {
+    if (!ev->broker) {
+        deliver_local(ev, sender, receiver, id, event, len);
+        return;
+    }
+    /* Through the broker even for our own subscribers: one path, one order. */
+    char *p = malloc(PAYLOAD_HDR + len);
+    if (!p) {
+        log_error("events", "out of memory publishing an event: streams told to catch up");
+        for_each_sub(ev, call_reset);
+        return;
+    }
+    memcpy(p, sender->b, 16);
+    memcpy(p + 16, receiver->b, 16);
+    memcpy(p + 32, id->b, 16);
+    memcpy(p + PAYLOAD_HDR, event, len);
+    broker_publish(ev->broker, p, PAYLOAD_HDR + len);
+    free(p);
+}
