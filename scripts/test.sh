@@ -2,7 +2,8 @@
 # Runs every test against the builds that `make test` has just made:
 #   1. unit tests (cmocka: ours and lib/cql's) and the black-box HTTP suite
 #      (pytest) on the embedded store: release build, then ASan+UBSan build;
-#   2. a real Cassandra (scripts/cassandra start): lib/cql's integration test,
+#   2. the web client end to end in headless Chromium (tests/web/run.sh);
+#   3. a real Cassandra (scripts/cassandra start): lib/cql's integration test,
 #      the same HTTP suite on the Cassandra store (release, then ASan+UBSan),
 #      and the Cassandra-only tests (driver compatibility, failover).
 # Ends with one summary line: "summary: N passed, M failed". A Cassandra that
@@ -74,6 +75,18 @@ for variant in release asan; do
     run_unit "$variant"
     run_pytest "http tests, lmdb ($variant build)" "build/$variant/messenger" tests/http
 done
+
+echo "== web client in headless Chromium (tests/web/run.sh)"
+out=$(MESSENGER_BIN="$PWD/build/release/messenger" tests/web/run.sh 2>&1)
+rc=$?
+printf '%s\n' "$out" | tail -n 25
+p=$(grep -oE '^# pass [0-9]+' <<<"$out" | grep -oE '[0-9]+' | tail -n 1)
+f=$(grep -oE '^# fail [0-9]+' <<<"$out" | grep -oE '[0-9]+' | tail -n 1)
+p=${p:-0}
+f=${f:-0}
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "the web test ran no test: counted as a failure"; fi
+tally "web client e2e" "$p" "$f"
 
 if [ "${MESSENGER_TEST_CASSANDRA:-1}" = 1 ]; then
     started_here=0

@@ -23,6 +23,7 @@
 #include "util/log.h"
 
 #define CATCHUP_MAX 1000      /* missed messages sent; beyond that: reset */
+#define CATCHUP_BYTES_MAX (4u << 20) /* and their bytes at most */
 #define CATCHUP_CONVS_MAX 100000
 #define PAGE 100
 
@@ -67,6 +68,7 @@ typedef struct sse {
     uuid_t msg_after;
     missed_t *missed;
     size_t n_missed;
+    size_t missed_bytes;
 } sse_t;
 
 /* ---- rendering ---- */
@@ -192,8 +194,12 @@ static void catchup_finish(sse_t *c) {
         static const char reset[] = "event: reset\ndata: {\"detail\":\"more than 1000 messages were missed: "
                                     "reload conversations through the REST API\"}\n\n";
         put(c, reset, sizeof reset - 1);
-    } else {
-        for (size_t i = 0; i < c->n_missed; i++) put(c, c->missed[i].event, c->missed[i].len);
+    } else if (c->stream && !c->closed) {
+        /* The catch-up is bounded by CATCHUP_MAX and CATCHUP_BYTES_MAX, not
+         * by the queue limit meant for live events. */
+        size_t limit = c->api->sse_max_pending + CATCHUP_BYTES_MAX;
+        for (size_t i = 0; i < c->n_missed; i++)
+            http_stream_write_limit(c->stream, c->missed[i].event, c->missed[i].len, limit);
     }
     for (held_t *h = c->held, *n; h; h = n) {
         n = h->next;
@@ -261,7 +267,7 @@ static void on_messages(void *ctx, int err, const store_msg_page_t *page) {
     }
     size_t count = page ? page->count : 0;
     for (size_t i = 0; i < count; i++) {
-        if (c->n_missed == CATCHUP_MAX) {
+        if (c->n_missed == CATCHUP_MAX || c->missed_bytes > CATCHUP_BYTES_MAX) {
             c->overflow = true;
             c->phase = CU_DONE;
             break;
@@ -283,6 +289,7 @@ static void on_messages(void *ctx, int err, const store_msg_page_t *page) {
         missed_t *m = &c->missed[c->n_missed++];
         uuid_sort_key(&page->items[i].id, m->key);
         m->event = buf_steal(&b, &m->len);
+        c->missed_bytes += m->len;
     }
     if (c->phase != CU_DONE) {
         if (page && page->more && count) {

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -281,19 +282,35 @@ http_stream_t *http_respond_stream(http_request_t *r, const char *content_type, 
     return s;
 }
 
+/* Drops the client. Its connection may be parked waiting for the socket
+ * to drain, which a client that does not read never lets happen: shutting
+ * the socket down makes the event loop see it fail and close it now. Called
+ * with s->mu held. */
+static void stream_cut(http_stream_t *s) {
+    s->cut = true;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
+    stream_wake(s);
+}
+
 int http_stream_write(http_stream_t *s, const char *data, size_t len) {
+    return http_stream_write_limit(s, data, len, s->max_pending);
+}
+
+int http_stream_write_limit(http_stream_t *s, const char *data, size_t len, size_t limit) {
     pthread_mutex_lock(&s->mu);
     int rc = 0;
     if (s->ended || s->cut || !s->conn) {
         rc = -1;
-    } else if (len > s->max_pending - (s->pending.len - s->off)) {
-        s->cut = true; /* the client is not reading: drop it */
+    } else if (s->pending.len - s->off >= limit) {
+        /* Over the limit already (one write may cross it: an event larger
+         * than the limit still reaches a client that reads). */
+        stream_cut(s); /* the client is not reading: drop it */
         rc = -1;
-        stream_wake(s);
     } else {
         buf_append(&s->pending, data, len);
         if (!buf_ok(&s->pending)) {
-            s->cut = true;
+            stream_cut(s);
             rc = -1;
         }
         stream_wake(s);
@@ -484,7 +501,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
-    log_warn("http", "libmicrohttpd: %s", msg);
+    /* A client that went away, or a stream we cut: routine for event
+     * streams, not worth a warning. */
+    if (strstr(msg, "no longer available for sending") || strstr(msg, "application error generating response"))
+        log_debug("http", "libmicrohttpd: %s", msg);
+    else
+        log_warn("http", "libmicrohttpd: %s", msg);
 }
 
 int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, void *app,

@@ -92,8 +92,9 @@ void http_respond_header(http_request_t *req, const char *name, const char *valu
  * it must not touch the stream; writes after on_closed fail harmlessly. */
 typedef struct http_stream http_stream_t;
 typedef void (*http_stream_closed_fn)(void *ctx);
-/* max_pending: bytes queued and not yet sent, beyond which the stream is
- * cut (a client that does not read must not grow our memory). Returns the
+/* max_pending: bytes queued and not yet sent at which a further write cuts
+ * the stream (a client that does not read must not grow our memory; a
+ * single write may cross the limit). Returns the
  * stream, or NULL when it could not be created (the request has then been
  * answered with an error). */
 http_stream_t *http_respond_stream(http_request_t *req, const char *content_type, size_t max_pending,
@@ -101,6 +102,9 @@ http_stream_t *http_respond_stream(http_request_t *req, const char *content_type
 /* Queues data; 0, or -1 when the stream is closed or has just been cut for
  * going over max_pending. */
 int http_stream_write(http_stream_t *s, const char *data, size_t len);
+/* Same with another bound on the queue than max_pending, for a burst that
+ * the application has bounded itself (a resumed stream's catch-up). */
+int http_stream_write_limit(http_stream_t *s, const char *data, size_t len, size_t limit);
 /* Ends the body once what is queued has been sent. */
 void http_stream_end(http_stream_t *s);
 void http_stream_release(http_stream_t *s);
