@@ -186,7 +186,7 @@ static bool was_missed(const sse_t *c, const uuid_t *id) {
 
 /* Sends what was missed, then the held live events; goes live. */
 static void catchup_finish(sse_t *c) {
-    qsort(c->missed, c->n_missed, sizeof *c->missed, missed_cmp);
+    if (c->n_missed) qsort(c->missed, c->n_missed, sizeof *c->missed, missed_cmp);
     pthread_mutex_lock(&c->mu);
     if (c->err) {
         if (c->stream) http_stream_end(c->stream); /* the client retries from the same id */
