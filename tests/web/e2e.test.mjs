@@ -109,7 +109,9 @@ after(async () => {
 test('the page and its assets are served', async () => {
   for (const [p, type] of [['/static/app.js', 'javascript'], ['/static/style.css', 'text/css'], ['/static/favicon.svg', 'image/svg+xml']]) {
     const res = await fetch(`${BASE}${p}`);
+    const body = await res.text();        // an unread body would hold its connection (and node) open
     assert.equal(res.status, 200, p);
+    assert.ok(body.length > 0, p);
     assert.ok((res.headers.get('content-type') || '').includes(type), `${p}: ${res.headers.get('content-type')}`);
   }
   await tid(pageA, 'auth-view').waitFor({ state: 'visible' });
@@ -376,6 +378,7 @@ function startServer(port, dataDir) {
   const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   const ready = waitFor(async () => {
     const r = await fetch(`http://127.0.0.1:${port}/health`);
+    await r.text();
     return r.status === 200;
   }, { timeout: 10_000, message: `the second server on port ${port}` });
   return { proc, exited, ready, log: () => log };
