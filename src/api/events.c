@@ -59,7 +59,7 @@ typedef struct sse {
     int err;
     bool overflow;
     uuid_t after;
-    uint64_t after_ticks;
+    int64_t after_ms;
     bool has_conv_cursor;
     uint64_t conv_cursor_activity;
     uuid_t conv_cursor_id;
@@ -228,7 +228,9 @@ static void on_convs(void *ctx, int err, const store_conv_page_t *page) {
     }
     for (size_t i = 0; !err && i < page->count; i++) {
         const conversation_t *cv = &page->items[i];
-        if (cv->activity < c->after_ticks) {
+        /* In ms, the unit both stores give (activity's unit is the store's own). */
+        int64_t at_ms = cv->has_last_message ? cv->last_message_at_ms : cv->created_at_ms;
+        if (at_ms < c->after_ms) {
             done = true; /* older than the last event: nothing missed there, nor further on */
             break;
         }
@@ -404,7 +406,7 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
     c->live = !has_after;
     if (has_after) {
         c->after = after;
-        c->after_ticks = uuid_time_ticks(&after);
+        c->after_ms = ticks_to_unix_ms(uuid_time_ticks(&after));
     }
     events_sink_t sink = {.deliver = sink_deliver, .heartbeat = sink_heartbeat, .reset = sink_reset, .ctx = c};
     /* Into the hub first: from here on no event is lost (held until the
