@@ -1,0 +1,313 @@
+"""Real-time events across API instances (issue 5): two servers on one
+Cassandra keyspace, sharing events through Redis pub/sub (--broker).
+
+A stream on instance A receives what is sent through instance B and the other
+way round; a client resumes on B with the Last-Event-ID it got from A; and
+when Redis goes away and comes back, open streams are ended (the client
+reconnects and catches up from the store) and live delivery works again.
+
+Redis comes from scripts/redis (127.0.0.1:6390, MESSENGER_REDIS_PORT); it is
+started here if it is not running, and stopped at the end only then. The
+outage test stops and restarts it, so it runs last."""
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import EOF, REPO_ROOT, Client, Server, SSEStream, drop_keyspaces, new_keyspace
+
+REDIS_SCRIPT = str(REPO_ROOT / "scripts" / "redis")
+REDIS_PORT = int(os.environ.get("MESSENGER_REDIS_PORT", "6390"))
+BROKER = f"redis://127.0.0.1:{REDIS_PORT}"
+FAST = ["--argon2-memory-kib", "1024", "--argon2-iterations", "1", "--sse-heartbeat", "1"]
+
+
+def redis(cmd, check=True):
+    assert os.access(REDIS_SCRIPT, os.X_OK), f"{REDIS_SCRIPT} is missing"
+    p = subprocess.run([REDIS_SCRIPT, cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if check:
+        assert p.returncode == 0, f"scripts/redis {cmd} exited {p.returncode}: {p.stdout.decode()[-2000:]}"
+    return p.returncode
+
+
+def redis_ping(timeout=1.0):
+    try:
+        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_until(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what} within {timeout}s"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def redis_up():
+    started = False
+    if not redis_ping():
+        redis("start")
+        started = True
+    wait_until(redis_ping, 30, "redis answering PING")
+    yield BROKER
+    if started:
+        redis("stop", check=False)
+
+
+class Account:
+    def __init__(self, port, name=None):
+        self.username = name or f"u-{uuid.uuid4().hex[:12]}"
+        self.password = "pw-" + uuid.uuid4().hex
+        c = Client(port)
+        st, u = c.call("POST", "/api/users", {"username": self.username, "password": self.password})
+        assert st == 201, (st, u)
+        self.user_id = u["user_id"]
+        st, lg = c.call("POST", "/api/auth/login", {"username": self.username, "password": self.password})
+        assert st == 200, (st, lg)
+        self.token = lg["access_token"]
+        c.close()
+        self.clients = {}
+
+    def on(self, srv):
+        """An authenticated client on srv (the token is valid on every instance)."""
+        if srv.port not in self.clients:
+            self.clients[srv.port] = Client(srv.port, self.token)
+        return self.clients[srv.port]
+
+    def send(self, srv, to, content):
+        c = self.on(srv)
+        st, m = c.call("POST", "/api/messages/", {"receiver_id": to.user_id, "content": content})
+        assert st == 201, (srv.port, st, m)
+        return m, c.last_raw
+
+    def stream(self, srv, last_event_id=None):
+        s = SSEStream(srv.port, self.token, last_event_id=last_event_id)
+        s.open()
+        return s
+
+    def close(self):
+        for c in self.clients.values():
+            c.close()
+
+
+def assert_event_is(block, msg, raw):
+    assert block.event == "message", block
+    assert block.id == msg["message_id"], (block.id, msg)
+    assert block.json() == msg, (block.data, msg)
+    assert block.data.encode() == raw.strip(), (block.data, raw)
+
+
+@pytest.fixture(scope="module")
+def pair_of_instances(redis_up, tmp_path_factory):
+    """Instances A and B on one keyspace, both with the broker, with the
+    broker known to carry events both ways."""
+    ks = new_keyspace("ev")
+    tmp = tmp_path_factory.mktemp("events-multi")
+    a = Server(ks, tmp / "a.log", FAST + ["--broker", redis_up], auth=True).start()
+    b = Server(ks, tmp / "b.log", FAST + ["--broker", redis_up], auth=True).start()
+    servers = [a, b]
+    try:
+        # The subscriptions come up in the background: wait until a probe sent
+        # through one instance reaches a stream on the other, both ways.
+        p, q = Account(a.port), Account(b.port)
+        for src, dst in ((b, a), (a, b)):
+            s = p.stream(dst)
+            deadline = time.monotonic() + 30
+            try:
+                while True:
+                    assert time.monotonic() < deadline, \
+                        f"no event crossed from :{src.port} to :{dst.port} within 30 s\n{dst.log()}"
+                    m, _ = q.send(src, p, "probe")
+                    got = None
+                    end = time.monotonic() + 1.0
+                    while time.monotonic() < end:
+                        try:
+                            blk = s.next(max(0.01, end - time.monotonic()))
+                        except AssertionError:
+                            break
+                        assert blk is not EOF, "probe stream ended"
+                        if blk.id == m["message_id"]:
+                            got = blk
+                            break
+                    if got:
+                        break
+            finally:
+                s.close()
+        p.close()
+        q.close()
+        yield a, b
+    finally:
+        codes = [(s, s.stop()) for s in servers]
+        drop_keyspaces({ks})
+        for s, code in codes:
+            assert code == 0, f"server exit code {code}:\n{s.log()}"
+
+
+def test_events_cross_instances(pair_of_instances):
+    a, b = pair_of_instances
+    alice, bob = Account(a.port), Account(b.port)
+    streams = []
+    try:
+        # a token from one instance works on the other
+        st, me = bob.on(a).call("GET", "/api/auth/me")
+        assert st == 200 and me["user_id"] == bob.user_id, (st, me)
+        sa_alice = alice.stream(a)
+        sb_alice = alice.stream(b)
+        sb_bob = bob.stream(b)
+        sa_bob = bob.stream(a)
+        streams += [sa_alice, sb_alice, sb_bob, sa_bob]
+        m1, raw1 = bob.send(b, alice, "through B")
+        for s in streams:
+            assert_event_is(s.next_message(), m1, raw1)
+        m2, raw2 = alice.send(a, bob, "through A")
+        for s in streams:
+            assert_event_is(s.next_message(), m2, raw2)
+        # a third user on either instance gets nothing: its first event is its own
+        carol = Account(a.port)
+        sc = carol.stream(b)
+        streams.append(sc)
+        m3, raw3 = bob.send(a, alice, "again through A")
+        for s in streams[:4]:
+            assert_event_is(s.next_message(), m3, raw3)
+        m4, raw4 = carol.send(a, alice, "carol's own")
+        assert_event_is(sc.next_message(), m4, raw4)
+        carol.close()
+    finally:
+        for s in streams:
+            s.close()
+        alice.close()
+        bob.close()
+
+
+def test_resume_on_the_other_instance(pair_of_instances):
+    a, b = pair_of_instances
+    alice, bob, carol = Account(a.port), Account(b.port), Account(a.port)
+    try:
+        s = alice.stream(a)
+        m1, raw1 = bob.send(b, alice, "seen on A")
+        assert_event_is(s.next_message(), m1, raw1)
+        s.close()
+        missed = [bob.send(b, alice, "missed 1"), carol.send(a, alice, "missed 2"),
+                  alice.send(a, carol, "missed 3"), bob.send(a, alice, "missed 4")]
+        r = alice.stream(b, last_event_id=m1["message_id"])
+        try:
+            for m, raw in missed:
+                assert_event_is(r.next_message(), m, raw)
+            live, raw = carol.send(a, alice, "live through A")
+            assert_event_is(r.next_message(), live, raw)
+        finally:
+            r.close()
+    finally:
+        for x in (alice, bob, carol):
+            x.close()
+
+
+def test_redis_outage_ends_streams_then_live_again(pair_of_instances):
+    """Runs last: it stops and restarts Redis."""
+    a, b = pair_of_instances
+    alice, bob = Account(a.port), Account(b.port)
+    received = []          # message ids, every segment, in order
+    trace = []             # (segment, content) of each, for the failure messages
+    labels = {}
+    segments = 0
+    s = alice.stream(a)
+    m0, raw0 = bob.send(b, alice, "before the outage")
+    assert_event_is(s.next_message(), m0, raw0)
+    segments = 1
+    sent = [m0["message_id"]]
+    labels[m0["message_id"]] = m0["content"]
+
+    def got(mid):
+        received.append(mid)
+        trace.append((segments, labels.get(mid, mid)))
+
+    got(m0["message_id"])
+    stopped = False
+    try:
+        redis("stop")
+        stopped = True
+        wait_until(lambda: not redis_ping(0.3), 30, "redis stopped")
+        during, _ = bob.send(b, alice, "during the outage")  # committed; cannot be published
+        sent.append(during["message_id"])
+        labels[during["message_id"]] = during["content"]
+        assert a.alive and b.alive
+        redis("start")
+        stopped = False
+        wait_until(redis_ping, 30, "redis back")
+
+        # The open stream must end (at the outage or once the broker is back).
+        def drain_until_eof(stream, timeout):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    blk = stream.next(max(0.01, deadline - time.monotonic()))
+                except AssertionError:
+                    return False
+                if blk is EOF:
+                    return True
+                if not blk.is_heartbeat:
+                    assert blk.event == "message", blk
+                    got(blk.id)
+            return False
+
+        assert drain_until_eof(s, 45), \
+            "a stream stayed open across a broker outage (it cannot know what it missed)"
+        s.close()
+
+        # Reconnect like a client: resume from the last id, again after every
+        # end, and send probes until one arrives live on the current stream.
+        deadline = time.monotonic() + 60
+        live_ok = False
+        while not live_ok:
+            assert time.monotonic() < deadline, "live delivery across instances did not come back in 60 s"
+            s = alice.stream(a, last_event_id=received[-1])
+            segments += 1
+            probe_sent = False
+            while True:
+                try:
+                    blk = s.next_nonheartbeat(1.5)
+                except AssertionError:   # quiet: the replay is done
+                    if probe_sent:
+                        break            # the probe did not come live; maybe later
+                    p, _ = bob.send(b, alice, f"probe {len(sent)}")
+                    sent.append(p["message_id"])
+                    labels[p["message_id"]] = p["content"]
+                    probe_sent = p["message_id"]
+                    continue
+                if blk is EOF:
+                    break
+                assert blk.event == "message", blk
+                got(blk.id)
+                if probe_sent and blk.id == probe_sent:
+                    live_ok = True
+                    break
+            s.close()
+        # Everything sent arrived exactly once, in order, across the segments
+        # (probes that were not delivered live came with a later resume; the
+        # last one was live).
+        # A probe sent on the last failed segment may still be pending: take
+        # one more resume to collect everything.
+        s = alice.stream(b, last_event_id=received[-1])
+        segments += 1
+        final, raw = bob.send(a, alice, "final")
+        sent.append(final["message_id"])
+        labels[final["message_id"]] = "final"
+        while received[-1] != final["message_id"]:
+            blk = s.next_message()
+            got(blk.id)
+        s.close()
+        assert len(received) == len(set(received)), \
+            f"a message arrived twice; (connection, message) in order of arrival: {trace}"
+        assert received == sent, f"sent {[labels[x] for x in sent]}\nreceived {trace}"
+    finally:
+        if stopped:
+            redis("start", check=False)
+        alice.close()
+        bob.close()
