@@ -295,7 +295,9 @@ class Server:
         self.proc = None
 
     def start(self):
-        args = [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--log-level", "warn"]
+        # The scenarios are the FastAPI-compatible open API (no tokens in
+        # the wrk scripts): auth off, as behind a gateway that authenticates.
+        args = [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--log-level", "warn", "--auth", "off"]
         args += self.backend.store_args(self.data_dir)
         if KNOBS["BENCH_SERVER_THREADS"]:
             args += ["--threads", str(KNOBS["BENCH_SERVER_THREADS"])]
