@@ -179,11 +179,8 @@ void auth_login(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     input_err_t e;
-    json_t *body;
-    if (input_body_object(req, &body, &e)) {
-        http_respond_error(req, 400, e.detail);
-        return;
-    }
+    json_t *body = input_body_or_400(req);
+    if (!body) return;
     const char *name, *pw;
     size_t name_len, pw_len;
     if (input_string(body, "username", &name, &name_len, &e) || input_string(body, "password", &pw, &pw_len, &e)) {

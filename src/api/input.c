@@ -31,6 +31,14 @@ int input_body_object(http_request_t *req, json_t **out, input_err_t *err) {
     return 0;
 }
 
+json_t *input_body_or_400(http_request_t *req) {
+    input_err_t e;
+    json_t *body;
+    if (input_body_object(req, &body, &e) == 0) return body;
+    http_respond_error(req, 400, e.detail);
+    return NULL;
+}
+
 int input_string(json_t *obj, const char *key, const char **s, size_t *len, input_err_t *err) {
     json_t *v = json_object_get(obj, key);
     if (!v) return input_fail(err, key, "field required");

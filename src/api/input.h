@@ -26,6 +26,9 @@ typedef struct input_err {
 
 /* Parses the request body as a JSON object; *out must be json_decref'd. */
 int input_body_object(http_request_t *req, json_t **out, input_err_t *err);
+/* The body as a JSON object, or NULL after answering 400 with the reason;
+ * a non-NULL result must be json_decref'd. */
+json_t *input_body_or_400(http_request_t *req);
 /* A required string member (any UTF-8, NUL allowed). */
 int input_string(json_t *obj, const char *key, const char **s, size_t *len, input_err_t *err);
 /* An optional string member: *s = NULL when absent or null. */

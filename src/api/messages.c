@@ -53,11 +53,8 @@ void messages_send(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     input_err_t e;
-    json_t *body;
-    if (input_body_object(req, &body, &e)) {
-        http_respond_error(req, 400, e.detail);
-        return;
-    }
+    json_t *body = input_body_or_400(req);
+    if (!body) return;
     store_send_t s;
     memset(&s, 0, sizeof s);
     const char *bad = NULL;

@@ -95,11 +95,8 @@ void users_create(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     input_err_t e;
-    json_t *body;
-    if (input_body_object(req, &body, &e)) {
-        http_respond_error(req, 400, e.detail);
-        return;
-    }
+    json_t *body = input_body_or_400(req);
+    if (!body) return;
     user_t u = {0};
     const char *bad, *pw = NULL;
     size_t pw_len = 0;
