@@ -12,7 +12,7 @@
 VARIANT ?= release
 B := build/$(VARIANT)
 CC ?= cc
-PKGS := libmicrohttpd lmdb jansson libcrypto libargon2 hiredis
+PKGS := libmicrohttpd lmdb jansson libcrypto libargon2 hiredis zlib
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)

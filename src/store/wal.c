@@ -1,0 +1,350 @@
+/* wal.c - the write-ahead log (wal.h): segment files of checksummed records.
+ *
+ * Appends go through write(2) at the end of the newest segment; wal_sync()
+ * is one fdatasync of that file. A new segment file is made durable in its
+ * folder (fsync of the directory) before records go into it, so that a
+ * synced record can never sit in a file that a crash forgets.
+ */
+#include "store/wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "util/bytes.h"
+#include "util/log.h"
+
+#define WAL_MAGIC 0x4d574c31u /* "MWL1" */
+#define HDR_LEN 20
+#define NAME_LEN 21           /* 16 hex digits + ".wal" + NUL */
+
+typedef struct segment {
+    uint64_t first;           /* seq of its first record (its name) */
+    uint64_t bytes;
+} segment_t;
+
+struct wal {
+    char *dir;
+    int dir_fd;
+    size_t segment_bytes;
+    segment_t *segs;          /* oldest first; the last one is appended to */
+    size_t nsegs, cap;
+    int fd;                   /* the newest segment, or -1 until the first append */
+    uint64_t last;            /* newest seq, 0 when empty */
+    bool rotate;              /* the next append starts a new segment */
+    bool broken;              /* a failed append could not be undone */
+};
+
+static void seg_name(char out[NAME_LEN], uint64_t first) {
+    snprintf(out, NAME_LEN, "%016" PRIx64 ".wal", first);
+}
+
+static uint32_t record_crc(const uint8_t *hdr, const void *data, size_t len) {
+    uLong c = crc32(0L, Z_NULL, 0);
+    c = crc32(c, hdr + 4, 12); /* length and seq */
+    /* zlib takes uInt lengths: feed large payloads in pieces. */
+    const uint8_t *p = data;
+    while (len) {
+        uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
+        c = crc32(c, p, n);
+        p += n;
+        len -= n;
+    }
+    return (uint32_t)c;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int seg_cmp(const void *a, const void *b) {
+    uint64_t x = ((const segment_t *)a)->first, y = ((const segment_t *)b)->first;
+    return x < y ? -1 : x > y;
+}
+
+static int seg_push(wal_t *w, uint64_t first, uint64_t bytes) {
+    if (w->nsegs == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 16;
+        segment_t *s = realloc(w->segs, cap * sizeof *s);
+        if (!s) return -ENOMEM;
+        w->segs = s;
+        w->cap = cap;
+    }
+    w->segs[w->nsegs++] = (segment_t){.first = first, .bytes = bytes};
+    return 0;
+}
+
+/* Lists the segment files of the folder, oldest first. */
+static int scan(wal_t *w) {
+    DIR *d = opendir(w->dir);
+    if (!d) return -errno;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strlen(n) != NAME_LEN - 1 || strcmp(n + 16, ".wal") != 0) continue;
+        char *end;
+        errno = 0;
+        unsigned long long first = strtoull(n, &end, 16);
+        if (errno || end != n + 16) continue;
+        struct stat st;
+        if (fstatat(w->dir_fd, n, &st, 0) != 0) { rc = -errno; break; }
+        if ((rc = seg_push(w, first, (uint64_t)st.st_size))) break;
+    }
+    closedir(d);
+    if (!rc && w->nsegs) qsort(w->segs, w->nsegs, sizeof *w->segs, seg_cmp);
+    return rc;
+}
+
+int wal_open(const char *dir, size_t segment_bytes, wal_t **out) {
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return -errno;
+    wal_t *w = calloc(1, sizeof *w);
+    if (!w) return -ENOMEM;
+    w->fd = -1;
+    w->segment_bytes = segment_bytes ? segment_bytes : 64u << 20;
+    w->dir = strdup(dir);
+    w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = !w->dir ? -ENOMEM : w->dir_fd < 0 ? -errno : scan(w);
+    if (rc) {
+        wal_close(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+/* Reads exactly n bytes at off; returns n, fewer at the end of the file, or
+ * a negative errno. */
+static ssize_t read_at(int fd, void *p, size_t n, off_t off) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (char *)p + got, n - got, off + (off_t)got);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* Reads the records of segment i. Returns 0 when every byte is a whole
+ * record, 1 when a bad or short record starts at *valid_end (the records
+ * before it were delivered), or a negative value (fn's, or an errno). */
+static int replay_segment(wal_t *w, size_t i, uint64_t *expect, uint64_t after,
+                          int (*fn)(void *, uint64_t, const void *, size_t), void *ctx,
+                          uint64_t *valid_end) {
+    char name[NAME_LEN];
+    seg_name(name, w->segs[i].first);
+    int fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    uint64_t off = 0, size = w->segs[i].bytes;
+    void *payload = NULL;
+    size_t payload_cap = 0;
+    int rc = 0;
+    while (off < size) {
+        uint8_t hdr[HDR_LEN];
+        ssize_t r = read_at(fd, hdr, HDR_LEN, (off_t)off);
+        if (r < 0) { rc = (int)r; break; }
+        uint32_t len = r == HDR_LEN ? get32(hdr + 4) : 0;
+        uint64_t seq = r == HDR_LEN ? be64_get(hdr + 8) : 0;
+        if (r < HDR_LEN || get32(hdr) != WAL_MAGIC || len > WAL_RECORD_MAX || size - off - HDR_LEN < len) {
+            rc = 1;
+            break;
+        }
+        if (len > payload_cap) {
+            void *p = realloc(payload, len);
+            if (!p) { rc = -ENOMEM; break; }
+            payload = p;
+            payload_cap = len;
+        }
+        r = read_at(fd, payload, len, (off_t)(off + HDR_LEN));
+        if (r < 0) { rc = (int)r; break; }
+        if ((size_t)r != len || record_crc(hdr, payload, len) != get32(hdr + 16)) {
+            rc = 1;
+            break;
+        }
+        if (seq != *expect) { /* whole and valid, yet out of order: no crash does that */
+            log_error("store", "write-ahead log: record %" PRIu64 " where %" PRIu64 " belongs", seq, *expect);
+            rc = -EBADMSG;
+            break;
+        }
+        if (seq > after && (rc = fn(ctx, seq, payload, len)) != 0) break;
+        *expect = seq + 1;
+        off += HDR_LEN + len;
+    }
+    free(payload);
+    close(fd);
+    *valid_end = off;
+    return rc;
+}
+
+int wal_replay(wal_t *w, uint64_t after,
+               int (*fn)(void *ctx, uint64_t seq, const void *data, size_t len), void *ctx,
+               uint64_t *last) {
+    /* An empty segment holds nothing (a crash right after creating it, or
+     * an append that failed and was undone): drop it. */
+    size_t kept = 0;
+    for (size_t i = 0; i < w->nsegs; i++) {
+        char name[NAME_LEN];
+        seg_name(name, w->segs[i].first);
+        if (w->segs[i].bytes == 0 && unlinkat(w->dir_fd, name, 0) == 0) continue;
+        w->segs[kept++] = w->segs[i];
+    }
+    w->nsegs = kept;
+    uint64_t expect = w->nsegs ? w->segs[0].first : 0; /* the seq the next record must carry */
+    for (size_t i = 0; i < w->nsegs; i++) {
+        if (w->segs[i].first != expect) {
+            log_error("store", "write-ahead log: segment %016" PRIx64 " follows a segment ending before %" PRIu64
+                      " (a segment is missing)", w->segs[i].first, expect);
+            return -EBADMSG;
+        }
+        uint64_t valid_end = 0;
+        int rc = replay_segment(w, i, &expect, after, fn, ctx, &valid_end);
+        if (rc < 0) return rc;
+        if (rc == 1 && i + 1 < w->nsegs) {
+            log_error("store", "write-ahead log: corrupt record in segment %016" PRIx64 " at byte %" PRIu64,
+                      w->segs[i].first, valid_end);
+            return -EBADMSG;
+        }
+        if (rc == 1) {
+            /* The torn tail of a crash during an append: nothing in it was
+             * ever acknowledged (an append is acknowledged after its sync). */
+            char name[NAME_LEN];
+            seg_name(name, w->segs[i].first);
+            log_warn("store", "write-ahead log: cutting a torn tail of %" PRIu64 " bytes off segment %s",
+                     w->segs[i].bytes - valid_end, name);
+            int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
+            if (fd < 0) return -errno;
+            int trc = ftruncate(fd, (off_t)valid_end) != 0 || fdatasync(fd) != 0 ? -errno : 0;
+            close(fd);
+            if (trc) return trc;
+            w->segs[i].bytes = valid_end;
+        }
+    }
+    w->last = w->nsegs ? expect - 1 : 0;
+    *last = w->last;
+    return 0;
+}
+
+/* Opens segment `first` for appending, creating it durably. */
+static int open_segment(wal_t *w, uint64_t first, bool create) {
+    char name[NAME_LEN];
+    seg_name(name, first);
+    int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+    if (fd < 0) return -errno;
+    if (create) {
+        int rc = fsync(w->dir_fd) != 0 ? -errno : seg_push(w, first, 0);
+        if (rc) {
+            close(fd);
+            unlinkat(w->dir_fd, name, 0);
+            return rc;
+        }
+    }
+    if (w->fd >= 0) close(w->fd);
+    w->fd = fd;
+    w->rotate = false;
+    return 0;
+}
+
+static int write_all(int fd, const void *p, size_t n, off_t off) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pwrite(fd, (const char *)p + done, n - done, off + (off_t)done);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len) {
+    if (w->broken) return -EIO;
+    if (len > WAL_RECORD_MAX || (w->last && seq != w->last + 1) || seq == 0) return -EINVAL;
+    segment_t *cur = w->nsegs ? &w->segs[w->nsegs - 1] : NULL;
+    int rc = 0;
+    if (!cur || w->rotate || cur->bytes >= w->segment_bytes) {
+        rc = cur && cur->bytes == 0 && cur->first == seq ? open_segment(w, seq, false) : open_segment(w, seq, true);
+    } else if (w->fd < 0) {
+        rc = open_segment(w, cur->first, false);
+    }
+    if (rc) return rc;
+    cur = &w->segs[w->nsegs - 1];
+
+    uint8_t hdr[HDR_LEN];
+    put32(hdr, WAL_MAGIC);
+    put32(hdr + 4, (uint32_t)len);
+    be64_put(hdr + 8, seq);
+    put32(hdr + 16, record_crc(hdr, data, len));
+    off_t off = (off_t)cur->bytes;
+    rc = write_all(w->fd, hdr, HDR_LEN, off);
+    if (!rc) rc = write_all(w->fd, data, len, off + HDR_LEN);
+    if (rc) {
+        if (ftruncate(w->fd, off) != 0) {
+            w->broken = true;
+            log_error("store", "write-ahead log: cannot undo a failed append (%s): refusing writes", strerror(errno));
+        }
+        return rc;
+    }
+    cur->bytes += HDR_LEN + len;
+    w->last = seq;
+    return 0;
+}
+
+int wal_sync(wal_t *w) {
+    if (w->broken) return -EIO;
+    if (w->fd >= 0 && fdatasync(w->fd) != 0) return -errno;
+    return 0;
+}
+
+int wal_rotate(wal_t *w) {
+    if (w->nsegs && w->segs[w->nsegs - 1].bytes) w->rotate = true;
+    return 0;
+}
+
+int wal_forget(wal_t *w, uint64_t upto) {
+    size_t drop = 0;
+    /* Segment i ends where segment i+1 starts. */
+    while (drop + 1 < w->nsegs && w->segs[drop + 1].first - 1 <= upto) {
+        char name[NAME_LEN];
+        seg_name(name, w->segs[drop].first);
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) break;
+        drop++;
+    }
+    if (drop) {
+        memmove(w->segs, w->segs + drop, (w->nsegs - drop) * sizeof *w->segs);
+        w->nsegs -= drop;
+        if (fsync(w->dir_fd) != 0) return -errno;
+    }
+    return 0;
+}
+
+uint64_t wal_bytes(const wal_t *w) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < w->nsegs; i++) n += w->segs[i].bytes;
+    return n;
+}
+
+void wal_close(wal_t *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    if (w->dir_fd >= 0) close(w->dir_fd);
+    free(w->segs);
+    free(w->dir);
+    free(w);
+}

@@ -1,0 +1,71 @@
+/* wal.h - a write-ahead log: numbered records, appended sequentially and
+ * made durable with one fdatasync per group of writes.
+ *
+ * The embedded store answers a write once its record is in this log, which
+ * costs one sequential append and one fdatasync, instead of the scattered
+ * page writes of a B-tree commit (store_lmdb.c explains the whole design).
+ *
+ * On disk: a folder of segment files named by the sequence number of their
+ * first record (`%016llx.wal`), each a run of records:
+ *
+ *   magic u32 | length u32 | seq u64 | crc32 u32 | payload[length]
+ *
+ * integers big-endian; the CRC (zlib's crc32) covers seq, length and the
+ * payload. Invariants:
+ *  - within the log, each record's seq is the previous one's plus 1;
+ *  - a record is either whole and valid, or it is the torn tail of the newest
+ *    segment (a crash during an append), which wal_replay() cuts off;
+ *  - an invalid record anywhere else is corruption, reported, never skipped.
+ *
+ * A wal_t is not thread-safe: one thread (the store's writer) owns it.
+ * Errors are negative errno values.
+ */
+#ifndef MESSENGER_WAL_H
+#define MESSENGER_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wal wal_t;
+
+/* The largest payload of one record. */
+#define WAL_RECORD_MAX (1u << 30)
+
+/* Opens (creating if needed) the log in folder `dir`. Nothing is read yet:
+ * call wal_replay() once before the first append. Segments rotate when they
+ * pass segment_bytes (0: 64 MiB). */
+int wal_open(const char *dir, size_t segment_bytes, wal_t **out);
+
+/* Calls fn for every whole record with seq > after, oldest first; the
+ * payload is valid during the call only. fn returns 0 to go on, or a
+ * negative value that stops the replay and is returned. Cuts a torn tail
+ * off the newest segment. Returns 0, -EBADMSG for a corrupt record that is
+ * not the tail or a gap in the sequence, or another negative errno. Sets
+ * *last to the newest seq in the log (0 when it is empty). */
+int wal_replay(wal_t *w, uint64_t after,
+               int (*fn)(void *ctx, uint64_t seq, const void *data, size_t len), void *ctx,
+               uint64_t *last);
+
+/* Appends one record (not yet durable). seq must be the newest seq plus 1,
+ * or anything when the log is empty; otherwise -EINVAL. On failure nothing of
+ * the record stays in the log (a partial write is cut off again); when even
+ * that fails the log refuses every later append with -EIO. */
+int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len);
+
+/* Makes every appended record durable (fdatasync). */
+int wal_sync(wal_t *w);
+
+/* Starts a new segment at the next append, so that everything before it can
+ * be forgotten by segment. */
+int wal_rotate(wal_t *w);
+
+/* Deletes the segments whose every record has seq <= upto (never the one
+ * being appended to). Returns 0 or a negative errno. */
+int wal_forget(wal_t *w, uint64_t upto);
+
+/* Bytes in the log's segments. */
+uint64_t wal_bytes(const wal_t *w);
+
+void wal_close(wal_t *w);
+
+#endif
