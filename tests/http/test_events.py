@@ -627,13 +627,14 @@ def test_200_concurrent_streams(auth_server, streams):
 def small_pending_server(_module_tmp):
     d = _module_tmp / "pending"
     d.mkdir()
-    # --sse-max-pending must hold a few events (a single event larger than it
-    # ends the stream at once, by the contract), and it is far below the MBs
-    # sent to a client that never reads.
+    # --sse-max-pending must hold a round of events (50 x 12 kB: the reading
+    # client, a Python thread beside four sender threads, may fall a whole
+    # round behind on a slow build), and it is far below the 12 MB sent to a
+    # client that never reads.
     # ASan keeps freed memory in quarantine; that is not what is measured here
     env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0"}
     srv = ServerProcess(d, log_dir=_module_tmp, auth=True, env=env,
-                        args=AUTH_ARGS + ("--sse-max-pending", "131072", "--max-content-bytes", "12000")).start()
+                        args=AUTH_ARGS + ("--sse-max-pending", "1048576", "--max-content-bytes", "12000")).start()
     yield srv
     srv.stop_and_check()
 

@@ -1,0 +1,157 @@
+/* datadir.c - the embedded store's folder (datadir.h). */
+#include "store/datadir.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+#define BOOT_ID_MAX 64
+
+static int path(char out[PATH_MAX], const char *dir, const char *name) {
+    int n = snprintf(out, PATH_MAX, "%s/%s", dir, name);
+    return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
+}
+
+static int fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = fsync(fd) != 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int datadir_lock(const char *dir, int *fd) {
+    char p[PATH_MAX];
+    int rc = path(p, dir, "lock");
+    if (rc) return rc;
+    int f = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (f < 0) return -errno;
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        rc = -errno;
+        close(f);
+        return rc;
+    }
+    *fd = f;
+    return 0;
+}
+
+void datadir_unlock(int fd) {
+    if (fd >= 0) close(fd); /* closing releases the flock */
+}
+
+/* The kernel's id of this boot; "" when it cannot be read (then every
+ * unclean state counts as a machine crash: the safe side). */
+static void boot_id(char out[BOOT_ID_MAX]) {
+    out[0] = '\0';
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (!f) return;
+    if (!fgets(out, BOOT_ID_MAX, f)) out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+bool datadir_data_trusted(const char *dir) {
+    char p[PATH_MAX];
+    if (path(p, dir, "state")) return false;
+    FILE *f = fopen(p, "re");
+    if (!f) return errno == ENOENT;
+    char boot[BOOT_ID_MAX] = "", now[BOOT_ID_MAX];
+    int clean = 0;
+    bool parsed = fscanf(f, "boot %63s clean %d", boot, &clean) == 2;
+    fclose(f);
+    if (!parsed) return false;
+    if (clean == 1) return true;
+    boot_id(now);
+    return now[0] && strcmp(now, boot) == 0;
+}
+
+int datadir_state_write(const char *dir, bool clean) {
+    char p[PATH_MAX], tmp[PATH_MAX], boot[BOOT_ID_MAX];
+    int rc = path(p, dir, "state");
+    if (!rc) rc = path(tmp, dir, "state.tmp");
+    if (rc) return rc;
+    boot_id(boot);
+    char text[BOOT_ID_MAX + 32];
+    int n = snprintf(text, sizeof text, "boot %s\nclean %d\n", boot[0] ? boot : "unknown", clean ? 1 : 0);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    rc = write(fd, text, (size_t)n) != n || fsync(fd) != 0 ? (errno ? -errno : -EIO) : 0;
+    close(fd);
+    if (!rc && rename(tmp, p) != 0) rc = -errno;
+    if (!rc) rc = fsync_dir(dir);
+    return rc;
+}
+
+bool datadir_has_base(const char *dir) {
+    char p[PATH_MAX];
+    struct stat st;
+    return path(p, dir, "base.mdb") == 0 && stat(p, &st) == 0;
+}
+
+/* Renames tmp over final within dir, durably. */
+static int install(const char *dir, const char *tmp, const char *final) {
+    if (rename(tmp, final) != 0) return -errno;
+    return fsync_dir(dir);
+}
+
+int datadir_base_write(MDB_env *env, const char *dir, uint64_t *bytes) {
+    char p[PATH_MAX], tmp[PATH_MAX];
+    int rc = path(p, dir, "base.mdb");
+    if (!rc) rc = path(tmp, dir, "base.mdb.tmp");
+    if (rc) return rc;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    /* mdb_env_copyfd copies the snapshot of its own read transaction: a
+     * consistent database even while the writer commits. */
+    rc = mdb_env_copyfd(env, fd);
+    if (rc) rc = rc > 0 ? -rc : -EIO;
+    struct stat st;
+    if (!rc && (fsync(fd) != 0 || fstat(fd, &st) != 0)) rc = -errno;
+    close(fd);
+    if (!rc) rc = install(dir, tmp, p);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    /* The copy streamed the whole file through the page cache; it is only
+     * read again after a machine crash. */
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+    }
+    *bytes = (uint64_t)st.st_size;
+    return 0;
+}
+
+int datadir_base_restore(const char *dir) {
+    char base[PATH_MAX], data[PATH_MAX], tmp[PATH_MAX];
+    int rc = path(base, dir, "base.mdb");
+    if (!rc) rc = path(data, dir, "data.mdb");
+    if (!rc) rc = path(tmp, dir, "data.mdb.tmp");
+    if (rc) return rc;
+    int in = open(base, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return -errno;
+    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0) {
+        rc = -errno;
+        close(in);
+        return rc;
+    }
+    ssize_t n;
+    while ((n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0)) > 0) {}
+    rc = n < 0 || fsync(out) != 0 ? -errno : 0;
+    close(in);
+    close(out);
+    if (!rc) rc = install(dir, tmp, data);
+    if (rc) unlink(tmp);
+    return rc;
+}
