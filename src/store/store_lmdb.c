@@ -84,7 +84,7 @@ static const char *const DB_NAMES[DB_COUNT] = {
 static const char WAL_SEQ_KEY[] = "wal_seq";
 /* A base copy is made when the log has grown past the last base's size
  * (so copying costs at most as much I/O as logging), and at least this. */
-#define BASE_MIN_LOG_BYTES (64ull << 20)
+#define REBASE_LOG_BYTES (64ull << 20)
 
 #define MSG_HDR 40       /* sender 16, receiver 16, created_ms 8 */
 #define CONV_REC_HDR 65  /* other 16, activity 8, created_ms 8, has_last 1, last_id 16, last_ms 8, then content */
@@ -130,6 +130,7 @@ typedef struct lmdb_store {
     buf_t redo;             /* the redo records of the batch being applied */
     uint64_t seq;           /* the newest log record in the database */
     uint64_t base_bytes;    /* size of the last base copy */
+    uint64_t rebase_log_bytes;
     uint64_t base_seq;      /* the seq the running base copy holds at least */
     bool base_running;
     pthread_t base_thread;
@@ -1073,9 +1074,12 @@ static void *base_main(void *arg) {
 
 /* The writer's side of base copies: starts one when the log has grown past
  * the last base, and, when one has finished, forgets the log before it.
- * Called with mu held. */
+ * Only the writer starts and joins base threads. */
 static void base_tend(lmdb_store_t *s) {
-    if (s->base_running && s->base_done) {
+    pthread_mutex_lock(&s->mu);
+    bool finished = s->base_running && s->base_done;
+    pthread_mutex_unlock(&s->mu);
+    if (finished) {
         pthread_join(s->base_thread, NULL);
         s->base_running = s->base_done = false;
         if (s->base_err) {
@@ -1089,8 +1093,8 @@ static void base_tend(lmdb_store_t *s) {
                      (unsigned long long)s->base_seq);
         }
     }
-    uint64_t limit = s->base_bytes > BASE_MIN_LOG_BYTES ? s->base_bytes : BASE_MIN_LOG_BYTES;
-    if (!s->base_running && !s->closing && !s->failed && wal_bytes(s->wal) > limit) {
+    uint64_t limit = s->base_bytes > s->rebase_log_bytes ? s->base_bytes : s->rebase_log_bytes;
+    if (!s->base_running && !s->failed && wal_bytes(s->wal) > limit) {
         /* The copy holds at least everything committed so far. */
         s->base_seq = s->seq;
         wal_rotate(s->wal);
@@ -1102,8 +1106,8 @@ static void base_tend(lmdb_store_t *s) {
 static void *writer_main(void *arg) {
     lmdb_store_t *s = arg;
     for (;;) {
-        pthread_mutex_lock(&s->mu);
         if (s->wal) base_tend(s);
+        pthread_mutex_lock(&s->mu);
         while (!s->head && !s->closing && !(s->base_running && s->base_done)) pthread_cond_wait(&s->cv, &s->mu);
         if (!s->head && s->closing) {
             pthread_mutex_unlock(&s->mu);
@@ -1194,6 +1198,7 @@ static int recover(lmdb_store_t *s) {
 
 /* Makes a base copy now, on this thread, and forgets the log before it. */
 static int base_now(lmdb_store_t *s) {
+    log_info("store", "writing the base copy of %s", s->dir);
     int rc = datadir_base_write(s->env, s->dir, &s->base_bytes);
     if (rc) {
         log_error("store", "cannot write the base copy in %s: %s", s->dir, strerror(-rc));
@@ -1277,6 +1282,7 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
     s->ids = ids;
     s->max_batch = cfg->max_batch ? cfg->max_batch : 1024;
     s->bulk = cfg->bulk_load;
+    s->rebase_log_bytes = cfg->rebase_log_bytes ? cfg->rebase_log_bytes : REBASE_LOG_BYTES;
     s->lock_fd = -1;
     buf_init(&s->redo);
     int err = STORE_EIO, rc;

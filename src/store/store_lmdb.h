@@ -2,14 +2,17 @@
  *
  * Reads run on the caller's thread and complete before the call returns.
  * Writes go to one writer thread that applies every queued write in a single
- * LMDB transaction and commits it with one fsync (group commit); callbacks
- * run on that thread after the commit is durable.
+ * LMDB transaction and makes the batch durable with one fdatasync of the
+ * write-ahead log (group commit); callbacks run on that thread after that.
+ * The folder holds data.mdb, base.mdb, wal/, state and lock (datadir.h);
+ * one process at a time may open it.
  */
 #ifndef MESSENGER_STORE_LMDB_H
 #define MESSENGER_STORE_LMDB_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model/uuid.h"
 #include "store/store.h"
@@ -23,6 +26,9 @@ typedef struct store_lmdb_config {
      * lose what was loaded, never what was there before... except that it
      * may leave the database unusable: use it only on data you can reload. */
     bool bulk_load;
+    /* A new base copy is written when the write-ahead log has grown past
+     * the larger of this and the last base's size (0: 64 MiB). */
+    uint64_t rebase_log_bytes;
 } store_lmdb_config_t;
 
 /* Opens (creating if needed) the store in cfg->dir. ids must outlive the

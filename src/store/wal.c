@@ -233,6 +233,10 @@ int wal_replay(wal_t *w, uint64_t after,
             close(fd);
             if (trc) return trc;
             w->segs[i].bytes = valid_end;
+            if (valid_end == 0) { /* nothing whole in it: as if never made */
+                unlinkat(w->dir_fd, name, 0);
+                w->nsegs--;
+            }
         }
     }
     w->last = w->nsegs ? expect - 1 : 0;
