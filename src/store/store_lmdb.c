@@ -126,7 +126,7 @@ typedef struct lmdb_store {
     char *dir;
     int lock_fd;            /* datadir_lock() */
     /* Owned by the writer thread: */
-    wal_t *wal;             /* NULL in bulk mode */
+    wal_t *wal;             /* not written in bulk mode */
     buf_t redo;             /* the redo records of the batch being applied */
     uint64_t seq;           /* the newest log record in the database */
     uint64_t base_bytes;    /* size of the last base copy */
@@ -181,7 +181,7 @@ enum { REDO_PUT = 1, REDO_DEL = 2 };
 #define REDO_HDR 8
 
 static void redo_log(lmdb_store_t *s, int op, int db, const MDB_val *k, const MDB_val *v) {
-    if (!s->wal) return;
+    if (s->bulk) return;
     size_t vlen = v ? v->mv_size : 0;
     uint8_t h[REDO_HDR] = {(uint8_t)op, (uint8_t)db, (uint8_t)(k->mv_size >> 8), (uint8_t)k->mv_size,
                            (uint8_t)(vlen >> 24), (uint8_t)(vlen >> 16), (uint8_t)(vlen >> 8), (uint8_t)vlen};
@@ -1037,7 +1037,7 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
             batch_err = fatal;
             for (op_t *op = batch; op; op = op->next) op->err = 0; /* all fail alike below */
         } else {
-            batch_err = s->wal ? commit_logged(s, txn) : map_err(mdb_txn_commit(txn));
+            batch_err = s->bulk ? map_err(mdb_txn_commit(txn)) : commit_logged(s, txn);
             if (batch_err)
                 for (op_t *op = batch; op; op = op->next) op->err = 0;
         }
@@ -1106,7 +1106,7 @@ static void base_tend(lmdb_store_t *s) {
 static void *writer_main(void *arg) {
     lmdb_store_t *s = arg;
     for (;;) {
-        if (s->wal) base_tend(s);
+        if (!s->bulk) base_tend(s);
         pthread_mutex_lock(&s->mu);
         while (!s->head && !s->closing && !(s->base_running && s->base_done)) pthread_cond_wait(&s->cv, &s->mu);
         if (!s->head && s->closing) {
@@ -1315,10 +1315,6 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
     /* A store without a base (new, or written by an older version that
      * synced every commit) gets one before it acknowledges anything. */
     if (!datadir_has_base(cfg->dir) && (err = base_now(s))) goto fail;
-    if (s->bulk) { /* the load is not logged: no log either */
-        wal_close(s->wal);
-        s->wal = NULL;
-    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if ((rc = pthread_create(&s->writer, NULL, writer_main, s))) {
