@@ -90,10 +90,12 @@ int datadir_state_write(const char *dir, bool clean) {
     return rc;
 }
 
-bool datadir_has_base(const char *dir) {
+int64_t datadir_base_size(const char *dir) {
     char p[PATH_MAX];
     struct stat st;
-    return path(p, dir, "base.mdb") == 0 && stat(p, &st) == 0;
+    int rc = path(p, dir, "base.mdb");
+    if (rc) return rc;
+    return stat(p, &st) == 0 ? (int64_t)st.st_size : -errno;
 }
 
 /* Renames tmp over final within dir, durably. */

@@ -37,8 +37,8 @@ bool datadir_data_trusted(const char *dir);
 /* Writes the state durably (temporary file, fsync, rename, fsync folder). */
 int datadir_state_write(const char *dir, bool clean);
 
-/* True when base.mdb exists. */
-bool datadir_has_base(const char *dir);
+/* The size of base.mdb, or a negative errno (-ENOENT: there is none). */
+int64_t datadir_base_size(const char *dir);
 
 /* Copies a consistent snapshot of env into base.mdb durably, replacing the
  * old base only once the new one is whole. Safe while other threads write.

@@ -26,9 +26,10 @@
  *
  * Concurrency. Reads use their own read-only transaction on the caller's
  * thread (MDB_NOTLS: transactions are not tied to threads). All writes are
- * queued to one writer thread, which applies a batch in one transaction, each
- * write in a nested transaction so that one failing write does not undo the
- * others: group commit.
+ * queued to one writer thread, which applies a batch in one transaction
+ * (commit_batch says how one write's failure spares the others): group
+ * commit. The map is writable (MDB_WRITEMAP): pointers from reads must
+ * never be written through.
  *
  * Durability. A B-tree commit writes scattered pages: a send touches five
  * rows in four trees, and an fsync'd LMDB commit of 60 sends wrote ~300
@@ -122,7 +123,7 @@ typedef struct lmdb_store {
     MDB_dbi dbi[DB_COUNT];
     idgen_t *ids;
     size_t max_batch;
-    bool bulk;              /* MDB_WRITEMAP: no nested transactions, no log */
+    bool bulk;              /* loading: no log, large batches */
     char *dir;
     int lock_fd;            /* datadir_lock() */
     /* Owned by the writer thread: */
@@ -620,7 +621,7 @@ static int apply_user_create(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
     char folded[USERNAME_MAX * 4];
     if (op->user.name_len == 0 || op->user.name_len > sizeof folded) return STORE_EIO;
     username_fold(op->user.name, op->user.name_len, folded);
-    /* Both checks before the first write (see apply_bulk). */
+    /* Both checks before the first write (see commit_batch). */
     MDB_val nk = val(folded, op->user.name_len), ik = val(op->user.id.b, 16), v;
     int rc = mdb_get(txn, s->dbi[DB_USERS_BY_NAME], &nk, &v);
     if (rc == 0) return STORE_ECONFLICT;
@@ -929,30 +930,6 @@ static int apply_op(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     return STORE_EIO;
 }
 
-/* Applies one write in a nested transaction, so that its failure undoes
- * only its own changes (and its redo). */
-static int apply(lmdb_store_t *s, MDB_txn *parent, op_t *op, int64_t now) {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, parent, 0, &txn);
-    if (rc) return map_err(rc);
-    size_t mark = s->redo.len;
-    int err = apply_op(s, txn, op, now);
-    if (!err) err = map_err(mdb_txn_commit(txn));
-    else mdb_txn_abort(txn);
-    if (err) buf_truncate(&s->redo, mark);
-    return err;
-}
-
-/* In bulk mode there are no nested transactions. Every apply_* function
- * checks what can fail (missing user, taken name or id) before its first
- * write, so those failures leave nothing behind; any other failure (map
- * full, I/O) fails the whole batch. */
-static int apply_bulk(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now, int *fatal) {
-    int err = apply_op(s, txn, op, now);
-    if (err && err != STORE_ENOTFOUND && err != STORE_ECONFLICT) *fatal = err;
-    return err;
-}
-
 static void complete(op_t *op) {
     switch (op->kind) {
     case OP_USER_CREATE: op->cb.user(op->ctx, op->err, op->err ? NULL : &op->user); break;
@@ -964,24 +941,13 @@ static void complete(op_t *op) {
     free(op);
 }
 
-/* Expires idempotency keys and login tokens inside the batch's transaction; in a nested one
- * (when there can be one), so that a failure here (map full) never fails
- * the batch's writes. Bulk mode has no nested transactions, and no keys. */
-static void prune(lmdb_store_t *s, MDB_txn *parent, int64_t now) {
-    if (s->bulk) return;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, parent, 0, &txn);
-    size_t mark = s->redo.len;
-    int err = rc ? map_err(rc) : prune_expired(s, txn, DB_IDEM_BY_TIME, DB_IDEM, now - IDEMPOTENCY_WINDOW_MS);
+/* Expires a bounded number of idempotency keys and login tokens inside the
+ * batch's transaction. */
+static int prune(lmdb_store_t *s, MDB_txn *txn, int64_t now) {
+    int err = prune_expired(s, txn, DB_IDEM_BY_TIME, DB_IDEM, now - IDEMPOTENCY_WINDOW_MS);
     if (!err) err = prune_expired(s, txn, DB_TOKENS_BY_EXPIRY, DB_TOKENS, now + 1);
-    if (!rc) {
-        if (err) mdb_txn_abort(txn);
-        else err = map_err(mdb_txn_commit(txn));
-    }
-    if (err) {
-        buf_truncate(&s->redo, mark);
-        log_warn("store", "pruning expired keys and tokens: %s", store_strerror(err));
-    }
+    if (err) log_warn("store", "pruning expired keys and tokens: %s", store_strerror(err));
+    return err;
 }
 
 static int errno_to_store(int neg_errno) {
@@ -1019,33 +985,33 @@ static int commit_logged(lmdb_store_t *s, MDB_txn *txn) {
     return STORE_OK;
 }
 
-/* Applies a batch in one transaction and makes it durable with one sync. */
+/* Applies a batch in one transaction and makes it durable with one sync.
+ *
+ * There are no nested transactions (MDB_WRITEMAP has none): every apply_*
+ * function checks what a client can be refused for (a missing user, a taken
+ * name, a reused key) before its first write, so such a refusal leaves
+ * nothing behind and the batch goes on. Any other failure (map full, I/O)
+ * may leave a write half-done, so it fails the whole batch, and nothing of
+ * it is written. */
 static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
     int64_t now = time_now_ms();
     MDB_txn *txn = NULL;
-    int batch_err = s->failed ? STORE_EUNAVAILABLE : STORE_OK;
-    int rc = batch_err ? 0 : mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (!batch_err) batch_err = map_err(rc);
     buf_reset(&s->redo);
-    if (!batch_err) {
-        int fatal = 0;
-        for (op_t *op = batch; op && !fatal; op = op->next)
-            op->err = s->bulk ? apply_bulk(s, txn, op, now, &fatal) : apply(s, txn, op, now);
-        if (!fatal) prune(s, txn, now);
-        if (fatal) {
-            mdb_txn_abort(txn);
-            batch_err = fatal;
-            for (op_t *op = batch; op; op = op->next) op->err = 0; /* all fail alike below */
-        } else {
-            batch_err = s->bulk ? map_err(mdb_txn_commit(txn)) : commit_logged(s, txn);
-            if (batch_err)
-                for (op_t *op = batch; op; op = op->next) op->err = 0;
-        }
+    int batch_err = s->failed ? STORE_EUNAVAILABLE : map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    for (op_t *op = batch; op && !batch_err; op = op->next) {
+        op->err = apply_op(s, txn, op, now);
+        if (op->err && op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) batch_err = op->err;
+    }
+    if (!batch_err && !s->bulk) batch_err = prune(s, txn, now);
+    if (batch_err) {
+        if (txn) mdb_txn_abort(txn);
+    } else {
+        batch_err = s->bulk ? map_err(mdb_txn_commit(txn)) : commit_logged(s, txn);
     }
     if (batch_err) {
         log_error("store", "commit of %zu writes failed: %s", n, store_strerror(batch_err));
         for (op_t *op = batch; op; op = op->next)
-            if (!op->err) op->err = batch_err;
+            if (op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) op->err = batch_err;
     } else {
         log_debug("store", "committed %zu writes (log seq %llu)", n, (unsigned long long)s->seq);
     }
@@ -1257,8 +1223,10 @@ static int open_env(lmdb_store_t *s, const store_lmdb_config_t *cfg) {
         (rc = mdb_env_set_maxreaders(s->env, 1024)) ||
         (rc = mdb_env_set_mapsize(s->env, cfg->map_size_mb * 1024 * 1024)))
         return rc;
-    /* Never an fsync per commit: the log makes writes durable (see the top). */
-    unsigned flags = MDB_NOTLS | MDB_NOSYNC | (s->bulk ? MDB_WRITEMAP | MDB_MAPASYNC : 0);
+    /* Never an fsync per commit: the log makes writes durable (see the top).
+     * Writes go straight into the shared map: a commit then costs no
+     * write(2) per dirty page (those were a third of the writer's CPU). */
+    unsigned flags = MDB_NOTLS | MDB_NOSYNC | MDB_WRITEMAP;
     if ((rc = mdb_env_open(s->env, cfg->dir, flags, 0600))) return rc;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) return rc;
@@ -1293,7 +1261,8 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
         err = STORE_EUNAVAILABLE;
         goto fail;
     }
-    if (!datadir_data_trusted(cfg->dir) && datadir_has_base(cfg->dir)) {
+    int64_t base_size = datadir_base_size(cfg->dir);
+    if (!datadir_data_trusted(cfg->dir) && base_size >= 0) {
         log_warn("store", "%s was not closed cleanly before the machine restarted: rebuilding data.mdb from "
                  "base.mdb and the write-ahead log", cfg->dir);
         if ((rc = datadir_base_restore(cfg->dir))) {
@@ -1314,7 +1283,8 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
     if ((err = recover(s))) goto fail;
     /* A store without a base (new, or written by an older version that
      * synced every commit) gets one before it acknowledges anything. */
-    if (!datadir_has_base(cfg->dir) && (err = base_now(s))) goto fail;
+    if (base_size >= 0) s->base_bytes = (uint64_t)base_size;
+    else if ((err = base_now(s))) goto fail;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if ((rc = pthread_create(&s->writer, NULL, writer_main, s))) {

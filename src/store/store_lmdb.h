@@ -21,10 +21,10 @@ typedef struct store_lmdb_config {
     const char *dir;        /* created if missing */
     size_t map_size_mb;     /* maximum database size */
     size_t max_batch;       /* most writes in one commit */
-    /* Bulk loading (the seeder): no fsync per commit, writes straight into
-     * the map, one sync when the store closes. A crash while loading can
-     * lose what was loaded, never what was there before... except that it
-     * may leave the database unusable: use it only on data you can reload. */
+    /* Bulk loading (the seeder): writes are not logged; the store syncs
+     * and writes a base copy when it closes. A crash while loading loses
+     * what was loaded (after a machine crash: all of it, back to the last
+     * base), never what was there before. */
     bool bulk_load;
     /* A new base copy is written when the write-ahead log has grown past
      * the larger of this and the last base's size (0: 64 MiB). */
