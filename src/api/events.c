@@ -53,6 +53,13 @@ typedef struct sse {
     bool live;                /* catch-up over: events go straight out */
     held_t *held, **held_tail;
     size_t held_bytes;
+    /* Once live: what the catch-up sent (keys only, sorted). A message it
+     * read may be published a moment after it went live (LMDB publishes once
+     * the write-ahead log is synced, a broker relays with a delay); that
+     * event is skipped. Events come in id order, so the first one newer than
+     * all of these ends the check. */
+    missed_t *sent;
+    size_t n_sent;
     /* catch-up (touched only by the one step in progress) */
     bool driving, again;
     cu_phase_t phase;
@@ -106,6 +113,7 @@ static void sse_unref(sse_t *c) {
     }
     for (size_t i = 0; i < c->n_missed; i++) free(c->missed[i].event);
     free(c->missed);
+    free(c->sent);
     free(c->convs);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -116,6 +124,25 @@ static void put(sse_t *c, const char *data, size_t len) {
     if (c->stream && !c->closed) http_stream_write(c->stream, data, len);
 }
 
+static int missed_cmp(const void *a, const void *b) {
+    return memcmp(((const missed_t *)a)->key, ((const missed_t *)b)->key, 16);
+}
+
+/* True when the catch-up already sent the message with this id; forgets
+ * what it sent once an event newer than all of it comes. With c->mu held. */
+static bool sent_by_catchup(sse_t *c, const uuid_t *id) {
+    if (!c->n_sent) return false;
+    missed_t k;
+    uuid_sort_key(id, k.key);
+    if (memcmp(k.key, c->sent[c->n_sent - 1].key, 16) > 0) {
+        free(c->sent);
+        c->sent = NULL;
+        c->n_sent = 0;
+        return false;
+    }
+    return bsearch(&k, c->sent, c->n_sent, sizeof k, missed_cmp) != NULL;
+}
+
 /* ---- the hub's sink ---- */
 
 static void sink_deliver(void *ctx, const uuid_t *id, const char *event, size_t len) {
@@ -124,7 +151,7 @@ static void sink_deliver(void *ctx, const uuid_t *id, const char *event, size_t 
     if (c->closed) {
         /* leaving the hub */
     } else if (c->live && c->stream) {
-        put(c, event, len);
+        if (!sent_by_catchup(c, id)) put(c, event, len);
     } else if (c->held_bytes + len > c->api->sse_max_pending) {
         /* Too much arrived during the catch-up: end the stream; the
          * client resumes from its last event. */
@@ -174,10 +201,6 @@ static void on_closed(void *ctx) {
 
 /* ---- catch-up ---- */
 
-static int missed_cmp(const void *a, const void *b) {
-    return memcmp(((const missed_t *)a)->key, ((const missed_t *)b)->key, 16);
-}
-
 static bool was_missed(const sse_t *c, const uuid_t *id) {
     missed_t k;
     uuid_sort_key(id, k.key);
@@ -210,11 +233,19 @@ static void catchup_finish(sse_t *c) {
     c->held_tail = &c->held;
     c->held_bytes = 0;
     c->live = true;
-    pthread_mutex_unlock(&c->mu);
-    for (size_t i = 0; i < c->n_missed; i++) free(c->missed[i].event);
-    free(c->missed);
+    for (size_t i = 0; i < c->n_missed; i++) {
+        free(c->missed[i].event);
+        c->missed[i].event = NULL;
+    }
+    if (!c->overflow && c->n_missed) { /* the keys stay, for sent_by_catchup */
+        c->sent = c->missed;
+        c->n_sent = c->n_missed;
+    } else {
+        free(c->missed);
+    }
     c->missed = NULL;
     c->n_missed = 0;
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void drive(sse_t *c);

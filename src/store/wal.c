@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@ struct wal {
     segment_t *segs;          /* oldest first; the last one is appended to */
     size_t nsegs, cap;
     int fd;                   /* the newest segment, or -1 until the first append */
+    pthread_mutex_t fd_mu;    /* guards fd against wal_sync() on another thread */
     uint64_t last;            /* newest seq, 0 when empty */
     bool rotate;              /* the next append starts a new segment */
     bool broken;              /* a failed append could not be undone */
@@ -113,6 +115,7 @@ int wal_open(const char *dir, size_t segment_bytes, wal_t **out) {
     wal_t *w = calloc(1, sizeof *w);
     if (!w) return -ENOMEM;
     w->fd = -1;
+    pthread_mutex_init(&w->fd_mu, NULL);
     w->segment_bytes = segment_bytes ? segment_bytes : 64u << 20;
     w->dir = strdup(dir);
     w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -246,6 +249,9 @@ int wal_replay(wal_t *w, uint64_t after,
 
 /* Opens segment `first` for appending, creating it durably. */
 static int open_segment(wal_t *w, uint64_t first, bool create) {
+    /* wal_sync() syncs only the newest segment: the one left behind is
+     * made durable here. */
+    if (w->fd >= 0 && fdatasync(w->fd) != 0) return -errno;
     char name[NAME_LEN];
     seg_name(name, first);
     int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
@@ -258,8 +264,11 @@ static int open_segment(wal_t *w, uint64_t first, bool create) {
             return rc;
         }
     }
-    if (w->fd >= 0) close(w->fd);
+    pthread_mutex_lock(&w->fd_mu);
+    int old = w->fd;
     w->fd = fd;
+    pthread_mutex_unlock(&w->fd_mu);
+    if (old >= 0) close(old);
     w->rotate = false;
     return 0;
 }
@@ -311,9 +320,35 @@ int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len) {
 }
 
 int wal_sync(wal_t *w) {
-    if (w->broken) return -EIO;
-    if (w->fd >= 0 && fdatasync(w->fd) != 0) return -errno;
-    return 0;
+    /* A copy of the descriptor: the appending thread may move on to a new
+     * segment (having synced this one) and close it meanwhile. */
+    pthread_mutex_lock(&w->fd_mu);
+    int fd = w->fd >= 0 ? dup(w->fd) : -2;
+    int rc = fd == -1 ? -errno : 0;
+    pthread_mutex_unlock(&w->fd_mu);
+    if (fd >= 0) {
+        if (fdatasync(fd) != 0) rc = -errno;
+        close(fd);
+    }
+    return rc;
+}
+
+int wal_reset(wal_t *w) {
+    pthread_mutex_lock(&w->fd_mu);
+    int old = w->fd;
+    w->fd = -1;
+    pthread_mutex_unlock(&w->fd_mu);
+    if (old >= 0) close(old);
+    for (size_t i = 0; i < w->nsegs; i++) {
+        char name[NAME_LEN];
+        seg_name(name, w->segs[i].first);
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) return -errno;
+    }
+    w->nsegs = 0;
+    w->last = 0;
+    w->rotate = false;
+    w->broken = false;
+    return fsync(w->dir_fd) != 0 ? -errno : 0;
 }
 
 int wal_rotate(wal_t *w) {
@@ -348,6 +383,7 @@ void wal_close(wal_t *w) {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
     if (w->dir_fd >= 0) close(w->dir_fd);
+    pthread_mutex_destroy(&w->fd_mu);
     free(w->segs);
     free(w->dir);
     free(w);

@@ -17,8 +17,9 @@
  *    segment (a crash during an append), which wal_replay() cuts off;
  *  - an invalid record anywhere else is corruption, reported, never skipped.
  *
- * A wal_t is not thread-safe: one thread (the store's writer) owns it.
- * Errors are negative errno values.
+ * One thread (the store's writer) owns a wal_t; only wal_sync() may also be
+ * called from one other thread, concurrently with appends. Errors are
+ * negative errno values.
  */
 #ifndef MESSENGER_WAL_H
 #define MESSENGER_WAL_H
@@ -52,8 +53,13 @@ int wal_replay(wal_t *w, uint64_t after,
  * that fails the log refuses every later append with -EIO. */
 int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len);
 
-/* Makes every appended record durable (fdatasync). */
+/* Makes every record appended before the call durable (fdatasync). */
 int wal_sync(wal_t *w);
+
+/* Deletes every segment: the log is empty, and the next append may take any
+ * seq. For a database that holds more than the log (then a base copy that
+ * holds it all must already be durable). */
+int wal_reset(wal_t *w);
 
 /* Starts a new segment at the next append, so that everything before it can
  * be forgotten by segment. */
