@@ -61,8 +61,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store/datadir.h"
 #include "store/store_impl.h"
@@ -1162,8 +1164,14 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
 
 static void *base_main(void *arg) {
     lmdb_store_t *s = arg;
+    /* Background work: let the writer and the HTTP threads go first. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     uint64_t bytes = 0;
     int rc = datadir_base_write(s->env, s->dir, &bytes);
+    if (!rc) { /* the log before the base is not needed any more */
+        int frc = wal_forget(s->wal, s->base_seq);
+        if (frc) log_warn("store", "write-ahead log: deleting old segments: %s", strerror(-frc));
+    }
     pthread_mutex_lock(&s->mu);
     s->base_done = true;
     s->base_err = rc;
@@ -1188,8 +1196,6 @@ static void base_tend(lmdb_store_t *s) {
             s->base_bytes = wal_bytes(s->wal); /* wait for as much log again before retrying */
         } else {
             s->base_bytes = s->base_done_bytes;
-            int rc = wal_forget(s->wal, s->base_seq);
-            if (rc) log_warn("store", "write-ahead log: deleting old segments: %s", strerror(-rc));
             log_info("store", "base copy done (%llu MiB, log seq %llu)", (unsigned long long)(s->base_bytes >> 20),
                      (unsigned long long)s->base_seq);
         }
@@ -1334,7 +1340,6 @@ static void lmdb_close(store_t *base) {
     if (s->base_running) {
         pthread_join(s->base_thread, NULL);
         s->base_running = false;
-        if (!s->base_err) wal_forget(s->wal, s->base_seq);
     }
     int rc = mdb_env_sync(s->env, 1);
     if (rc) log_error("store", "final sync failed: %s", mdb_strerror(rc));

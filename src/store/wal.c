@@ -36,10 +36,14 @@ struct wal {
     char *dir;
     int dir_fd;
     size_t segment_bytes;
+    /* mu guards segs, nsegs, cap and fd: wal_sync() and wal_forget() may run
+     * on other threads than the appending one. The appending thread alone
+     * changes the newest segment and fd; wal_forget() never drops the newest
+     * segment, so between two locked sections the newest stays the same. */
+    pthread_mutex_t mu;
     segment_t *segs;          /* oldest first; the last one is appended to */
     size_t nsegs, cap;
     int fd;                   /* the newest segment, or -1 until the first append */
-    pthread_mutex_t fd_mu;    /* guards fd against wal_sync() on another thread */
     uint64_t last;            /* newest seq, 0 when empty */
     bool rotate;              /* the next append starts a new segment */
     bool broken;              /* a failed append could not be undone */
@@ -115,7 +119,7 @@ int wal_open(const char *dir, size_t segment_bytes, wal_t **out) {
     wal_t *w = calloc(1, sizeof *w);
     if (!w) return -ENOMEM;
     w->fd = -1;
-    pthread_mutex_init(&w->fd_mu, NULL);
+    pthread_mutex_init(&w->mu, NULL);
     w->segment_bytes = segment_bytes ? segment_bytes : 64u << 20;
     w->dir = strdup(dir);
     w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -210,6 +214,13 @@ int wal_replay(wal_t *w, uint64_t after,
     w->nsegs = kept;
     uint64_t expect = w->nsegs ? w->segs[0].first : 0; /* the seq the next record must carry */
     for (size_t i = 0; i < w->nsegs; i++) {
+        if (i + 1 < w->nsegs && w->segs[i + 1].first - 1 <= after) {
+            /* Only records <= after: not read (a restart after a long run
+             * reads only what the database lacks), not needed to follow on
+             * (a deletion by wal_forget() that did not reach the disk). */
+            expect = w->segs[i + 1].first;
+            continue;
+        }
         if (w->segs[i].first != expect) {
             log_error("store", "write-ahead log: segment %016" PRIx64 " follows a segment ending before %" PRIu64
                       " (a segment is missing)", w->segs[i].first, expect);
@@ -256,18 +267,17 @@ static int open_segment(wal_t *w, uint64_t first, bool create) {
     seg_name(name, first);
     int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
     if (fd < 0) return -errno;
-    if (create) {
-        int rc = fsync(w->dir_fd) != 0 ? -errno : seg_push(w, first, 0);
-        if (rc) {
-            close(fd);
-            unlinkat(w->dir_fd, name, 0);
-            return rc;
-        }
+    int rc = create && fsync(w->dir_fd) != 0 ? -errno : 0;
+    pthread_mutex_lock(&w->mu);
+    if (!rc && create) rc = seg_push(w, first, 0);
+    int old = rc ? fd : w->fd;
+    if (!rc) w->fd = fd;
+    pthread_mutex_unlock(&w->mu);
+    if (rc) {
+        close(fd);
+        unlinkat(w->dir_fd, name, 0);
+        return rc;
     }
-    pthread_mutex_lock(&w->fd_mu);
-    int old = w->fd;
-    w->fd = fd;
-    pthread_mutex_unlock(&w->fd_mu);
     if (old >= 0) close(old);
     w->rotate = false;
     return 0;
@@ -289,32 +299,39 @@ static int write_all(int fd, const void *p, size_t n, off_t off) {
 int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len) {
     if (w->broken) return -EIO;
     if (len > WAL_RECORD_MAX || (w->last && seq != w->last + 1) || seq == 0) return -EINVAL;
-    segment_t *cur = w->nsegs ? &w->segs[w->nsegs - 1] : NULL;
+    pthread_mutex_lock(&w->mu);
+    bool have = w->nsegs > 0;
+    segment_t cur = have ? w->segs[w->nsegs - 1] : (segment_t){0};
+    int fd = w->fd;
+    pthread_mutex_unlock(&w->mu);
     int rc = 0;
-    if (!cur || w->rotate || cur->bytes >= w->segment_bytes) {
-        rc = cur && cur->bytes == 0 && cur->first == seq ? open_segment(w, seq, false) : open_segment(w, seq, true);
-    } else if (w->fd < 0) {
-        rc = open_segment(w, cur->first, false);
+    if (!have || w->rotate || cur.bytes >= w->segment_bytes) {
+        rc = open_segment(w, seq, !(have && cur.bytes == 0 && cur.first == seq));
+        cur = (segment_t){.first = seq, .bytes = have && cur.first == seq ? cur.bytes : 0};
+    } else if (fd < 0) {
+        rc = open_segment(w, cur.first, false);
     }
     if (rc) return rc;
-    cur = &w->segs[w->nsegs - 1];
+    fd = w->fd; /* only this thread changes it */
 
     uint8_t hdr[HDR_LEN];
     put32(hdr, WAL_MAGIC);
     put32(hdr + 4, (uint32_t)len);
     be64_put(hdr + 8, seq);
     put32(hdr + 16, record_crc(hdr, data, len));
-    off_t off = (off_t)cur->bytes;
-    rc = write_all(w->fd, hdr, HDR_LEN, off);
-    if (!rc) rc = write_all(w->fd, data, len, off + HDR_LEN);
+    off_t off = (off_t)cur.bytes;
+    rc = write_all(fd, hdr, HDR_LEN, off);
+    if (!rc) rc = write_all(fd, data, len, off + HDR_LEN);
     if (rc) {
-        if (ftruncate(w->fd, off) != 0) {
+        if (ftruncate(fd, off) != 0) {
             w->broken = true;
             log_error("store", "write-ahead log: cannot undo a failed append (%s): refusing writes", strerror(errno));
         }
         return rc;
     }
-    cur->bytes += HDR_LEN + len;
+    pthread_mutex_lock(&w->mu);
+    w->segs[w->nsegs - 1].bytes += HDR_LEN + len;
+    pthread_mutex_unlock(&w->mu);
     w->last = seq;
     return 0;
 }
@@ -322,10 +339,10 @@ int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len) {
 int wal_sync(wal_t *w) {
     /* A copy of the descriptor: the appending thread may move on to a new
      * segment (having synced this one) and close it meanwhile. */
-    pthread_mutex_lock(&w->fd_mu);
+    pthread_mutex_lock(&w->mu);
     int fd = w->fd >= 0 ? dup(w->fd) : -2;
     int rc = fd == -1 ? -errno : 0;
-    pthread_mutex_unlock(&w->fd_mu);
+    pthread_mutex_unlock(&w->mu);
     if (fd >= 0) {
         if (fdatasync(fd) != 0) rc = -errno;
         close(fd);
@@ -334,17 +351,19 @@ int wal_sync(wal_t *w) {
 }
 
 int wal_reset(wal_t *w) {
-    pthread_mutex_lock(&w->fd_mu);
+    pthread_mutex_lock(&w->mu);
     int old = w->fd;
     w->fd = -1;
-    pthread_mutex_unlock(&w->fd_mu);
-    if (old >= 0) close(old);
-    for (size_t i = 0; i < w->nsegs; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < w->nsegs && !rc; i++) {
         char name[NAME_LEN];
         seg_name(name, w->segs[i].first);
-        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) return -errno;
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) rc = -errno;
     }
-    w->nsegs = 0;
+    if (!rc) w->nsegs = 0;
+    pthread_mutex_unlock(&w->mu);
+    if (old >= 0) close(old);
+    if (rc) return rc;
     w->last = 0;
     w->rotate = false;
     w->broken = false;
@@ -352,30 +371,42 @@ int wal_reset(wal_t *w) {
 }
 
 int wal_rotate(wal_t *w) {
+    pthread_mutex_lock(&w->mu);
     if (w->nsegs && w->segs[w->nsegs - 1].bytes) w->rotate = true;
+    pthread_mutex_unlock(&w->mu);
     return 0;
 }
 
 int wal_forget(wal_t *w, uint64_t upto) {
+    /* Off the list under the lock; the files go after it (deleting a large
+     * file can take a while: ext4 may discard its blocks then and there). */
+    pthread_mutex_lock(&w->mu);
     size_t drop = 0;
-    /* Segment i ends where segment i+1 starts. */
-    while (drop + 1 < w->nsegs && w->segs[drop + 1].first - 1 <= upto) {
-        char name[NAME_LEN];
-        seg_name(name, w->segs[drop].first);
-        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) break;
-        drop++;
-    }
+    while (drop + 1 < w->nsegs && w->segs[drop + 1].first - 1 <= upto) drop++; /* i ends where i+1 starts */
+    uint64_t *gone = drop ? malloc(drop * sizeof *gone) : NULL;
+    if (drop && !gone) drop = 0;
+    for (size_t i = 0; i < drop; i++) gone[i] = w->segs[i].first;
     if (drop) {
         memmove(w->segs, w->segs + drop, (w->nsegs - drop) * sizeof *w->segs);
         w->nsegs -= drop;
-        if (fsync(w->dir_fd) != 0) return -errno;
     }
-    return 0;
+    pthread_mutex_unlock(&w->mu);
+    int rc = 0;
+    for (size_t i = 0; i < drop; i++) {
+        char name[NAME_LEN];
+        seg_name(name, gone[i]);
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT && !rc) rc = -errno;
+    }
+    free(gone);
+    if (drop && !rc && fsync(w->dir_fd) != 0) rc = -errno;
+    return rc;
 }
 
-uint64_t wal_bytes(const wal_t *w) {
+uint64_t wal_bytes(wal_t *w) {
     uint64_t n = 0;
+    pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < w->nsegs; i++) n += w->segs[i].bytes;
+    pthread_mutex_unlock(&w->mu);
     return n;
 }
 
@@ -383,7 +414,7 @@ void wal_close(wal_t *w) {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
     if (w->dir_fd >= 0) close(w->dir_fd);
-    pthread_mutex_destroy(&w->fd_mu);
+    pthread_mutex_destroy(&w->mu);
     free(w->segs);
     free(w->dir);
     free(w);

@@ -17,9 +17,9 @@
  *    segment (a crash during an append), which wal_replay() cuts off;
  *  - an invalid record anywhere else is corruption, reported, never skipped.
  *
- * One thread (the store's writer) owns a wal_t; only wal_sync() may also be
- * called from one other thread, concurrently with appends. Errors are
- * negative errno values.
+ * One thread (the store's writer) appends; wal_sync(), wal_forget() and
+ * wal_bytes() may also be called from other threads, concurrently with
+ * appends. Errors are negative errno values.
  */
 #ifndef MESSENGER_WAL_H
 #define MESSENGER_WAL_H
@@ -38,7 +38,8 @@ typedef struct wal wal_t;
 int wal_open(const char *dir, size_t segment_bytes, wal_t **out);
 
 /* Calls fn for every whole record with seq > after, oldest first; the
- * payload is valid during the call only. fn returns 0 to go on, or a
+ * payload is valid during the call only. Segments that hold only records
+ * <= after are neither read nor checked. fn returns 0 to go on, or a
  * negative value that stops the replay and is returned. Cuts a torn tail
  * off the newest segment. Returns 0, -EBADMSG for a corrupt record that is
  * not the tail or a gap in the sequence, or another negative errno. Sets
@@ -66,11 +67,12 @@ int wal_reset(wal_t *w);
 int wal_rotate(wal_t *w);
 
 /* Deletes the segments whose every record has seq <= upto (never the one
- * being appended to). Returns 0 or a negative errno. */
+ * being appended to). Returns 0 or a negative errno (a segment that could not
+ * be deleted is forgotten all the same: it is older than every record kept). */
 int wal_forget(wal_t *w, uint64_t upto);
 
 /* Bytes in the log's segments. */
-uint64_t wal_bytes(const wal_t *w);
+uint64_t wal_bytes(wal_t *w);
 
 void wal_close(wal_t *w);
 
