@@ -132,6 +132,12 @@ typedef struct lmdb_store {
     /* Owned by the writer thread: */
     wal_t *wal;             /* not written in bulk mode */
     buf_t redo;             /* the redo records of the batch being applied */
+    /* The batch's cursors on the two trees every send rewrites twice (NULL
+     * outside a batch). A positioned LMDB cursor finds a key that lies on
+     * its current leaf page without descending from the root, and a send
+     * reads, then rewrites, neighbouring keys: a user's row, and the user's
+     * recency rows old and new. */
+    MDB_cursor *cur_convs, *cur_recency;
     uint64_t seq;           /* the newest log record in the database */
     int64_t log_us;         /* the last batch's append time (debug log) */
     uint64_t base_bytes;    /* size of the last base copy */
@@ -731,13 +737,13 @@ typedef struct conv_row_state {
     int64_t created_ms;
 } conv_row_state_t;
 
-static int read_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, const uuid_t *conv,
+static int read_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *conv,
                          conv_row_state_t *out) {
     uint8_t ck[32];
     memcpy(ck, user->b, 16);
     memcpy(ck + 16, conv->b, 16);
     MDB_val k = val(ck, 32), v;
-    int rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &k, &v);
+    int rc = mdb_cursor_get(s->cur_convs, &k, &v, MDB_SET);
     if (rc && rc != MDB_NOTFOUND) return map_err(rc);
     out->exists = rc == 0 && v.mv_size >= CONV_REC_HDR;
     out->activity = out->exists ? be64_get((const uint8_t *)v.mv_data + 16) : 0;
@@ -750,7 +756,7 @@ static int read_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, cons
  * empty conversation. A message older than the row's last one (the seeder
  * may write out of order) leaves the row as it is: activity never
  * decreases. */
-static int write_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, const uuid_t *other,
+static int write_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *other,
                           const uuid_t *conv, int64_t created_ms, const message_t *msg,
                           const conv_row_state_t *old) {
     uint8_t ck[32];
@@ -768,8 +774,12 @@ static int write_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, con
         memcpy(rk, user->b, 16);
         be64_put(rk + 16, old_activity);
         memcpy(rk + 24, conv->b, 16);
-        MDB_val rkv = val(rk, 40);
-        rc = db_del(s, txn, DB_RECENCY, &rkv);
+        MDB_val rkv = val(rk, 40), ignored;
+        rc = mdb_cursor_get(s->cur_recency, &rkv, &ignored, MDB_SET);
+        if (rc == 0) {
+            redo_log(s, REDO_DEL, DB_RECENCY, &rkv, NULL);
+            rc = mdb_cursor_del(s->cur_recency, 0);
+        }
         if (rc && rc != MDB_NOTFOUND) return map_err(rc);
     }
     /* The same record goes to conversations_by_user and, so that a list page
@@ -777,7 +787,7 @@ static int write_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, con
      * die with the next put, hence filling each in turn). */
     size_t len = CONV_REC_HDR + (msg ? msg->content_len : 0);
     MDB_val nv = {.mv_size = len, .mv_data = NULL};
-    rc = db_put(s, txn, DB_CONVS_BY_USER, &k, &nv, MDB_RESERVE);
+    rc = mdb_cursor_put(s->cur_convs, &k, &nv, MDB_RESERVE);
     if (rc) return map_err(rc);
     fill_conv_rec(nv.mv_data, other, activity, created_ms, msg);
     redo_log(s, REDO_PUT, DB_CONVS_BY_USER, &k, &nv);
@@ -786,18 +796,18 @@ static int write_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, con
     be64_put(rk + 16, activity);
     memcpy(rk + 24, conv->b, 16);
     MDB_val rkv = val(rk, 40), rv = {.mv_size = len, .mv_data = NULL};
-    rc = db_put(s, txn, DB_RECENCY, &rkv, &rv, MDB_RESERVE);
+    rc = mdb_cursor_put(s->cur_recency, &rkv, &rv, MDB_RESERVE);
     if (rc) return map_err(rc);
     fill_conv_rec(rv.mv_data, other, activity, created_ms, msg);
     redo_log(s, REDO_PUT, DB_RECENCY, &rkv, &rv);
     return STORE_OK;
 }
 
-static int touch_conv_row(lmdb_store_t *s, MDB_txn *txn, const uuid_t *user, const uuid_t *other,
+static int touch_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *other,
                           const uuid_t *conv, int64_t created_ms, const message_t *msg) {
     conv_row_state_t old;
-    int err = read_conv_row(s, txn, user, conv, &old);
-    return err ? err : write_conv_row(s, txn, user, other, conv, created_ms, msg, &old);
+    int err = read_conv_row(s, user, conv, &old);
+    return err ? err : write_conv_row(s, user, other, conv, created_ms, msg, &old);
 }
 
 /* Idempotency: looks the key up; on a live hit fills op->msg with the
@@ -904,7 +914,7 @@ static int apply_send(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
      * (users are never deleted) and the conversation's metadata (written
      * with its first row): three look-ups fewer on the common path. */
     conv_row_state_t mine;
-    int err = read_conv_row(s, txn, &r->sender_id, &m->conversation_id, &mine);
+    int err = read_conv_row(s, &r->sender_id, &m->conversation_id, &mine);
     if (err) return err;
     if (!mine.exists && (!user_exists(s, txn, &r->sender_id) || !user_exists(s, txn, &r->receiver_id)))
         return STORE_ENOTFOUND;
@@ -938,8 +948,8 @@ static int apply_send(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     int64_t created = mine.created_ms;
     if (!mine.exists)
         err = ensure_meta(s, txn, &m->conversation_id, &m->sender_id, &m->receiver_id, m->created_at_ms, &created);
-    if (!err) err = write_conv_row(s, txn, &m->sender_id, &m->receiver_id, &m->conversation_id, created, m, &mine);
-    if (!err) err = touch_conv_row(s, txn, &m->receiver_id, &m->sender_id, &m->conversation_id, created, m);
+    if (!err) err = write_conv_row(s, &m->sender_id, &m->receiver_id, &m->conversation_id, created, m, &mine);
+    if (!err) err = touch_conv_row(s, &m->receiver_id, &m->sender_id, &m->conversation_id, created, m);
     if (!err && r->client_message_id) err = idem_record(s, txn, op, now);
     return err;
 }
@@ -950,8 +960,8 @@ static int apply_open(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     conversation_id_derive(&op->open_a, &op->open_b, &conv);
     int64_t created;
     int err = ensure_meta(s, txn, &conv, &op->open_a, &op->open_b, op->open_at_ms ? op->open_at_ms : now, &created);
-    if (!err) err = touch_conv_row(s, txn, &op->open_a, &op->open_b, &conv, created, NULL);
-    if (!err) err = touch_conv_row(s, txn, &op->open_b, &op->open_a, &conv, created, NULL);
+    if (!err) err = touch_conv_row(s, &op->open_a, &op->open_b, &conv, created, NULL);
+    if (!err) err = touch_conv_row(s, &op->open_b, &op->open_a, &conv, created, NULL);
     if (err) return err;
     memset(&op->conv, 0, sizeof op->conv);
     op->conv.id = conv;
@@ -1136,11 +1146,16 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
     s->log_us = 0;
     uint64_t seq = 0;
     int batch_err = atomic_load(&s->failed) ? STORE_EUNAVAILABLE : map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_CONVS_BY_USER], &s->cur_convs));
+    if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_RECENCY], &s->cur_recency));
     for (op_t *op = batch; op && !batch_err; op = op->next) {
         op->err = apply_op(s, txn, op, now);
         if (op->err && op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) batch_err = op->err;
     }
     if (!batch_err && !s->bulk) batch_err = prune(s, txn, now);
+    if (s->cur_convs) mdb_cursor_close(s->cur_convs);
+    if (s->cur_recency) mdb_cursor_close(s->cur_recency);
+    s->cur_convs = s->cur_recency = NULL;
     t_applied = mono_us();
     if (batch_err) {
         if (txn) mdb_txn_abort(txn);
