@@ -47,6 +47,20 @@
 #include "util/timefmt.h"
 
 #define MAX_PAGE 100
+/* Every send deletes a recency row, so a user's partition fills with
+ * tombstones that every page of the list reads through (a 2M-message set:
+ * ~400 per user, 51 ms per page). The table is an index that readers check
+ * against conversations_by_user (a stale row is skipped and deleted), so a
+ * deleted row that comes back does no harm: its tombstones need not outlive
+ * a compaction (gc_grace_seconds 0), and levelled compaction with
+ * single-sstable tombstone compactions purges them soon after they are
+ * written. */
+#define RECENCY_TABLE_OPTIONS \
+    "gc_grace_seconds = 0 AND compaction = {'class': 'LeveledCompactionStrategy', " \
+    "'unchecked_tombstone_compaction': 'true', 'tombstone_threshold': '0.1', 'tombstone_compaction_interval': '60'}"
+#define Q_RECENCY_GC "SELECT gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = ? AND table_name = " \
+    "'conversations_by_recency'"
+
 #define RECENCY_SLACK 8 /* extra recency rows fetched per page, for stale ones */
 
 /* Statements (names unqualified: the client USEs the keyspace). */
@@ -1292,6 +1306,12 @@ static int connect_client(const store_cassandra_config_t *cfg, const char *keysp
     return STORE_OK;
 }
 
+/* run_sync's row callback for one int column (a missing row leaves *arg). */
+static void read_first_int(void *arg, cql_result *r) {
+    int32_t v;
+    if (cql_row_get_int(r, 0, &v) == CQL_OK) *(int32_t *)arg = v;
+}
+
 static int create_schema(const store_cassandra_config_t *cfg) {
     cql_client *c;
     int err = connect_client(cfg, NULL, &c);
@@ -1314,7 +1334,8 @@ static int create_schema(const store_cassandra_config_t *cfg) {
         "CREATE TABLE IF NOT EXISTS %s.conversation_metadata (conversation_id uuid PRIMARY KEY, created_at timestamp)",
         "CREATE TABLE IF NOT EXISTS %s.users_by_name (username_lower text PRIMARY KEY, user_id uuid)",
         "CREATE TABLE IF NOT EXISTS %s.conversations_by_recency (user_id uuid, activity bigint, conversation_id blob, "
-        "PRIMARY KEY (user_id, activity, conversation_id)) WITH CLUSTERING ORDER BY (activity DESC, conversation_id DESC)",
+        "PRIMARY KEY (user_id, activity, conversation_id)) WITH CLUSTERING ORDER BY (activity DESC, conversation_id DESC) "
+        "AND " RECENCY_TABLE_OPTIONS,
         "CREATE TABLE IF NOT EXISTS %s.conversation_participants (conversation_id uuid PRIMARY KEY, user1_id uuid, "
         "user2_id uuid)",
         "CREATE TABLE IF NOT EXISTS %s.idempotency (sender_id uuid, client_message_id text, conversation_id uuid, "
@@ -1326,6 +1347,17 @@ static int create_schema(const store_cassandra_config_t *cfg) {
     int rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     for (size_t i = 0; rc == CQL_OK && i < sizeof tables / sizeof tables[0]; i++) {
         snprintf(q, sizeof q, tables[i], ks);
+        rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
+    }
+    /* A recency table made by an earlier version gets the options above,
+     * once: an ALTER on every start-up would change the schema every time. */
+    int32_t gc_grace = 0;
+    cql_value kv = cql_value_text(ks);
+    if (rc == CQL_OK) rc = run_sync(c, Q_RECENCY_GC, &kv, 1, CQL_ONE, read_first_int, &gc_grace);
+    if (rc == CQL_OK && gc_grace != 0) {
+        log_info("store", "cassandra: conversations_by_recency: gc_grace_seconds %d -> 0, levelled compaction",
+                 (int)gc_grace);
+        snprintf(q, sizeof q, "ALTER TABLE %s.conversations_by_recency WITH " RECENCY_TABLE_OPTIONS, ks);
         rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     }
     cql_client_close(c);
