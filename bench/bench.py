@@ -13,8 +13,9 @@ flags, raises the open-file limit and then runs this script, which:
   5. holds 10,000 idle keep-alive connections (bench/idle_conns.py) and
      reads the server's anonymous RSS,
   6. runs the scale scenarios on a second data set (on Cassandra only with
-     BENCH_CASSANDRA_SCALE=1; there it also runs `messenger bench-store`
-     next to the page-read and send scenarios: the "store ceiling" rows),
+     BENCH_CASSANDRA_SCALE=1; there it also runs `messenger bench-store
+     --requests` next to the page-read and send scenarios, on their request
+     files: the "store ceiling" rows),
   7. prints the table and the targets, and writes bench/results/bench-*.json,
      bench-*.txt and bench-*.png (plus latest.* copies).
 
@@ -524,7 +525,8 @@ class CassandraBackend(Backend):
     shutdown() stops it again only then). Clearing an outdated set does not
     drop its keyspace (seed skips rows already there; messages added by
     earlier bench runs stay); drop it by hand for a clean set. The ceiling
-    rows come from `messenger bench-store` on the same keyspace."""
+    rows come from `messenger bench-store --requests` on the same keyspace
+    and the same request files as the HTTP scenarios."""
     name = "cassandra"
     sources = ["src/seed.c", "src/store/store_cassandra.c"]
 
@@ -594,12 +596,13 @@ class CassandraBackend(Backend):
             return "memory scenario skipped on cassandra (BENCH_CASSANDRA_MEMORY=0)"
         return None
 
-    def ceiling(self, data_dir, scenario, conns, duration):
+    def ceiling(self, data_dir, scenario, conns, duration, requests):
         """`messenger bench-store` on the same keyspace: the CQL client alone
-        issuing the statements the API issues. Returns its JSON line."""
+        issuing the statements the API issues for the lines of the request
+        file `requests` (the HTTP scenario's). Returns its JSON line."""
         args = [str(BIN), "bench-store"] + self.store_args(data_dir) + [
             "--duration", str(duration), "--concurrency", str(conns), "--scenario", scenario,
-            "--log-level", "warn"]
+            "--requests", str(requests), "--log-level", "warn"]
         p = subprocess.run(args, capture_output=True, text=True, timeout=duration + 180)
         m = re.search(r"^(\{.*\})$", p.stdout, re.M)
         if p.returncode != 0 or not m:
@@ -651,6 +654,26 @@ def write_lines(path, lines):
         for line in lines:
             f.write(line + "\n")
     return str(path)
+
+
+def mix_file(path, pools):
+    """One request file that draws like mix.lua over pools [(weight, file)],
+    for `bench-store --requests` (which draws a line uniformly): each pool's
+    lines are cycled to its weight's share of the lines, so that every pool
+    is drawn with mix.lua's probability and its lines about uniformly."""
+    pools = [(w, open(f).read().splitlines()) for w, f in pools]
+    pools = [(w, [x for x in lines if x.strip()]) for w, lines in pools]
+    pools = [(w, lines) for w, lines in pools if w > 0 and lines]
+    if not pools:
+        raise RuntimeError(f"mix_file {path}: no requests")
+    total_w = sum(w for w, _ in pools)
+    # enough lines that the pool with the most lines per weight has each once
+    total = max(len(lines) * total_w / w for w, lines in pools)
+    out = []
+    for w, lines in pools:
+        n = max(1, round(total * w / total_w))
+        out += [lines[i % len(lines)] for i in range(n)]
+    return write_lines(path, out)
 
 
 def page_path(conv, cursor=None, limit=20):
@@ -808,18 +831,20 @@ class Run:
         self.results = results
         self.exclude = set(exclude)   # pids of the system under test besides the server (Cassandra)
 
-    def ceiling(self, backend, scenario, conns):
-        """Row "store ceiling: <scenario>": `messenger bench-store` against the
-        same data set, same duration and concurrency as the HTTP scenarios
-        (after a warm-up run like theirs). The server stays up but idle."""
+    def ceiling(self, backend, scenario, conns, requests):
+        """Row "store ceiling: <scenario>": `messenger bench-store --requests`
+        against the same data set, with the HTTP scenario's requests (the file
+        `requests`), same duration and concurrency (after a warm-up run like
+        theirs). The server stays up but idle."""
         duration = max(1, int(round(DURATION)))
         row = {"scenario": f"store ceiling: {scenario}", "group": "ceiling", "store": self.store,
-               "connections": conns, "duration_s": duration}
+               "connections": conns, "duration_s": duration, "requests_file": os.path.basename(requests)}
         try:
             if WARMUP > 0:
-                backend.ceiling(self.data_dir, scenario, conns, max(1, int(round(WARMUP))))
+                w = backend.ceiling(self.data_dir, scenario, conns, max(1, int(round(WARMUP))), requests)
+                row["warmup_ops"] = w["ops"]
             snap = cpu_snapshot()
-            r = backend.ceiling(self.data_dir, scenario, conns, duration)
+            r = backend.ceiling(self.data_dir, scenario, conns, duration, requests)
             others = other_cpu(snap, cpu_snapshot(), {os.getpid(), self.server.proc.pid} | self.exclude)
             row["other_cpu_percent"] = round(sum(p["cpu_percent"] for p in others), 1)
             row["other_cpu_top"] = others[:3]
@@ -1138,12 +1163,15 @@ def bench_store_on(backend, store, results, datasets, work, rng):
             run = Run(store, data_dir, srv, results, exclude=backend.system_pids())
             ceiling = getattr(backend, "ceiling", None)
             page = [(50, files["page_first"]), (50, files["page_cursor"])]
+            if ceiling and "page" in SCENARIOS:
+                # the page-read scenario's requests, first and cursor pages as mix.lua draws them
+                files["page_mix"] = mix_file(work / "page_mix.txt", page)
             if "health" in SCENARIOS:
                 for n in SWEEP:
                     run.scenario("health", "sweep", n, [(1, files["health"])])
             if "page" in SCENARIOS:
                 if ceiling:
-                    run.ceiling(backend, "page", CONNS)
+                    run.ceiling(backend, "page", CONNS, files["page_mix"])
                 for n in SWEEP:
                     run.scenario("page read", "sweep", n, page)
             if "list" in SCENARIOS:
@@ -1152,7 +1180,9 @@ def bench_store_on(backend, store, results, datasets, work, rng):
                 r = run.scenario("send (durable)", "main", CONNS, [(1, files["send"])])
                 sends += r.get("requests", 0) - r.get("errors", 0)
                 if ceiling:
-                    run.ceiling(backend, "send", CONNS)
+                    # its sends land in the data set's conversations too
+                    c = run.ceiling(backend, "send", CONNS, files["send"])
+                    sends += c.get("requests", 0) + c.get("warmup_ops", 0) - c.get("errors", 0)
             if "mixed" in SCENARIOS:
                 r = run.scenario("mixed 90/10", "main", CONNS, [(45, files["page_first"]), (45, files["page_cursor"]),
                                                               (90, files["list"]), (20, files["send"])])
@@ -1242,8 +1272,9 @@ def main():
         lines.append("[cassandra] /health queries the store (store_health: a CQL request), so on Cassandra it is not "
                      "the HTTP ceiling; the /health-ratio targets are informational there")
     if any(r["group"] == "ceiling" for r in results):
-        lines.append("store ceiling rows: `messenger bench-store` (the store alone, no HTTP, the same CQL statements) "
-                     "on the same keyspace, same concurrency and duration; latencies from its own clock")
+        lines.append("store ceiling rows: `messenger bench-store --requests` (the store alone, no HTTP, the same CQL "
+                     "statements) on the same keyspace and the same request files as the HTTP page-read and send "
+                     "scenarios, same concurrency and duration; latencies from its own clock")
     lines += [f"note: {n}" for n in NOTES]
     tg = [t for s in KNOBS["STORES"] for t in targets(results, s)]
     lines += ["", f"Targets ({CONNS} connections, wrk -t{KNOBS['BENCH_WRK_THREADS']} on the same "

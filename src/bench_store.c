@@ -6,27 +6,55 @@
  * ceiling against which `make bench` judges the HTTP API: on Cassandra, page
  * reads and sends through HTTP should reach 70% of it.
  *
+ * Its operations: without --requests, it creates two fresh users and a
+ * conversation of 100 messages, reads that conversation's first page over
+ * and over ("page") and sends between the two users ("send"). With
+ * --requests FILE, FILE is a request file of bench/mix.lua (what `make bench`
+ * drives the HTTP API with), read once: each line becomes the store call the
+ * API makes for that request (with --auth off), and every operation issues a
+ * line drawn at random, so the store does the HTTP scenario's work.
+ *
  * Prints one JSON line per scenario:
- *   {"scenario":"page","store":"cassandra","concurrency":64,"ops":...,"ops_per_s":...,
- *    "p50_ms":...,"p99_ms":...,"errors":...}
+ *   {"scenario":"page","store":"cassandra","requests":"page.txt","concurrency":64,"ops":...,
+ *    "ops_per_s":...,"p50_ms":...,"p99_ms":...,"errors":...}
+ * ("requests" is the request file's name, or null.)
  */
 #include "bench_store.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "server.h"
+#include "util/buf.h"
+#include "util/json_write.h"
 #include "util/log.h"
 
 #define MAX_SAMPLES 4000000
 
+/* --requests FILE: its bounds, and its lines parsed into store calls. */
+#define REQ_MAX_LINE (64 * 1024) /* bytes in one line, without its newline */
+#define REQ_MAX_LINES 1000000
+#define REQ_LIMIT_DEFAULT 20     /* the API's default page size */
+#define REQ_LIMIT_MAX 100
+
+typedef struct requests {
+    bool is_send;
+    size_t n, cap;
+    store_msg_query_t *pages; /* !is_send */
+    store_send_t *sends;      /* is_send; content and client_message_id are our copies */
+} requests_t;
+
 typedef struct bench {
     store_t *store;
     const char *scenario;
+    const requests_t *reqs;   /* NULL: the two users of setup() */
     uuid_t users[2];
     uuid_t conv;
     pthread_mutex_t mu;
@@ -34,6 +62,7 @@ typedef struct bench {
     long in_flight;
     bool stop;
     long ops, errors;
+    int first_err;
     double *lat_ms; /* one sample per completed operation, up to MAX_SAMPLES */
     long n_lat;
 } bench_t;
@@ -48,8 +77,26 @@ typedef struct slot {
     bench_t *b;
     struct timespec start;
     unsigned seq;
+    uint64_t rng;    /* xorshift64 state: which request line comes next */
     _Atomic int state;
 } slot_t;
+
+static uint64_t xorshift64(uint64_t *x) {
+    uint64_t v = *x;
+    v ^= v << 13;
+    v ^= v >> 7;
+    v ^= v << 17;
+    return *x = v;
+}
+
+/* A well-mixed, non-zero seed for slot i (splitmix64 of clock and index). */
+static uint64_t slot_seed(uint64_t base, unsigned i) {
+    uint64_t z = base + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z ? z : 0x2545F4914F6CDD1DULL;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -67,7 +114,10 @@ static void complete(slot_t *s, int err) {
     double ms = (double)(end.tv_sec - s->start.tv_sec) * 1e3 + (double)(end.tv_nsec - s->start.tv_nsec) / 1e6;
     pthread_mutex_lock(&b->mu);
     b->ops++;
-    if (err) b->errors++;
+    if (err) {
+        b->errors++;
+        if (!b->first_err) b->first_err = err;
+    }
     if (b->n_lat < MAX_SAMPLES) b->lat_ms[b->n_lat++] = ms;
     bool stop = b->stop;
     if (stop) {
@@ -107,7 +157,11 @@ static void start_op(slot_t *s) {
     bench_t *b = s->b;
     clock_gettime(CLOCK_MONOTONIC, &s->start);
     s->seq++;
-    if (strcmp(b->scenario, "page") == 0) {
+    if (b->reqs) {
+        size_t i = (size_t)(xorshift64(&s->rng) % b->reqs->n);
+        if (b->reqs->is_send) store_message_send(b->store, &b->reqs->sends[i], on_send, s);
+        else store_messages_list(b->store, &b->reqs->pages[i], on_page, s);
+    } else if (strcmp(b->scenario, "page") == 0) {
         store_msg_query_t q = {.conversation_id = b->conv, .limit = 20};
         store_messages_list(b->store, &q, on_page, s);
     } else {
@@ -193,6 +247,328 @@ static int setup(bench_t *b) {
     return err;
 }
 
+/* ---- --requests FILE: a bench/mix.lua request file as ready store calls ---- */
+
+static void requests_free(requests_t *r) {
+    for (size_t i = 0; r->sends && i < r->n; i++) {
+        free((char *)r->sends[i].content);
+        free((char *)r->sends[i].client_message_id);
+    }
+    free(r->sends);
+    free(r->pages);
+    memset(r, 0, sizeof *r);
+}
+
+/* Room for one more operation. */
+static int requests_grow(requests_t *r) {
+    if (r->n < r->cap) return 0;
+    size_t cap = r->cap ? r->cap * 2 : 1024;
+    if (cap > REQ_MAX_LINES) cap = REQ_MAX_LINES;
+    if (cap <= r->n) return -1;
+    if (r->is_send) {
+        store_send_t *p = realloc(r->sends, cap * sizeof *p);
+        if (!p) return -1;
+        r->sends = p;
+    } else {
+        store_msg_query_t *p = realloc(r->pages, cap * sizeof *p);
+        if (!p) return -1;
+        r->pages = p;
+    }
+    r->cap = cap;
+    return 0;
+}
+
+/* Reads the next line of f without its "\n" (nor a "\r" before it) into buf,
+ * which holds REQ_MAX_LINE + 1 bytes. Returns 1 with *len set, 0 at the end
+ * of the file, -1 for a line longer than REQ_MAX_LINE, -2 on a read error. */
+static int read_line(FILE *f, char *buf, size_t *len) {
+    size_t n = 0;
+    int c;
+    while ((c = getc_unlocked(f)) != EOF && c != '\n') {
+        if (n == REQ_MAX_LINE) return -1;
+        buf[n++] = (char)c;
+    }
+    if (ferror(f)) return -2;
+    if (c == EOF && n == 0) return 0;
+    if (n && buf[n - 1] == '\r') n--;
+    buf[n] = '\0';
+    *len = n;
+    return 1;
+}
+
+static bool has_prefix(const char *s, size_t len, const char *prefix) {
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+/* The part of a GET line after "GET ": what GET /api/messages/conversation/{id}
+ * (or its /before alias) with limit and before_message_id asks of the store.
+ * Returns 0, or -1 with the reason in why. */
+static int parse_page(const char *s, size_t len, store_msg_query_t *q, char *why, size_t why_len) {
+    static const char prefix[] = "/api/messages/conversation/";
+    memset(q, 0, sizeof *q);
+    q->limit = REQ_LIMIT_DEFAULT;
+    if (!has_prefix(s, len, prefix)) {
+        snprintf(why, why_len, "not a message page (GET %sID?limit=N[&before_message_id=ID])", prefix);
+        return -1;
+    }
+    s += sizeof prefix - 1;
+    len -= sizeof prefix - 1;
+    if (len < UUID_STR_LEN || uuid_parse(&q->conversation_id, s, UUID_STR_LEN) != 0) {
+        snprintf(why, why_len, "the conversation id is not a valid UUID");
+        return -1;
+    }
+    s += UUID_STR_LEN;
+    len -= UUID_STR_LEN;
+    if (has_prefix(s, len, "/before")) {
+        s += 7;
+        len -= 7;
+    }
+    if (len == 0) return 0;
+    if (*s != '?') {
+        snprintf(why, why_len, "unexpected text after the conversation id");
+        return -1;
+    }
+    s++;
+    len--;
+    bool have_limit = false;
+    for (;;) {
+        const char *amp = memchr(s, '&', len);
+        size_t plen = amp ? (size_t)(amp - s) : len;
+        const char *eq = memchr(s, '=', plen);
+        if (!eq || eq == s) {
+            snprintf(why, why_len, "a query parameter is not NAME=VALUE");
+            return -1;
+        }
+        size_t klen = (size_t)(eq - s), vlen = plen - klen - 1;
+        const char *v = eq + 1;
+        if (klen == 5 && memcmp(s, "limit", 5) == 0) {
+            /* as the API: plain digits, 1..100 */
+            int n = 0;
+            bool ok = !have_limit && vlen >= 1 && vlen <= 3;
+            for (size_t i = 0; ok && i < vlen; i++) {
+                if (v[i] < '0' || v[i] > '9') ok = false;
+                else n = n * 10 + (v[i] - '0');
+            }
+            if (!ok || n < 1 || n > REQ_LIMIT_MAX) {
+                snprintf(why, why_len, have_limit ? "limit is given twice" : "limit must be an integer from 1 to 100");
+                return -1;
+            }
+            q->limit = n;
+            have_limit = true;
+        } else if (klen == 17 && memcmp(s, "before_message_id", 17) == 0) {
+            if (q->has_before) {
+                snprintf(why, why_len, "before_message_id is given twice");
+                return -1;
+            }
+            if (vlen != UUID_STR_LEN || uuid_parse(&q->before, v, vlen) != 0 || uuid_version(&q->before) != 1) {
+                snprintf(why, why_len, "before_message_id is not a message id (a version-1 UUID)");
+                return -1;
+            }
+            q->has_before = true;
+        } else {
+            snprintf(why, why_len, "unsupported query parameter '%.*s' (limit and before_message_id only)",
+                     (int)(klen > 64 ? 64 : klen), s);
+            return -1;
+        }
+        if (!amp) return 0;
+        s = amp + 1;
+        len -= plen + 1;
+    }
+}
+
+/* A required string member of o; NULL (with why set) when absent or not a string. */
+static const char *json_str(json_t *o, const char *key, size_t *len, char *why, size_t why_len) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v)) {
+        snprintf(why, why_len, v ? "%s must be a string" : "%s is missing", key);
+        return NULL;
+    }
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+static int json_id(json_t *o, const char *key, uuid_t *out, char *why, size_t why_len) {
+    size_t len;
+    const char *s = json_str(o, key, &len, why, why_len);
+    if (!s) return -1;
+    if (uuid_parse(out, s, len) != 0) {
+        snprintf(why, why_len, "%s is not a valid UUID", key);
+        return -1;
+    }
+    return 0;
+}
+
+/* A heap copy of s[0..len) plus a NUL; NULL when out of memory. */
+static char *copy_bytes(const char *s, size_t len) {
+    char *p = malloc(len + 1);
+    if (!p) return NULL;
+    if (len) memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+/* The part of a POST line after "POST ": PATH, a space, the JSON body of
+ * POST /api/messages/ (sender_id, receiver_id, content, and optionally
+ * client_message_id), checked as the API checks it. On success *r holds
+ * copies of the strings (the caller frees them). */
+static int parse_send(const char *s, size_t len, size_t max_content, store_send_t *r, char *why, size_t why_len) {
+    static const char *const paths[] = {"/api/messages/", "/api/messages", "/api/messages/send"};
+    memset(r, 0, sizeof *r);
+    const char *sp = memchr(s, ' ', len);
+    size_t plen = sp ? (size_t)(sp - s) : len;
+    bool known = false;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (plen == strlen(paths[i]) && memcmp(s, paths[i], plen) == 0) known = true;
+    if (!known) {
+        snprintf(why, why_len, "not a send (POST /api/messages/ {JSON})");
+        return -1;
+    }
+    if (!sp) {
+        snprintf(why, why_len, "no JSON body after the path");
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *o = json_loadb(sp + 1, len - plen - 1, JSON_ALLOW_NUL, &jerr);
+    if (!o) {
+        snprintf(why, why_len, "the body is not valid JSON: %.160s (column %d)", jerr.text, jerr.column);
+        return -1;
+    }
+    int rc = -1;
+    const char *content = NULL, *cmid = NULL, *bad;
+    size_t content_len = 0, cmid_len = 0;
+    json_t *k;
+    if (!json_is_object(o)) {
+        snprintf(why, why_len, "the body must be a JSON object");
+    } else if (json_id(o, "sender_id", &r->sender_id, why, why_len) ||
+               json_id(o, "receiver_id", &r->receiver_id, why, why_len) ||
+               !(content = json_str(o, "content", &content_len, why, why_len))) {
+        /* why is set */
+    } else if (uuid_cmp(&r->sender_id, &r->receiver_id) == 0) {
+        snprintf(why, why_len, "receiver_id must differ from sender_id");
+    } else if ((bad = content_check(content, content_len, max_content)) != NULL) {
+        snprintf(why, why_len, "%s (--max-content-bytes %zu)", bad, max_content);
+    } else if ((k = json_object_get(o, "client_message_id")) && !json_is_null(k) &&
+               (!(cmid = json_str(o, "client_message_id", &cmid_len, why, why_len)) ||
+                (bad = client_message_id_check(cmid, cmid_len)) != NULL)) {
+        if (cmid) snprintf(why, why_len, "%s", bad);
+    } else if (!(r->content = copy_bytes(content, content_len)) ||
+               (cmid && !(r->client_message_id = copy_bytes(cmid, cmid_len)))) {
+        snprintf(why, why_len, "out of memory");
+        free((char *)r->content);
+        r->content = NULL;
+    } else {
+        r->content_len = content_len;
+        r->client_message_id_len = cmid_len;
+        rc = 0;
+    }
+    json_decref(o);
+    return rc;
+}
+
+/* Loads the request file at path into r. *scenario is --scenario, or NULL:
+ * then the file's first request decides it. Every problem is printed with
+ * the file name and line number; returns 0 or -1. */
+static int requests_load(requests_t *r, const char *path, const char **scenario, size_t max_content) {
+    memset(r, 0, sizeof *r);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "messenger: bench-store: --requests %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *buf = malloc(REQ_MAX_LINE + 1);
+    if (!buf) {
+        fprintf(stderr, "messenger: bench-store: out of memory\n");
+        fclose(f);
+        return -1;
+    }
+    const bool given = *scenario != NULL;
+    size_t line = 0, first = 0;
+    int rc = -1;
+    char why[320];
+    for (;;) {
+        size_t len = 0;
+        int got = read_line(f, buf, &len);
+        if (got == 0) break;
+        if (got == -2) {
+            fprintf(stderr, "messenger: bench-store: %s: cannot read: %s\n", path, strerror(errno));
+            goto out;
+        }
+        if (++line > REQ_MAX_LINES) {
+            fprintf(stderr, "messenger: bench-store: %s: more than %d lines\n", path, REQ_MAX_LINES);
+            goto out;
+        }
+        if (got == -1) {
+            fprintf(stderr, "messenger: bench-store: %s:%zu: line longer than %d bytes\n", path, line, REQ_MAX_LINE);
+            goto out;
+        }
+        if (len == 0) continue; /* a blank line, e.g. at the end */
+        bool is_send;
+        if (has_prefix(buf, len, "GET ")) is_send = false;
+        else if (has_prefix(buf, len, "POST ")) is_send = true;
+        else {
+            fprintf(stderr, "messenger: bench-store: %s:%zu: not a request line (\"GET PATH\" or \"POST PATH JSON\")\n",
+                    path, line);
+            goto out;
+        }
+        const char *kind = is_send ? "send" : "page";
+        if (!*scenario) *scenario = kind;
+        if (!first) {
+            first = line;
+            r->is_send = is_send;
+        }
+        if (strcmp(*scenario, kind) != 0) {
+            if (given)
+                fprintf(stderr, "messenger: bench-store: %s:%zu: a %s request (%s) does not belong to --scenario %s\n",
+                        path, line, is_send ? "send" : "page", is_send ? "POST" : "GET", *scenario);
+            else
+                fprintf(stderr, "messenger: bench-store: %s:%zu: a %s request (%s) in a file of %s requests (line %zu): "
+                        "one scenario per file\n", path, line, kind, is_send ? "POST" : "GET",
+                        r->is_send ? "send" : "page", first);
+            goto out;
+        }
+        if (requests_grow(r) != 0) {
+            fprintf(stderr, "messenger: bench-store: out of memory at %s:%zu\n", path, line);
+            goto out;
+        }
+        int bad = is_send ? parse_send(buf + 5, len - 5, max_content, &r->sends[r->n], why, sizeof why)
+                          : parse_page(buf + 4, len - 4, &r->pages[r->n], why, sizeof why);
+        if (bad) {
+            fprintf(stderr, "messenger: bench-store: %s:%zu: %s\n", path, line, why);
+            goto out;
+        }
+        r->n++;
+    }
+    if (r->n == 0) {
+        fprintf(stderr, "messenger: bench-store: %s: no requests in the file\n", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(buf);
+    fclose(f);
+    if (rc) requests_free(r);
+    return rc;
+}
+
+/* The JSON value naming the request file: its base name as a string, or null. */
+static char *requests_label(const char *path) {
+    buf_t b;
+    buf_init(&b);
+    if (!path) {
+        buf_lit(&b, "null");
+    } else {
+        const char *slash = strrchr(path, '/');
+        json_put_cstring(&b, slash ? slash + 1 : path);
+    }
+    if (!buf_ok(&b)) {
+        buf_free(&b);
+        return NULL;
+    }
+    size_t len;
+    return buf_steal(&b, &len);
+}
+
 static void *slot_main(void *arg) {
     issue(arg);
     return NULL;
@@ -203,15 +579,23 @@ static int cmp_double(const void *x, const void *y) {
     return a < c ? -1 : a > c;
 }
 
-static void run_scenario(bench_t *b, const char *scenario, const config_t *cfg) {
+/* Runs one scenario and prints its JSON line; label is the "requests"
+ * value. Returns 0, or -1 when it could not run. */
+static int run_scenario(bench_t *b, const char *scenario, const config_t *cfg, const char *label) {
     b->scenario = scenario;
     b->ops = b->errors = b->n_lat = 0;
+    b->first_err = 0;
     b->stop = false;
     unsigned conc = cfg->bench_concurrency;
     slot_t *slots = calloc(conc, sizeof *slots);
-    if (!slots) return;
+    if (!slots) return -1;
     pthread_t *threads = calloc(conc, sizeof *threads);
-    if (!threads) { free(slots); return; }
+    if (!threads) { free(slots); return -1; }
+    bool *started = calloc(conc, sizeof *started);
+    if (!started) { free(threads); free(slots); return -1; }
+    struct timespec seed_ts;
+    clock_gettime(CLOCK_REALTIME, &seed_ts);
+    uint64_t seed = (uint64_t)seed_ts.tv_sec * 1000000000u + (uint64_t)seed_ts.tv_nsec;
     b->in_flight = conc;
     double t0 = now_s();
     /* Each slot starts on a thread of its own: with a store that answers
@@ -219,12 +603,14 @@ static void run_scenario(bench_t *b, const char *scenario, const config_t *cfg) 
      * once and the store's callbacks keep the slot going. */
     for (unsigned i = 0; i < conc; i++) {
         slots[i].b = b;
+        slots[i].rng = slot_seed(seed, i);
         if (pthread_create(&threads[i], NULL, slot_main, &slots[i]) != 0) {
             log_error("bench", "cannot start thread %u", i);
             pthread_mutex_lock(&b->mu);
             b->in_flight--;
             pthread_mutex_unlock(&b->mu);
-            threads[i] = 0;
+        } else {
+            started[i] = true;
         }
     }
     struct timespec d = {.tv_sec = (time_t)cfg->bench_duration_s, .tv_nsec = 0};
@@ -236,38 +622,65 @@ static void run_scenario(bench_t *b, const char *scenario, const config_t *cfg) 
     while (b->in_flight > 0) pthread_cond_wait(&b->cv, &b->mu);
     pthread_mutex_unlock(&b->mu);
     for (unsigned i = 0; i < conc; i++)
-        if (threads[i]) pthread_join(threads[i], NULL);
+        if (started[i]) pthread_join(threads[i], NULL);
+    free(started);
     free(threads);
     qsort(b->lat_ms, (size_t)b->n_lat, sizeof *b->lat_ms, cmp_double);
     double p50 = b->n_lat ? b->lat_ms[b->n_lat / 2] : 0, p99 = b->n_lat ? b->lat_ms[b->n_lat * 99 / 100] : 0;
-    printf("{\"scenario\":\"%s\",\"store\":\"%s\",\"concurrency\":%u,\"ops\":%ld,\"ops_per_s\":%.0f,"
-           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%ld}\n",
-           scenario, store_name(b->store), conc, ops, (double)ops / elapsed, p50, p99, b->errors);
+    printf("{\"scenario\":\"%s\",\"store\":\"%s\",\"requests\":%s,\"concurrency\":%u,\"ops\":%ld,"
+           "\"ops_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%ld}\n",
+           scenario, store_name(b->store), label, conc, ops, (double)ops / elapsed, p50, p99, b->errors);
     fflush(stdout);
+    if (b->errors)
+        log_warn("bench", "%s: %ld of %ld operations failed; the first: %s", scenario, b->errors, b->ops,
+                 store_strerror(b->first_err));
     free(slots);
+    return 0;
 }
 
 int bench_store_run(const config_t *cfg) {
+    /* The request file first: a bad one fails before the store is opened. */
+    const char *only = cfg->bench_scenario;
+    requests_t reqs;
+    memset(&reqs, 0, sizeof reqs);
+    if (cfg->bench_requests && requests_load(&reqs, cfg->bench_requests, &only, cfg->max_content) != 0) return 2;
+    char *label = requests_label(cfg->bench_requests);
+    if (!label) {
+        log_error("bench", "out of memory");
+        requests_free(&reqs);
+        return 1;
+    }
     server_t srv;
-    if (server_open_store(&srv, cfg, false) != 0) return 1;
+    if (server_open_store(&srv, cfg, false) != 0) {
+        free(label);
+        requests_free(&reqs);
+        return 1;
+    }
     bench_t b;
     memset(&b, 0, sizeof b);
     b.store = srv.store;
+    b.reqs = cfg->bench_requests ? &reqs : NULL;
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.cv, NULL);
     b.lat_ms = malloc(sizeof(double) * MAX_SAMPLES);
     int rc = 1;
-    if (b.lat_ms && setup(&b) == STORE_OK) {
-        const char *only = cfg->bench_scenario;
-        if (!only || strcmp(only, "page") == 0) run_scenario(&b, "page", cfg);
-        if (!only || strcmp(only, "send") == 0) run_scenario(&b, "send", cfg);
-        rc = 0;
-    } else {
+    if (!b.lat_ms) {
+        log_error("bench", "out of memory");
+    } else if (!b.reqs && setup(&b) != STORE_OK) {
         log_error("bench", "set-up failed (store unavailable?)");
+    } else {
+        rc = 0;
+        if (!only || strcmp(only, "page") == 0)
+            if (run_scenario(&b, "page", cfg, label) != 0) rc = 1;
+        if (!rc && (!only || strcmp(only, "send") == 0))
+            if (run_scenario(&b, "send", cfg, label) != 0) rc = 1;
+        if (rc) log_error("bench", "out of memory");
     }
     store_close(srv.store);
     free(b.lat_ms);
     pthread_mutex_destroy(&b.mu);
     pthread_cond_destroy(&b.cv);
+    free(label);
+    requests_free(&reqs);
     return rc;
 }

@@ -107,7 +107,7 @@ enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_B
               O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_CONN_MEM, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG,
               O_CASS_HOSTS, O_CASS_HOST, O_CASS_PORT, O_CASS_KS, O_CASS_CL, O_CASS_TIMEOUT, O_CASS_RF,
               O_CASS_SCHEMA, O_NO_SCHEMA, O_AUTH, O_ARGON_MEM, O_ARGON_IT, O_TOKEN_TTL,
-              O_LOGIN_ATTEMPTS, O_LOGIN_WINDOW, O_SSE_HB, O_SSE_PENDING, O_BROKER, O_WEB_DIR, O_B_CONC, O_B_DUR, O_B_SCEN, O_HELP, O_VERSION };
+              O_LOGIN_ATTEMPTS, O_LOGIN_WINDOW, O_SSE_HB, O_SSE_PENDING, O_BROKER, O_WEB_DIR, O_B_CONC, O_B_DUR, O_B_SCEN, O_B_REQ, O_HELP, O_VERSION };
 
 /* One table for flags and environment variables, so they cannot drift. */
 static const struct setting {
@@ -148,6 +148,7 @@ static const struct setting {
     {O_B_CONC, "concurrency", NULL},
     {O_B_DUR, "duration", NULL},
     {O_B_SCEN, "scenario", NULL},
+    {O_B_REQ, "requests", NULL},
     {O_USERS, "users", NULL},
     {O_CONVS, "conversations", NULL},
     {O_MSGS, "messages", NULL},
@@ -217,6 +218,10 @@ static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
         if (strcmp(v, "page") != 0 && strcmp(v, "send") != 0) goto bad;
         c->bench_scenario = v;
         return 0;
+    case O_B_REQ:
+        if (!*v) goto bad;
+        c->bench_requests = v;
+        return 0;
     case O_LOG_LEVEL:
         if (log_level_parse(v, &c->log_level)) goto bad;
         return 0;
@@ -249,6 +254,12 @@ void config_print_help(const char *prog) {
            "  %s bench-store [options]  the store alone (no HTTP): page reads and sends from\n"
            "                            --concurrency N (64) in flight for --duration S (10)\n"
            "                            [--scenario page|send]; one JSON line per scenario\n"
+           "                            [--requests FILE]: each operation is a random line of\n"
+           "                            a bench/mix.lua request file instead of its own two\n"
+           "                            users: GET /api/messages/conversation/ID?limit=N\n"
+           "                            [&before_message_id=ID] lines for page, POST\n"
+           "                            /api/messages/ {JSON} lines for send; the scenario is\n"
+           "                            the file's kind (a --scenario must match it)\n"
            "  %s --help | --version\n\n"
            "Options (environment variable in brackets; flags win):\n"
            "  --listen HOST:PORT        address to serve on [MESSENGER_LISTEN] (127.0.0.1:8000)\n"

@@ -55,6 +55,7 @@ typedef struct config {
     unsigned bench_concurrency;
     unsigned bench_duration_s;
     const char *bench_scenario; /* NULL: all; "page" or "send" */
+    const char *bench_requests; /* NULL: the built-in set-up; else a request file */
     /* seed */
     long seed_users, seed_conversations, seed_messages;
     long seed_hub;              /* conversations of user0000000 (benchmarks) */
