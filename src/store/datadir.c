@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <lmdb.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -58,34 +59,45 @@ static void boot_id(char out[BOOT_ID_MAX]) {
     out[strcspn(out, "\n")] = '\0';
 }
 
-bool datadir_data_trusted(const char *dir) {
+void datadir_state_read(const char *dir, datadir_state_t *out) {
+    *out = (datadir_state_t){.trusted = false, .load_unfinished = false};
     char p[PATH_MAX];
-    if (path(p, dir, "state")) return false;
+    if (path(p, dir, "state")) return;
     FILE *f = fopen(p, "re");
-    if (!f) return errno == ENOENT;
+    if (!f) {
+        out->trusted = errno == ENOENT;
+        return;
+    }
     char boot[BOOT_ID_MAX] = "", now[BOOT_ID_MAX];
-    int clean = 0;
-    bool parsed = fscanf(f, "boot %63s clean %d", boot, &clean) == 2;
+    int clean = 0, load = 0;
+    int parsed = fscanf(f, "boot %63s clean %d load %d", boot, &clean, &load); /* no load line: older */
     fclose(f);
-    if (!parsed) return false;
-    if (clean == 1) return true;
+    if (parsed < 2) return; /* unreadable: the safe side */
+    out->load_unfinished = clean != 1 && load == 1;
+    if (clean == 1) {
+        out->trusted = true;
+        return;
+    }
     boot_id(now);
-    return now[0] && strcmp(now, boot) == 0;
+    out->trusted = now[0] && strcmp(now, boot) == 0;
 }
 
-int datadir_state_write(const char *dir, bool clean) {
+int datadir_state_write(const char *dir, bool clean, bool loading) {
     char p[PATH_MAX], tmp[PATH_MAX], boot[BOOT_ID_MAX];
     int rc = path(p, dir, "state");
     if (!rc) rc = path(tmp, dir, "state.tmp");
     if (rc) return rc;
     boot_id(boot);
-    char text[BOOT_ID_MAX + 32];
-    int n = snprintf(text, sizeof text, "boot %s\nclean %d\n", boot[0] ? boot : "unknown", clean ? 1 : 0);
+    char text[BOOT_ID_MAX + 48];
+    int n = snprintf(text, sizeof text, "boot %s\nclean %d\nload %d\n", boot[0] ? boot : "unknown", clean ? 1 : 0,
+                     loading ? 1 : 0);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return -errno;
-    rc = write(fd, text, (size_t)n) != n || fsync(fd) != 0 ? (errno ? -errno : -EIO) : 0;
+    ssize_t w = write(fd, text, (size_t)n);
+    rc = w < 0 ? -errno : w != n ? -EIO : fsync(fd) != 0 ? -errno : 0;
     close(fd);
     if (!rc && rename(tmp, p) != 0) rc = -errno;
+    if (rc) unlink(tmp);
     if (!rc) rc = fsync_dir(dir);
     return rc;
 }
@@ -150,7 +162,20 @@ int datadir_base_restore(const char *dir) {
     }
     ssize_t n;
     while ((n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0)) > 0) {}
-    rc = n < 0 || fsync(out) != 0 ? -errno : 0;
+    if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+        /* A file system without copy_file_range: copy by hand. */
+        enum { CHUNK = 1 << 20 };
+        char *buf = malloc(CHUNK);
+        n = buf ? 0 : -1;
+        if (!buf) errno = ENOMEM;
+        if (!n && (lseek(in, 0, SEEK_SET) != 0 || ftruncate(out, 0) != 0 || lseek(out, 0, SEEK_SET) != 0)) n = -1;
+        ssize_t r;
+        while (n == 0 && (r = read(in, buf, CHUNK)) != 0) {
+            if (r < 0 || write(out, buf, (size_t)r) != r) n = -1;
+        }
+        free(buf);
+    }
+    rc = n < 0 ? (errno ? -errno : -EIO) : fsync(out) != 0 ? -errno : 0;
     close(in);
     close(out);
     if (!rc) rc = install(dir, tmp, data);

@@ -2,8 +2,9 @@
  * its base copy.
  *
  *   lock       held (flock) by the one process that has the store open
- *   state      "boot <kernel boot id>\nclean <0|1>\n": which boot last opened
- *              the store, and whether that process closed it cleanly
+ *   state      "boot <kernel boot id>\nclean <0|1>\nload <0|1>\n": which boot
+ *              last opened the store, whether that process closed it cleanly,
+ *              and whether it was a bulk load (whose writes are not logged)
  *   data.mdb   the LMDB database (LMDB's own lock.mdb beside it)
  *   base.mdb   a consistent copy of data.mdb, made durably (see below)
  *   wal/       the write-ahead log (wal.h)
@@ -29,13 +30,20 @@ typedef struct MDB_env MDB_env;
 int datadir_lock(const char *dir, int *fd);
 void datadir_unlock(int fd);
 
-/* True when data.mdb can be trusted as it is: no state file (a new folder,
- * or one written by a version that synced every commit), a clean close, or
- * an unclean one under the running boot (a process crash). */
-bool datadir_data_trusted(const char *dir);
+typedef struct datadir_state {
+    /* data.mdb can be used as it is: no state file (a new folder, or one
+     * written by a version that synced every commit), a clean close, or an
+     * unclean one under the running boot (a process crash). */
+    bool trusted;
+    /* An unclean close during a bulk load: data.mdb holds loaded rows that
+     * neither base.mdb nor the log has. */
+    bool load_unfinished;
+} datadir_state_t;
+
+void datadir_state_read(const char *dir, datadir_state_t *out);
 
 /* Writes the state durably (temporary file, fsync, rename, fsync folder). */
-int datadir_state_write(const char *dir, bool clean);
+int datadir_state_write(const char *dir, bool clean, bool loading);
 
 /* The size of base.mdb, or a negative errno (-ENOENT: there is none). */
 int64_t datadir_base_size(const char *dir);

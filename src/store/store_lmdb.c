@@ -35,11 +35,12 @@
  * rows in four trees, and an fsync'd LMDB commit of 60 sends wrote ~300
  * random 4 KiB pages (17-20 ms here, 3,800 sends/s). So a batch is made
  * durable by its *redo record* instead: every put and delete the batch made,
- * appended to the write-ahead log (wal.h) and fdatasync'd, one sequential
- * write. Only then is the LMDB transaction committed, without fsync
- * (MDB_NOSYNC), which makes it visible to readers; then the callbacks run.
- * The kernel writes the pages back at its own pace, rewriting hot pages
- * once instead of once per commit.
+ * appended to the write-ahead log (wal.h), one sequential write. The LMDB
+ * transaction is then committed without fsync (MDB_NOSYNC), which makes it
+ * visible to readers, and the completer thread fdatasyncs the log before it
+ * runs the batch's callbacks (see "completion" below). The kernel writes the
+ * pages back at its own pace, rewriting hot pages once instead of once per
+ * commit.
  *
  * Recovery (datadir.h). Each batch's log seq is stored in store_meta in the
  * same transaction, so the database knows which records it holds. After a
@@ -47,9 +48,13 @@
  * past that seq. After an operating-system crash an unsynced data.mdb may be
  * torn (LMDB's pages and its meta page reach the disk in any order): copy
  * base.mdb, a consistent snapshot made at open and whenever the log has
- * grown past the base's size, over it, then replay. Log segments older than
- * the base are deleted. Invariant: base.mdb plus the log's records after
- * the base's seq are every acknowledged write.
+ * grown by more than the base's size (64 MiB at least), over it, then
+ * replay. Log segments older than the base are deleted. Until a store has
+ * its first base, its commits are synced (a store from a version without
+ * the log, or a new one). A bulk load is not logged: the base is written
+ * again when it ends, and after a load that did not end the next open
+ * writes one before anything else. Invariant: base.mdb plus the log's
+ * records after the base's seq are every acknowledged write.
  */
 #include "store/store_lmdb.h"
 
@@ -104,6 +109,10 @@ typedef enum { OP_USER_CREATE, OP_SEND, OP_CONV_OPEN, OP_TOKEN_PUT, OP_TOKEN_DEL
  * callback invoked after the commit. */
 typedef struct op {
     struct op *next;
+    /* The first op of a committed batch links it into the completer's
+     * queue (no allocation there, so none can fail). */
+    struct op *next_batch;
+    uint64_t batch_seq;     /* the batch's log record, 0: none */
     op_kind_t kind;
     void *ctx;
     union { store_user_cb user; store_send_cb send; store_conv_cb conv; store_token_cb token; } cb;
@@ -141,6 +150,7 @@ typedef struct lmdb_store {
     uint64_t seq;           /* the newest log record in the database */
     int64_t log_us;         /* the last batch's append time (debug log) */
     uint64_t base_bytes;    /* size of the last base copy */
+    uint64_t logged_since_base; /* log bytes appended since the last base began */
     uint64_t rebase_log_bytes;
     uint64_t base_seq;      /* the seq the running base copy holds at least */
     bool base_running;
@@ -157,7 +167,7 @@ typedef struct lmdb_store {
      * first: the completer thread's queue. */
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
-    struct done *done_head, *done_tail;
+    op_t *done_head, *done_tail; /* first ops of batches, linked by next_batch */
     bool writer_exited;
     pthread_t completer;
     uint64_t synced;        /* completer: every record up to this is durable */
@@ -251,8 +261,14 @@ static int seq_put(lmdb_store_t *s, MDB_txn *txn, uint64_t seq) {
 static int seq_get(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq) {
     MDB_val k = val(WAL_SEQ_KEY, sizeof WAL_SEQ_KEY - 1), v;
     int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
-    *seq = rc == 0 && v.mv_size == 8 ? be64_get(v.mv_data) : 0;
-    return rc == MDB_NOTFOUND ? STORE_OK : map_err(rc);
+    *seq = 0;
+    if (rc == MDB_NOTFOUND) return STORE_OK;
+    if (rc == 0 && v.mv_size != 8) {
+        log_error("store", "store_meta: wal_seq has %zu bytes, not 8", v.mv_size);
+        return STORE_EIO;
+    }
+    if (rc == 0) *seq = be64_get(v.mv_data);
+    return map_err(rc);
 }
 
 static void decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
@@ -1027,6 +1043,7 @@ static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out) {
         int64_t t0 = mono_us();
         int rc = wal_append(s->wal, seq, s->redo.data, s->redo.len);
         s->log_us = mono_us() - t0;
+        if (!rc) s->logged_since_base += s->redo.len;
         if (rc) {
             log_error("store", "write-ahead log: %s", strerror(-rc));
             err = errno_to_store(rc);
@@ -1063,29 +1080,12 @@ static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out) {
  * machine crash in that window loses a write that a reader saw but whose
  * sender was never told it was written (as with Redis's appendfsync always).
  */
-typedef struct done {
-    struct done *next;
-    op_t *ops;
-    uint64_t seq;           /* its log record, 0: none */
-} done_t;
-
 static void hand_over(lmdb_store_t *s, op_t *ops, uint64_t seq) {
-    done_t *d = malloc(sizeof *d);
-    if (!d) { /* cannot queue: wait for the sync here instead */
-        int rc = seq ? wal_sync(s->wal) : 0;
-        if (rc) atomic_store(&s->failed, true);
-        while (ops) {
-            op_t *next = ops->next;
-            if (rc && !ops->err) ops->err = STORE_EUNAVAILABLE;
-            complete(ops);
-            ops = next;
-        }
-        return;
-    }
-    *d = (done_t){.ops = ops, .seq = seq};
+    ops->next_batch = NULL;
+    ops->batch_seq = seq;
     pthread_mutex_lock(&s->done_mu);
-    if (s->done_tail) s->done_tail->next = d; else s->done_head = d;
-    s->done_tail = d;
+    if (s->done_tail) s->done_tail->next_batch = ops; else s->done_head = ops;
+    s->done_tail = ops;
     pthread_cond_signal(&s->done_cv);
     pthread_mutex_unlock(&s->done_mu);
 }
@@ -1095,15 +1095,15 @@ static void *completer_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&s->done_mu);
         while (!s->done_head && !s->writer_exited) pthread_cond_wait(&s->done_cv, &s->done_mu);
-        done_t *d = s->done_head;
+        op_t *d = s->done_head;
         s->done_head = s->done_tail = NULL;
         pthread_mutex_unlock(&s->done_mu);
         if (!d) return NULL;
         /* Every record up to the newest queued one was written before it was
          * queued: one sync makes them all durable. */
         uint64_t need = 0;
-        for (done_t *x = d; x; x = x->next)
-            if (x->seq > need) need = x->seq;
+        for (op_t *x = d; x; x = x->next_batch)
+            if (x->batch_seq > need) need = x->batch_seq;
         bool lost = atomic_load(&s->failed);
         if (need > s->synced && !lost) {
             int rc = wal_sync(s->wal);
@@ -1116,8 +1116,8 @@ static void *completer_main(void *arg) {
             }
         }
         while (d) {
-            done_t *next = d->next;
-            for (op_t *op = d->ops; op;) {
+            op_t *next = d->next_batch;
+            for (op_t *op = d; op;) {
                 op_t *op_next = op->next;
                 /* A refusal stays true; a write (or a replay of one) that is
                  * not durable is not acknowledged. */
@@ -1125,13 +1125,13 @@ static void *completer_main(void *arg) {
                 complete(op);
                 op = op_next;
             }
-            free(d);
             d = next;
         }
     }
 }
 
-/* Applies a batch in one transaction and makes it durable with one sync.
+/* Applies a batch in one transaction, commits it and hands it to the
+ * completer, which makes it durable and runs its callbacks.
  *
  * There are no nested transactions (MDB_WRITEMAP has none): every apply_*
  * function checks what a client can be refused for (a missing user, a taken
@@ -1208,7 +1208,6 @@ static void base_tend(lmdb_store_t *s) {
         s->base_running = s->base_done = false;
         if (s->base_err) {
             log_error("store", "base copy failed: %s (the log is kept; retrying later)", strerror(-s->base_err));
-            s->base_bytes = wal_bytes(s->wal); /* wait for as much log again before retrying */
         } else {
             s->base_bytes = s->base_done_bytes;
             log_info("store", "base copy done (%llu MiB, log seq %llu)", (unsigned long long)(s->base_bytes >> 20),
@@ -1216,9 +1215,10 @@ static void base_tend(lmdb_store_t *s) {
         }
     }
     uint64_t limit = s->base_bytes > s->rebase_log_bytes ? s->base_bytes : s->rebase_log_bytes;
-    if (!s->base_running && !atomic_load(&s->failed) && wal_bytes(s->wal) > limit) {
+    if (!s->base_running && !atomic_load(&s->failed) && s->logged_since_base > limit) {
         /* The copy holds at least everything committed so far. */
         s->base_seq = s->seq;
+        s->logged_since_base = 0;
         wal_rotate(s->wal);
         if (pthread_create(&s->base_thread, NULL, base_main, s) == 0) s->base_running = true;
         else log_error("store", "cannot start a base copy thread");
@@ -1335,6 +1335,13 @@ static int recover(lmdb_store_t *s) {
             return STORE_EIO;
         }
     }
+    /* A process that died before its sync left records that only the page
+     * cache holds: make them durable before anything builds on them. */
+    if ((rc = wal_sync_all(s->wal))) {
+        log_error("store", "cannot sync the write-ahead log in %s: %s", wal_dir, strerror(-rc));
+        return STORE_EIO;
+    }
+    s->logged_since_base = wal_bytes(s->wal);
     if (r.applied) log_info("store", "replayed %llu batches from the write-ahead log (now at %llu)",
                             (unsigned long long)r.applied, (unsigned long long)s->seq);
     return STORE_OK;
@@ -1370,7 +1377,7 @@ static void lmdb_close(store_t *base) {
         if (!rc && mdb_env_get_fd(s->env, &fd) == 0) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     }
     if (!rc && !atomic_load(&s->failed)) {
-        rc = datadir_state_write(s->dir, true);
+        rc = datadir_state_write(s->dir, true, false);
         if (rc) log_error("store", "cannot record the clean close in %s: %s", s->dir, strerror(-rc));
     }
     mdb_env_close(s->env);
@@ -1385,8 +1392,9 @@ static void lmdb_close(store_t *base) {
     free(s);
 }
 
-/* Opens the environment and its tables (creating them in a new store). */
-static int open_env(lmdb_store_t *s, const store_lmdb_config_t *cfg) {
+/* Opens the environment and its tables (creating them in a new store);
+ * without fsync per commit only when a base copy exists. */
+static int open_env(lmdb_store_t *s, const store_lmdb_config_t *cfg, bool has_base) {
     int rc = mdb_env_create(&s->env);
     if (rc) return rc;
     if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) ||
@@ -1396,7 +1404,7 @@ static int open_env(lmdb_store_t *s, const store_lmdb_config_t *cfg) {
     /* Never an fsync per commit: the log makes writes durable (see the top).
      * Writes go straight into the shared map: a commit then costs no
      * write(2) per dirty page (those were a third of the writer's CPU). */
-    unsigned flags = MDB_NOTLS | MDB_NOSYNC | MDB_WRITEMAP;
+    unsigned flags = MDB_NOTLS | MDB_WRITEMAP | (has_base ? MDB_NOSYNC : 0);
     if ((rc = mdb_env_open(s->env, cfg->dir, flags, 0600))) return rc;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) return rc;
@@ -1432,29 +1440,51 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
         goto fail;
     }
     int64_t base_size = datadir_base_size(cfg->dir);
-    if (!datadir_data_trusted(cfg->dir) && base_size >= 0) {
+    datadir_state_t st;
+    datadir_state_read(cfg->dir, &st);
+    bool rebase = false;
+    if (!st.trusted && base_size >= 0) {
         log_warn("store", "%s was not closed cleanly before the machine restarted: rebuilding data.mdb from "
                  "base.mdb and the write-ahead log", cfg->dir);
         if ((rc = datadir_base_restore(cfg->dir))) {
             log_error("store", "cannot restore base.mdb in %s: %s", cfg->dir, strerror(-rc));
             goto fail;
         }
+        if (st.load_unfinished) log_warn("store", "the bulk load that was running then is lost");
+    } else if (!st.trusted) {
+        /* No base yet: every commit so far was synced (see open_env). */
+        log_warn("store", "%s was not closed cleanly before the machine restarted; it has no base copy yet, and "
+                 "its commits were synced: using it as it is", cfg->dir);
+    } else if (st.load_unfinished && !s->bulk) {
+        /* The loaded rows are in data.mdb (the page cache kept them), but
+         * neither in the base nor in the log: a new base, before any write
+         * builds on them. */
+        log_warn("store", "a bulk load into %s did not finish: keeping what it loaded", cfg->dir);
+        rebase = true;
     }
     /* From here on data.mdb holds unsynced commits until a clean close. */
-    if ((rc = datadir_state_write(cfg->dir, false))) {
+    if ((rc = datadir_state_write(cfg->dir, false, s->bulk))) {
         log_error("store", "cannot write the state file in %s: %s", cfg->dir, strerror(-rc));
         goto fail;
     }
-    if ((rc = open_env(s, cfg))) {
+    if ((rc = open_env(s, cfg, base_size >= 0))) {
         log_error("store", "cannot open lmdb store at %s: %s", cfg->dir, mdb_strerror(rc));
         err = map_err(rc) ? map_err(rc) : STORE_EIO;
         goto fail;
     }
     if ((err = recover(s))) goto fail;
     /* A store without a base (new, or written by an older version that
-     * synced every commit) gets one before it acknowledges anything. */
-    if (base_size >= 0) s->base_bytes = (uint64_t)base_size;
-    else if ((err = base_now(s))) goto fail;
+     * synced every commit) gets one before it acknowledges anything, and
+     * commits without fsync only from then on. */
+    if (base_size >= 0 && !rebase) {
+        s->base_bytes = (uint64_t)base_size;
+    } else {
+        if ((err = base_now(s))) goto fail;
+        if ((rc = mdb_env_set_flags(s->env, MDB_NOSYNC, 1))) {
+            err = map_err(rc);
+            goto fail;
+        }
+    }
     s->synced = s->seq;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

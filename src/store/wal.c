@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,10 @@ struct wal {
     uint64_t last;            /* newest seq, 0 when empty */
     bool rotate;              /* the next append starts a new segment */
     bool broken;              /* a failed append could not be undone */
+    /* A failed fdatasync, kept: after one, the kernel may have dropped the
+     * unwritten pages, and a later sync of the same file can succeed with
+     * them gone. Every later wal_sync() reports it. */
+    _Atomic int sync_err;
 };
 
 static void seg_name(char out[NAME_LEN], uint64_t first) {
@@ -148,6 +153,28 @@ static ssize_t read_at(int fd, void *p, size_t n, off_t off) {
     return (ssize_t)got;
 }
 
+/* True when a whole, valid record starts anywhere in (from, size) of fd: then
+ * the bad record at `from` is not the torn tail of a crash during an append
+ * (only the last record can be torn) but damage. Only the remainder of a
+ * segment is searched, and only up to 256 MiB of it. */
+static bool whole_record_after(int fd, uint64_t from, uint64_t size) {
+    uint64_t n = size - from;
+    if (n <= HDR_LEN || n > (256u << 20)) return false;
+    uint8_t *buf = malloc(n);
+    if (!buf) return false;
+    bool found = false;
+    if (read_at(fd, buf, n, (off_t)from) == (ssize_t)n) {
+        for (uint64_t i = 1; i + HDR_LEN <= n && !found; i++) {
+            if (get32(buf + i) != WAL_MAGIC) continue;
+            uint32_t len = get32(buf + i + 4);
+            if (len > n - i - HDR_LEN) continue;
+            found = record_crc(buf + i, buf + i + HDR_LEN, len) == get32(buf + i + 16);
+        }
+    }
+    free(buf);
+    return found;
+}
+
 /* Reads the records of segment i. Returns 0 when every byte is a whole
  * record, 1 when a bad or short record starts at *valid_end (the records
  * before it were delivered), or a negative value (fn's, or an errno). */
@@ -192,6 +219,11 @@ static int replay_segment(wal_t *w, size_t i, uint64_t *expect, uint64_t after,
         if (seq > after && (rc = fn(ctx, seq, payload, len)) != 0) break;
         *expect = seq + 1;
         off += HDR_LEN + len;
+    }
+    if (rc == 1 && whole_record_after(fd, off, size)) {
+        log_error("store", "write-ahead log: a damaged record at byte %" PRIu64 " of segment %s has whole records "
+                  "after it", off, name);
+        rc = -EBADMSG;
     }
     free(payload);
     close(fd);
@@ -262,7 +294,12 @@ int wal_replay(wal_t *w, uint64_t after,
 static int open_segment(wal_t *w, uint64_t first, bool create) {
     /* wal_sync() syncs only the newest segment: the one left behind is
      * made durable here. */
-    if (w->fd >= 0 && fdatasync(w->fd) != 0) return -errno;
+    if (w->fd >= 0 && fdatasync(w->fd) != 0) {
+        int rc = -errno;
+        atomic_store(&w->sync_err, rc);
+        w->broken = true;
+        return rc;
+    }
     char name[NAME_LEN];
     seg_name(name, first);
     int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
@@ -347,6 +384,22 @@ int wal_sync(wal_t *w) {
         if (fdatasync(fd) != 0) rc = -errno;
         close(fd);
     }
+    if (rc) atomic_store(&w->sync_err, rc);
+    int kept = atomic_load(&w->sync_err);
+    return kept ? kept : rc;
+}
+
+int wal_sync_all(wal_t *w) {
+    int rc = atomic_load(&w->sync_err);
+    for (size_t i = 0; i < w->nsegs && !rc; i++) {
+        char name[NAME_LEN];
+        seg_name(name, w->segs[i].first);
+        int fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fdatasync(fd) != 0) rc = -errno;
+        if (fd >= 0) close(fd);
+    }
+    if (!rc && fsync(w->dir_fd) != 0) rc = -errno;
+    if (rc) atomic_store(&w->sync_err, rc);
     return rc;
 }
 

@@ -15,7 +15,8 @@
  *  - within the log, each record's seq is the previous one's plus 1;
  *  - a record is either whole and valid, or it is the torn tail of the newest
  *    segment (a crash during an append), which wal_replay() cuts off;
- *  - an invalid record anywhere else is corruption, reported, never skipped.
+ *  - an invalid record anywhere else (or one followed by whole records) is
+ *    corruption, reported, never skipped.
  *
  * One thread (the store's writer) appends; wal_sync(), wal_forget() and
  * wal_bytes() may also be called from other threads, concurrently with
@@ -54,8 +55,15 @@ int wal_replay(wal_t *w, uint64_t after,
  * that fails the log refuses every later append with -EIO. */
 int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len);
 
-/* Makes every record appended before the call durable (fdatasync). */
+/* Makes every record appended before the call durable (fdatasync). Once a
+ * sync has failed, every later call fails the same way: the kernel may have
+ * dropped what it could not write. */
 int wal_sync(wal_t *w);
+
+/* Makes every segment durable, the records some earlier process appended
+ * included (it may have died before its sync): call after wal_replay(),
+ * before anything that depends on the log is acknowledged. */
+int wal_sync_all(wal_t *w);
 
 /* Deletes every segment: the log is empty, and the next append may take any
  * seq. For a database that holds more than the log (then a base copy that

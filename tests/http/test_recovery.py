@@ -55,7 +55,7 @@ def current_boot_id():
 
 
 def read_state(data_dir):
-    """The state file as a dict: {"boot": "<id>", "clean": "0"|"1"}."""
+    """The state file as a dict: {"boot": "<id>", "clean": "0"|"1", "load": "0"|"1"}."""
     path = Path(data_dir) / "state"
     assert path.is_file(), f"no state file at {path}: {sorted(os.listdir(data_dir))}"
     text = path.read_text()
@@ -292,7 +292,7 @@ def test_os_crash_rebuilds_from_base_and_log(server_factory, lib, destroy):
     status, resp, _ = c.call("POST", "/api/users", {"username": names[1].upper()})
     assert status == 409, ("username uniqueness after the crash", status, resp)
     state = read_state(d)
-    assert state == {"boot": current_boot_id(), "clean": "0"}, state
+    assert state == {"boot": current_boot_id(), "clean": "0", "load": "0"}, state
 
     # a second generation: more writes on the rebuilt store, crash again
     more = send_many(c, B, A, 60, "o2", big_every=3)
@@ -476,36 +476,36 @@ def test_state_file_says_clean_only_after_a_clean_shutdown(server_factory, lib, 
     d = server_factory.new_dir("state")
     boot = current_boot_id()
     srv = server_factory.start(d)
-    assert read_state(d) == {"boot": boot, "clean": "0"}
+    assert read_state(d) == {"boot": boot, "clean": "0", "load": "0"}
     c = srv.client()
     a, b = c.create_user()["user_id"], c.create_user()["user_id"]
     m = c.send(a, b, "before the clean shutdown")
     c.close()
-    assert read_state(d) == {"boot": boot, "clean": "0"}
+    assert read_state(d) == {"boot": boot, "clean": "0", "load": "0"}
     stop_with(srv, sig)
-    assert read_state(d) == {"boot": boot, "clean": "1"}
+    assert read_state(d) == {"boot": boot, "clean": "1", "load": "0"}
 
     # running again: clean 0; after a crash it stays clean 0
     srv = server_factory.start(d)
-    assert read_state(d) == {"boot": boot, "clean": "0"}
+    assert read_state(d) == {"boot": boot, "clean": "0", "load": "0"}
     kill9(srv)
-    assert read_state(d) == {"boot": boot, "clean": "0"}
+    assert read_state(d) == {"boot": boot, "clean": "0", "load": "0"}
 
     srv = server_factory.start(d)
-    assert read_state(d) == {"boot": boot, "clean": "0"}
+    assert read_state(d) == {"boot": boot, "clean": "0", "load": "0"}
     srv.stop_and_check()
-    assert read_state(d) == {"boot": boot, "clean": "1"}
+    assert read_state(d) == {"boot": boot, "clean": "1", "load": "0"}
 
     # a reboot after a clean shutdown: data.mdb is trusted, all is there
     state_path = d / "state"
     state_path.write_text(f"boot {uuid.uuid4()}\nclean 1\n")
     srv = server_factory.start(d)
-    assert read_state(d) == {"boot": boot, "clean": "0"}
+    assert read_state(d) == {"boot": boot, "clean": "0", "load": "0"}
     c = srv.client()
     assert lib.walk_messages(c, m["conversation_id"]) == [m]
     c.close()
     srv.stop_and_check()
-    assert read_state(d) == {"boot": boot, "clean": "1"}
+    assert read_state(d) == {"boot": boot, "clean": "1", "load": "0"}
 
 
 def test_data_dir_layout(server_factory):

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "model/cursor.h"
@@ -430,6 +431,21 @@ static void concurrent_sends(void **state) {
     pthread_cond_destroy(&w.cv);
 }
 
+static void write_state(const char *dir, const char *text) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/state", dir);
+    FILE *st = fopen(path, "w");
+    assert_non_null(st);
+    fputs(text, st);
+    fclose(st);
+}
+
+static void lose_data_file(const char *dir) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    assert_int_equal(truncate(path, 0), 0);
+}
+
 static int count_log_segments(const char *dir, bool *has_first) {
     char path[128];
     snprintf(path, sizeof path, "%s/wal", dir);
@@ -470,14 +486,8 @@ static void rebase_then_machine_crash(void **state) {
     count_log_segments(f->dir, &has_first);
     assert_false(has_first); /* forgotten: a later base holds it */
 
-    char path[128];
-    snprintf(path, sizeof path, "%s/state", f->dir);
-    FILE *st = fopen(path, "w");
-    assert_non_null(st);
-    fputs("boot 00000000-0000-0000-0000-000000000000\nclean 0\n", st);
-    fclose(st);
-    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
-    assert_int_equal(truncate(path, 0), 0);
+    write_state(f->dir, "boot 00000000-0000-0000-0000-000000000000\nclean 0\n");
+    lose_data_file(f->dir);
 
     assert_int_equal(store_lmdb_open(&cfg, &f->ids, &f->store), STORE_OK);
     uuid_t conv, cursor;
@@ -498,6 +508,53 @@ static void rebase_then_machine_crash(void **state) {
     assert_int_equal(seen, N);
 }
 
+/* A bulk load (not logged) that dies before it closes: the next open keeps
+ * what it loaded and writes a new base before anything builds on it, so a
+ * machine crash after that loses nothing that was acknowledged. */
+static void unfinished_bulk_load(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "before");
+    store_close(f->store);
+    f->store = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* the loader: loads, then dies without closing */
+        store_lmdb_config_t bulk = {.dir = f->dir, .map_size_mb = 64, .max_batch = 1024, .bulk_load = true};
+        store_t *st;
+        if (store_lmdb_open(&bulk, &f->ids, &st) != STORE_OK) _exit(2);
+        user_t u = {.name = "loaded", .name_len = 6};
+        if (uuid_random(&u.id) != 0) _exit(3);
+        reset();
+        store_user_create(st, &u, on_user, NULL);
+        _exit(wait_done() == STORE_OK ? 0 : 4);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    open_store(f); /* the same boot: a process crash */
+    reset();
+    store_user_find(f->store, "loaded", 6, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    uuid_t loaded = R->user.id;
+    assert_int_equal(send(f->store, &a, &loaded, "built on the load", NULL), STORE_OK);
+    store_close(f->store);
+    f->store = NULL;
+
+    /* a machine crash: data.mdb lost, the state from another boot */
+    write_state(f->dir, "boot 00000000-0000-0000-0000-000000000000\nclean 0\nload 0\n");
+    lose_data_file(f->dir);
+    open_store(f);
+    uuid_t conv;
+    conversation_id_derive(&a, &loaded, &conv);
+    assert_int_equal(list_msgs(f->store, &conv, 10, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 1);
+    reset();
+    store_user_get(f->store, &loaded, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(users, setup, teardown),
@@ -508,6 +565,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(survives_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_sends, setup, teardown),
         cmocka_unit_test_setup_teardown(rebase_then_machine_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(unfinished_bulk_load, setup, teardown),
     };
     return cmocka_run_group_tests_name("store_lmdb", tests, NULL, NULL);
 }
