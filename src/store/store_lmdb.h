@@ -2,8 +2,8 @@
  *
  * Reads run on the caller's thread and complete before the call returns.
  * Writes go to one writer thread that applies every queued write in a single
- * LMDB transaction and makes the batch durable with one fdatasync of the
- * write-ahead log (group commit); callbacks run on that thread after that.
+ * LMDB transaction (group commit) and logs it in the write-ahead log;
+ * callbacks run on a second thread, in commit order, once the log is synced.
  * The folder holds data.mdb, base.mdb, wal/, state and lock (datadir.h);
  * one process at a time may open it.
  */
