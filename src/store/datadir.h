@@ -48,9 +48,9 @@ int datadir_state_write(const char *dir, bool clean, bool loading);
 /* The size of base.mdb, or a negative errno (-ENOENT: there is none). */
 int64_t datadir_base_size(const char *dir);
 
-/* Copies a consistent snapshot of env into base.mdb durably, replacing the
- * old base only once the new one is whole. Safe while other threads write.
- * Sets *bytes to the copy's size. */
+/* Copies a consistent snapshot of env into base.mdb durably (compacted: no
+ * free pages), replacing the old base only once the new one is whole. Safe
+ * while other threads write. Sets *bytes to the copy's size. */
 int datadir_base_write(MDB_env *env, const char *dir, uint64_t *bytes);
 
 /* Replaces data.mdb with a copy of base.mdb, durably. */
