@@ -32,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -866,10 +867,12 @@ class Run:
     def pair(self, group, conns, a, b, rounds):
         """Runs two scenarios (name, pools) alternately, `rounds` times each
         (a, b, a, b, ...; the warm-up only before the first round of each),
-        and reports for each the round with the median p99: p99 on two busy
-        cores varies a lot from run to run (scheduling, pauses of the VM), and
-        one unlucky round should not decide a latency ratio. Every round is
-        kept in the JSON ("rounds")."""
+        and reports for each the median over its rounds of req/s, p50 and p99,
+        each taken on its own: latency on two busy cores varies a lot from run
+        to run (scheduling, pauses of the VM), so one unlucky round should not
+        decide a latency ratio, and neither should the choice of one round (a
+        round picked for its median p99 could carry the worst p50). Every
+        round is kept in the JSON ("rounds")."""
         runs = {a[0]: [], b[0]: []}
         for i in range(rounds):
             for name, pools in (a, b):
@@ -879,7 +882,11 @@ class Run:
                 runs[name].append(r)
         for name in (a[0], b[0]):
             ok = [r for r in runs[name] if "failed" not in r]
-            best = dict(sorted(ok, key=lambda r: r["p99_ms"])[(len(ok) - 1) // 2] if ok else runs[name][-1])
+            best = dict(ok[0] if ok else runs[name][-1])
+            if ok:
+                for k in ("rps", "p50_ms", "p99_ms"):
+                    best[k] = statistics.median(r[k] for r in ok)
+                best["aggregate"] = f"median of {len(ok)} rounds"
             best["rounds"] = [{k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "errors", "other_cpu_percent",
                                                      "failed") if k in r} for r in runs[name]]
             self.results.append(best)
