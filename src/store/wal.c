@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #include "util/bytes.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #define WAL_MAGIC 0x4d574c31u /* "MWL1" */
@@ -431,8 +432,9 @@ int wal_rotate(wal_t *w) {
 }
 
 int wal_forget(wal_t *w, uint64_t upto) {
-    /* Off the list under the lock; the files go after it (deleting a large
-     * file can take a while: ext4 may discard its blocks then and there). */
+    /* Off the list under the lock; the files go after it, gently (deleting a
+     * large file can take a while: ext4 may discard its blocks then and
+     * there, and the device is busy meanwhile). */
     pthread_mutex_lock(&w->mu);
     size_t drop = 0;
     while (drop + 1 < w->nsegs && w->segs[drop + 1].first - 1 <= upto) drop++; /* i ends where i+1 starts */
@@ -448,6 +450,11 @@ int wal_forget(wal_t *w, uint64_t upto) {
     for (size_t i = 0; i < drop; i++) {
         char name[NAME_LEN];
         seg_name(name, gone[i]);
+        int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) { /* its blocks a slice at a time (fs.h) */
+            fs_release_gently(fd);
+            close(fd);
+        }
         if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT && !rc) rc = -errno;
     }
     free(gone);
