@@ -130,7 +130,7 @@ int datadir_base_write(MDB_env *env, const char *dir, uint64_t *bytes) {
      * fsync that the log's fdatasyncs queued behind (sends' p99 0.7 s while
      * a base was written). Where the file system refuses, the cache it is. */
     int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_DIRECT);
+    bool direct = fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
     /* mdb_env_copyfd2 copies the snapshot of its own read transaction: a
      * consistent database even while the writer commits. Compacting leaves
      * out free pages and renumbers the rest: a smaller base, written faster. */
@@ -138,10 +138,13 @@ int datadir_base_write(MDB_env *env, const char *dir, uint64_t *bytes) {
     if (rc) rc = rc > 0 ? -rc : -EIO;
     struct stat st;
     if (!rc && (fsync(fd) != 0 || fstat(fd, &st) != 0)) rc = -errno;
+    /* Through the cache, the copy's pages (clean after the fsync) would stay
+     * there; a base is only read again after a machine crash. */
+    if (!rc && !direct) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
     /* The old base's blocks go after the new one is in place, a slice at a
      * time (fs.h): hold it open across the rename. */
-    int old = open(p, O_WRONLY | O_CLOEXEC);
+    int old = rc ? -1 : open(p, O_WRONLY | O_CLOEXEC);
     if (!rc) rc = install(dir, tmp, p);
     if (old >= 0) {
         if (!rc) fs_release_gently(old);
@@ -150,13 +153,6 @@ int datadir_base_write(MDB_env *env, const char *dir, uint64_t *bytes) {
     if (rc) {
         unlink(tmp);
         return rc;
-    }
-    /* The copy streamed the whole file through the page cache; it is only
-     * read again after a machine crash. */
-    fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-        close(fd);
     }
     *bytes = (uint64_t)st.st_size;
     return 0;

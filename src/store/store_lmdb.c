@@ -148,7 +148,6 @@ typedef struct lmdb_store {
      * recency rows old and new. */
     MDB_cursor *cur_convs, *cur_recency;
     uint64_t seq;           /* the newest log record in the database */
-    int64_t log_us;         /* the last batch's append time (debug log) */
     uint64_t base_bytes;    /* size of the last base copy */
     uint64_t logged_since_base; /* log bytes appended since the last base began */
     uint64_t rebase_log_bytes;
@@ -194,6 +193,21 @@ static int map_err(int rc) {
 
 static MDB_val val(const void *p, size_t n) { return (MDB_val){.mv_size = n, .mv_data = (void *)p}; }
 
+/* conversations_by_user's key: user . conv */
+static MDB_val conv_row_key(uint8_t out[32], const uuid_t *user, const uuid_t *conv) {
+    memcpy(out, user->b, 16);
+    memcpy(out + 16, conv->b, 16);
+    return val(out, 32);
+}
+
+/* conversations_by_recency's key: user . activity . conv */
+static MDB_val recency_key(uint8_t out[40], const uuid_t *user, uint64_t activity, const uuid_t *conv) {
+    memcpy(out, user->b, 16);
+    be64_put(out + 16, activity);
+    memcpy(out + 24, conv->b, 16);
+    return val(out, 40);
+}
+
 /* ------------------------------------------------------------------ redo records
  *
  * A batch's redo record is every put and delete it made, in order, each
@@ -230,6 +244,13 @@ static int db_del(lmdb_store_t *s, MDB_txn *txn, int db, MDB_val *k) {
     int rc = mdb_del(txn, s->dbi[db], k, NULL);
     if (!rc) redo_log(s, REDO_DEL, db, k, NULL);
     return rc;
+}
+
+/* Deletes the item c is on, whose key is k (logged first: the delete may
+ * free k's bytes when they point into the map). */
+static int cursor_del(lmdb_store_t *s, MDB_cursor *c, int db, const MDB_val *k) {
+    redo_log(s, REDO_DEL, db, k, NULL);
+    return mdb_cursor_del(c, 0);
 }
 
 /* Applies one redo record (read back from the log: checked like input). */
@@ -463,9 +484,7 @@ static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, 
         memset(key + 16, 0xff, 24);
     } else if (q->cursor_is_id) {
         uint8_t ck[32];
-        memcpy(ck, q->user_id.b, 16);
-        memcpy(ck + 16, q->cursor_id.b, 16);
-        k = val(ck, 32);
+        k = conv_row_key(ck, &q->user_id, &q->cursor_id);
         rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &k, &v);
         if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < CONV_REC_HDR)) { err = STORE_EBADCURSOR; goto done; }
         if (rc) { err = map_err(rc); goto done; }
@@ -488,9 +507,7 @@ static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, 
         MDB_val rv = v;
         if (v.mv_size < CONV_REC_HDR) {
             uint8_t ck[32];
-            memcpy(ck, q->user_id.b, 16);
-            memcpy(ck + 16, conv_id.b, 16);
-            MDB_val rk = val(ck, 32);
+            MDB_val rk = conv_row_key(ck, &q->user_id, &conv_id);
             rc2 = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
         }
         if (rc2 || decode_conv_rec(&q->user_id, &conv_id, &rv, &items[page.count]) != STORE_OK) {
@@ -520,9 +537,7 @@ static int read_conversation(lmdb_store_t *s, MDB_txn *txn, const uuid_t *id, co
     memcpy(lo.b, p + 8, 16);
     memcpy(hi.b, p + 24, 16);
     uint8_t ck[32];
-    memcpy(ck, lo.b, 16);
-    memcpy(ck + 16, id->b, 16);
-    MDB_val rk = val(ck, 32), rv;
+    MDB_val rk = conv_row_key(ck, &lo, id), rv;
     rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
     if (rc == 0) {
         int err = decode_conv_rec(&lo, id, &rv, out);
@@ -756,9 +771,7 @@ typedef struct conv_row_state {
 static int read_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *conv,
                          conv_row_state_t *out) {
     uint8_t ck[32];
-    memcpy(ck, user->b, 16);
-    memcpy(ck + 16, conv->b, 16);
-    MDB_val k = val(ck, 32), v;
+    MDB_val k = conv_row_key(ck, user, conv), v;
     int rc = mdb_cursor_get(s->cur_convs, &k, &v, MDB_SET);
     if (rc && rc != MDB_NOTFOUND) return map_err(rc);
     out->exists = rc == 0 && v.mv_size >= CONV_REC_HDR;
@@ -775,27 +788,16 @@ static int read_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *conv
 static int write_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *other,
                           const uuid_t *conv, int64_t created_ms, const message_t *msg,
                           const conv_row_state_t *old) {
-    uint8_t ck[32];
-    memcpy(ck, user->b, 16);
-    memcpy(ck + 16, conv->b, 16);
-    MDB_val k = val(ck, 32);
+    uint8_t ck[32], rk[40];
+    MDB_val k = conv_row_key(ck, user, conv);
     int rc;
-    bool exists = old->exists;
-    uint64_t old_activity = old->activity;
     uint64_t activity = msg ? uuid_time_ticks(&msg->id) : unix_ms_to_ticks(created_ms);
-    if (exists) {
+    if (old->exists) {
         if (!msg) return STORE_OK;
-        if (activity <= old_activity) return STORE_OK;
-        uint8_t rk[40];
-        memcpy(rk, user->b, 16);
-        be64_put(rk + 16, old_activity);
-        memcpy(rk + 24, conv->b, 16);
-        MDB_val rkv = val(rk, 40), ignored;
+        if (activity <= old->activity) return STORE_OK;
+        MDB_val rkv = recency_key(rk, user, old->activity, conv), ignored;
         rc = mdb_cursor_get(s->cur_recency, &rkv, &ignored, MDB_SET);
-        if (rc == 0) {
-            redo_log(s, REDO_DEL, DB_RECENCY, &rkv, NULL);
-            rc = mdb_cursor_del(s->cur_recency, 0);
-        }
+        if (rc == 0) rc = cursor_del(s, s->cur_recency, DB_RECENCY, &rkv);
         if (rc && rc != MDB_NOTFOUND) return map_err(rc);
     }
     /* The same record goes to conversations_by_user and, so that a list page
@@ -807,11 +809,7 @@ static int write_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *oth
     if (rc) return map_err(rc);
     fill_conv_rec(nv.mv_data, other, activity, created_ms, msg);
     redo_log(s, REDO_PUT, DB_CONVS_BY_USER, &k, &nv);
-    uint8_t rk[40];
-    memcpy(rk, user->b, 16);
-    be64_put(rk + 16, activity);
-    memcpy(rk + 24, conv->b, 16);
-    MDB_val rkv = val(rk, 40), rv = {.mv_size = len, .mv_data = NULL};
+    MDB_val rkv = recency_key(rk, user, activity, conv), rv = {.mv_size = len, .mv_data = NULL};
     rc = mdb_cursor_put(s->cur_recency, &rkv, &rv, MDB_RESERVE);
     if (rc) return map_err(rc);
     fill_conv_rec(rv.mv_data, other, activity, created_ms, msg);
@@ -906,8 +904,7 @@ static int prune_expired(lmdb_store_t *s, MDB_txn *txn, int by_time, int primary
         if (rc2 == 0 && pv.mv_size >= 8 && memcmp(pv.mv_data, k.mv_data, 8) == 0)
             rc2 = db_del(s, txn, primary, &pk);
         if (rc2 && rc2 != MDB_NOTFOUND) { rc = rc2; break; }
-        redo_log(s, REDO_DEL, by_time, &k, NULL); /* before the delete frees k's bytes */
-        rc = mdb_cursor_del(c, 0);
+        rc = cursor_del(s, c, by_time, &k);
         if (rc) break;
         n++;
         rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
@@ -1031,10 +1028,11 @@ static int errno_to_store(int neg_errno) {
 
 /* Appends the batch in txn to the log, then commits it (without fsync).
  * Returns the batch's error (on error txn is gone either way), and sets
- * *seq to the batch's log record (0: it wrote nothing). The record is not
+ * *seq to the batch's log record (0: it wrote nothing) and *log_us to the
+ * append's time (for the debug log). The record is not
  * durable yet: the completer syncs it before any callback of the batch runs
  * (see completer_main). */
-static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out) {
+static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out, int64_t *log_us) {
     *seq_out = 0;
     if (!s->redo.len) return map_err(mdb_txn_commit(txn)); /* nothing was written */
     uint64_t seq = s->seq + 1;
@@ -1042,7 +1040,7 @@ static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out) {
     if (!err) {
         int64_t t0 = mono_us();
         int rc = wal_append(s->wal, seq, s->redo.data, s->redo.len);
-        s->log_us = mono_us() - t0;
+        *log_us = mono_us() - t0;
         if (!rc) s->logged_since_base += s->redo.len;
         if (rc) {
             log_error("store", "write-ahead log: %s", strerror(-rc));
@@ -1143,7 +1141,7 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
     int64_t now = time_now_ms(), t0 = mono_us(), t_applied;
     MDB_txn *txn = NULL;
     buf_reset(&s->redo);
-    s->log_us = 0;
+    int64_t log_us = 0;
     uint64_t seq = 0;
     int batch_err = atomic_load(&s->failed) ? STORE_EUNAVAILABLE : map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
     if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_CONVS_BY_USER], &s->cur_convs));
@@ -1160,7 +1158,7 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
     if (batch_err) {
         if (txn) mdb_txn_abort(txn);
     } else {
-        batch_err = s->bulk ? map_err(mdb_txn_commit(txn)) : commit_logged(s, txn, &seq);
+        batch_err = s->bulk ? map_err(mdb_txn_commit(txn)) : commit_logged(s, txn, &seq, &log_us);
     }
     if (batch_err) {
         log_error("store", "commit of %zu writes failed: %s", n, store_strerror(batch_err));
@@ -1168,7 +1166,7 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
             if (op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) op->err = batch_err;
     } else {
         log_debug("store", "committed %zu writes (log seq %llu, %zu bytes): apply %lld us, log %lld us, total %lld us",
-                  n, (unsigned long long)s->seq, s->redo.len, (long long)(t_applied - t0), (long long)s->log_us,
+                  n, (unsigned long long)s->seq, s->redo.len, (long long)(t_applied - t0), (long long)log_us,
                   (long long)(mono_us() - t0));
     }
     if (s->redo.cap > (16u << 20)) buf_free(&s->redo); /* do not keep a huge batch's buffer */
