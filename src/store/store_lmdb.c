@@ -1,28 +1,36 @@
 /* store_lmdb.c - the embedded backend: LMDB in the same process.
  *
- * Layout. One LMDB environment with these named databases; the first four
- * mirror the seed design's Cassandra tables, the rest are the indexes that
- * recency ordering, username look-up and idempotent sends need. All integers
- * are big-endian so that byte order is numeric order; "sk" is a message id's
- * sort key (uuid_sort_key: timestamp first).
+ * Layout. One LMDB environment with these named databases; the first three
+ * mirror the seed design's Cassandra tables (its fourth,
+ * conversations_by_user, is the recency index here), the rest are the
+ * indexes that recency ordering, username look-up and idempotent sends need.
+ * All integers are big-endian so that byte order is numeric order; "sk" is a
+ * message id's sort key (uuid_sort_key: timestamp first).
  *
  *   users                     user_id                  -> username
  *   users_by_name             lower(username)          -> user_id
  *   messages_by_conversation  conv_id . sk(message_id) -> sender, receiver, created_ms, content
- *   conversations_by_user     user_id . conv_id        -> conv_rec (below)
  *   conversation_metadata     conv_id                  -> created_ms, user_lo, user_hi
- *   conversations_by_recency  user_id . activity . conv_id -> conv_rec (a copy: one range scan per page)
+ *   conversations_by_recency  user_id . activity . conv_id -> conv_rec (the other user, activity,
+ *                             created, last message: a list page is one range scan)
  *   idempotency               sender_id . key          -> created_ms, conv_id, message_id
  *   idempotency_by_time       created_ms . sender_id . key -> (empty)
  *
  * Invariants (kept by apply_send / apply_open inside one write transaction):
- *  - for every row of conversations_by_user there is exactly one row of
- *    conversations_by_recency with the same user, conversation and activity,
- *    holding the same conv_rec (stores from before 0.1.0 hold an empty one);
- *  - a conversation's activity is the timestamp (100-ns ticks) of its newest
- *    message, or its creation time when it has none, and never decreases;
- *  - conversation_metadata has a row for every conversation that has a row in
- *    conversations_by_user or messages_by_conversation.
+ *  - a conversation's activity is the greater of its creation time and its
+ *    newest message's timestamp (100-ns ticks), so it never decreases; with
+ *    ids the store assigns, it is the newest message's timestamp once there
+ *    is one (which is what lets a send find the rows without metadata);
+ *  - a conversation has metadata if and only if each of its two users has
+ *    exactly one conversations_by_recency row for it, at its activity,
+ *    holding its conv_rec; a conversation with messages has metadata.
+ *
+ * Why no conversations_by_user: a send reached each user's row in it and
+ * then the recency row, two B-tree descents per user. A conversation's
+ * activity is the same for both users and follows from its newest message,
+ * which the send's own descent into messages_by_conversation finds, so the
+ * recency rows are reached directly: three descents per send instead of
+ * five (stores that still have the table lose it at open: migrate()).
  *
  * Concurrency. Reads use their own read-only transaction on the caller's
  * thread (MDB_NOTLS: transactions are not tied to threads). All writes are
@@ -83,6 +91,9 @@ enum { DB_USERS, DB_USERS_BY_NAME, DB_MESSAGES, DB_CONVS_BY_USER, DB_CONV_META,
        DB_RECENCY, DB_IDEM, DB_IDEM_BY_TIME, DB_CREDENTIALS, DB_TOKENS, DB_TOKENS_BY_EXPIRY,
        DB_META, DB_COUNT };
 
+/* DB_CONVS_BY_USER is no longer written: it stays so that the log of an
+ * older version replays (record db numbers are these), and migrate()
+ * empties it after that. */
 static const char *const DB_NAMES[DB_COUNT] = {
     "users", "users_by_name", "messages_by_conversation", "conversations_by_user",
     "conversation_metadata", "conversations_by_recency", "idempotency", "idempotency_by_time",
@@ -141,12 +152,12 @@ typedef struct lmdb_store {
     /* Owned by the writer thread: */
     wal_t *wal;             /* not written in bulk mode */
     buf_t redo;             /* the redo records of the batch being applied */
-    /* The batch's cursors on the two trees every send rewrites twice (NULL
+    /* The batch's cursors on the two trees every send rewrites (NULL
      * outside a batch). A positioned LMDB cursor finds a key that lies on
      * its current leaf page without descending from the root, and a send
-     * reads, then rewrites, neighbouring keys: a user's row, and the user's
-     * recency rows old and new. */
-    MDB_cursor *cur_convs, *cur_recency;
+     * reads, then writes, neighbouring keys: a conversation's newest message
+     * and the new one after it; a user's recency rows old and new. */
+    MDB_cursor *cur_msgs, *cur_recency;
     uint64_t seq;           /* the newest log record in the database */
     uint64_t base_bytes;    /* size of the last base copy */
     uint64_t logged_since_base; /* log bytes appended since the last base began */
@@ -193,7 +204,7 @@ static int map_err(int rc) {
 
 static MDB_val val(const void *p, size_t n) { return (MDB_val){.mv_size = n, .mv_data = (void *)p}; }
 
-/* conversations_by_user's key: user . conv */
+/* conversations_by_user's key (migrate() reads it): user . conv */
 static MDB_val conv_row_key(uint8_t out[32], const uuid_t *user, const uuid_t *conv) {
     memcpy(out, user->b, 16);
     memcpy(out + 16, conv->b, 16);
@@ -303,7 +314,7 @@ static void decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
     m->content_len = v->mv_size - MSG_HDR;
 }
 
-/* Fills c from a conversations_by_user row of `user`. */
+/* Fills c from a conv_rec (a conversations_by_recency value) of `user`. */
 static int decode_conv_rec(const uuid_t *user, const uuid_t *conv_id, const MDB_val *v, conversation_t *c) {
     if (v->mv_size < CONV_REC_HDR) return STORE_EIO;
     const uint8_t *p = v->mv_data;
@@ -419,6 +430,55 @@ static int seek_below(MDB_cursor *c, const uint8_t *key, size_t n, MDB_val *k, M
     return mdb_cursor_get(c, k, v, MDB_PREV);
 }
 
+/* Positions c (on messages_by_conversation) on conv's newest message.
+ * Returns MDB_NOTFOUND when conv has none. */
+static int newest_message(MDB_cursor *c, const uuid_t *conv, MDB_val *k, MDB_val *v) {
+    uint8_t key[32];
+    memcpy(key, conv->b, 16);
+    memset(key + 16, 0xff, 16);
+    int rc = seek_below(c, key, sizeof key, k, v);
+    if (rc == 0 && !(k->mv_size == 32 && v->mv_size >= MSG_HDR && has_prefix(k, conv->b, 16))) rc = MDB_NOTFOUND;
+    return rc;
+}
+
+/* The timestamp (100-ns ticks) of the message whose key is k. */
+static uint64_t message_key_ticks(const MDB_val *k) {
+    uuid_t id;
+    uuid_from_sort_key(&id, (const uint8_t *)k->mv_data + 16);
+    return uuid_time_ticks(&id);
+}
+
+/* Reads conversation `id` whole, as its metadata and newest message give it
+ * (c: a cursor on messages_by_conversation). Pointers in *out point into
+ * the map: valid while txn lives. */
+static int conversation_read(lmdb_store_t *s, MDB_txn *txn, MDB_cursor *c, const uuid_t *id, conversation_t *out) {
+    MDB_val k = val(id->b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
+    if (rc) return map_err(rc);
+    if (v.mv_size < META_LEN) return STORE_EIO;
+    const uint8_t *p = v.mv_data;
+    memset(out, 0, sizeof *out);
+    out->id = *id;
+    out->created_at_ms = (int64_t)be64_get(p);
+    memcpy(out->user1_id.b, p + 8, 16);
+    memcpy(out->user2_id.b, p + 24, 16);
+    out->activity = unix_ms_to_ticks(out->created_at_ms);
+    out->last_message_at_ms = out->created_at_ms;
+    rc = newest_message(c, id, &k, &v);
+    if (rc == MDB_NOTFOUND) return STORE_OK;
+    if (rc) return map_err(rc);
+    message_t m;
+    decode_message(&k, &v, &m);
+    uint64_t ticks = uuid_time_ticks(&m.id);
+    if (ticks > out->activity) out->activity = ticks;
+    out->has_last_message = true;
+    out->last_message_id = m.id;
+    out->last_message_at_ms = m.created_at_ms;
+    out->last_message_content = m.content;
+    out->last_message_len = m.content_len;
+    return STORE_OK;
+}
+
 static void lmdb_messages_list(store_t *base, const store_msg_query_t *q, store_msg_page_cb cb, void *ctx) {
     lmdb_store_t *s = (lmdb_store_t *)base;
     MDB_txn *txn;
@@ -483,12 +543,18 @@ static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, 
     if (!q->has_cursor) {
         memset(key + 16, 0xff, 24);
     } else if (q->cursor_is_id) {
-        uint8_t ck[32];
-        k = conv_row_key(ck, &q->user_id, &q->cursor_id);
-        rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &k, &v);
-        if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < CONV_REC_HDR)) { err = STORE_EBADCURSOR; goto done; }
+        /* A conversation id: the position is its activity now. */
+        conversation_t conv;
+        MDB_cursor *mc;
+        rc = mdb_cursor_open(txn, s->dbi[DB_MESSAGES], &mc);
         if (rc) { err = map_err(rc); goto done; }
-        memcpy(key + 16, (const uint8_t *)v.mv_data + 16, 8);
+        err = conversation_read(s, txn, mc, &q->cursor_id, &conv);
+        mdb_cursor_close(mc);
+        if (!err && uuid_cmp(&conv.user1_id, &q->user_id) != 0 && uuid_cmp(&conv.user2_id, &q->user_id) != 0)
+            err = STORE_ENOTFOUND;
+        if (err == STORE_ENOTFOUND) err = STORE_EBADCURSOR;
+        if (err) goto done;
+        be64_put(key + 16, conv.activity);
         memcpy(key + 24, q->cursor_id.b, 16);
     } else {
         be64_put(key + 16, q->cursor_activity);
@@ -501,17 +567,8 @@ static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, 
         if (page.count == (size_t)limit) { page.more = true; break; }
         uuid_t conv_id;
         memcpy(conv_id.b, (const uint8_t *)k.mv_data + 24, 16);
-        /* The recency row carries the conversation row; stores written
-         * before it did keep an empty value: read the row then. */
-        int rc2 = 0;
-        MDB_val rv = v;
-        if (v.mv_size < CONV_REC_HDR) {
-            uint8_t ck[32];
-            MDB_val rk = conv_row_key(ck, &q->user_id, &conv_id);
-            rc2 = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
-        }
-        if (rc2 || decode_conv_rec(&q->user_id, &conv_id, &rv, &items[page.count]) != STORE_OK) {
-            log_error("store", "recency index names a missing conversation row");
+        if (decode_conv_rec(&q->user_id, &conv_id, &v, &items[page.count]) != STORE_OK) {
+            log_error("store", "conversations_by_recency holds a row of %zu bytes", v.mv_size);
             err = STORE_EIO;
             goto done;
         }
@@ -526,41 +583,18 @@ done:
     mdb_txn_abort(txn);
 }
 
-/* Reads a whole conversation (metadata + last message) in txn. */
-static int read_conversation(lmdb_store_t *s, MDB_txn *txn, const uuid_t *id, conversation_t *out) {
-    MDB_val k = val(id->b, 16), v;
-    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
-    if (rc) return map_err(rc);
-    if (v.mv_size < META_LEN) return STORE_EIO;
-    const uint8_t *p = v.mv_data;
-    uuid_t lo, hi;
-    memcpy(lo.b, p + 8, 16);
-    memcpy(hi.b, p + 24, 16);
-    uint8_t ck[32];
-    MDB_val rk = conv_row_key(ck, &lo, id), rv;
-    rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv);
-    if (rc == 0) {
-        int err = decode_conv_rec(&lo, id, &rv, out);
-        if (err) return err;
-    } else if (rc == MDB_NOTFOUND) {
-        memset(out, 0, sizeof *out);
-        out->id = *id;
-        out->user1_id = lo;
-        out->user2_id = hi;
-    } else {
-        return map_err(rc);
-    }
-    out->created_at_ms = (int64_t)be64_get(p);
-    return STORE_OK;
-}
-
 static void lmdb_conversation_get(store_t *base, const uuid_t *id, store_conv_cb cb, void *ctx) {
     lmdb_store_t *s = (lmdb_store_t *)base;
     MDB_txn *txn;
     int err = read_begin(s, &txn);
     if (err) { cb(ctx, err, NULL); return; }
     conversation_t conv;
-    err = read_conversation(s, txn, id, &conv);
+    MDB_cursor *c;
+    err = map_err(mdb_cursor_open(txn, s->dbi[DB_MESSAGES], &c));
+    if (!err) {
+        err = conversation_read(s, txn, c, id, &conv);
+        mdb_cursor_close(c);
+    }
     cb(ctx, err, err ? NULL : &conv);
     mdb_txn_abort(txn);
 }
@@ -723,23 +757,15 @@ static bool user_exists(lmdb_store_t *s, MDB_txn *txn, const uuid_t *id) {
     return mdb_get(txn, s->dbi[DB_USERS], &k, &v) == 0;
 }
 
-/* Writes metadata for conv if it has none; participants stored lower first. */
-static int ensure_meta(lmdb_store_t *s, MDB_txn *txn, const uuid_t *conv, const uuid_t *a,
-                       const uuid_t *b, int64_t created_ms, int64_t *created_out) {
-    MDB_val k = val(conv->b, 16), v;
-    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
-    if (rc == 0 && v.mv_size >= META_LEN) {
-        *created_out = (int64_t)be64_get(v.mv_data);
-        return STORE_OK;
-    }
-    if (rc && rc != MDB_NOTFOUND) return map_err(rc);
+/* Writes conv's metadata (a new conversation); participants lower first. */
+static int meta_put(lmdb_store_t *s, MDB_txn *txn, const uuid_t *conv, const uuid_t *a, const uuid_t *b,
+                    int64_t created_ms) {
     const uuid_t *lo = uuid_cmp(a, b) <= 0 ? a : b, *hi = lo == a ? b : a;
     uint8_t m[META_LEN];
     be64_put(m, (uint64_t)created_ms);
     memcpy(m + 8, lo->b, 16);
     memcpy(m + 24, hi->b, 16);
-    v = val(m, META_LEN);
-    *created_out = created_ms;
+    MDB_val k = val(conv->b, 16), v = val(m, META_LEN);
     return map_err(db_put(s, txn, DB_CONV_META, &k, &v, 0));
 }
 
@@ -760,68 +786,72 @@ static void fill_conv_rec(uint8_t *p, const uuid_t *other, uint64_t activity, in
     }
 }
 
-/* What a conversations_by_user row holds that a send needs before it writes:
+/* What a send or an open needs to know of a conversation before it writes:
  * read once, since the map may move under later writes. */
-typedef struct conv_row_state {
-    bool exists;
-    uint64_t activity;
-    int64_t created_ms;
-} conv_row_state_t;
+typedef struct conv_state {
+    bool exists;            /* it has metadata and both recency rows */
+    uint64_t activity;      /* exists: the rows' position */
+    int64_t created_ms;     /* exists: its creation time */
+} conv_state_t;
 
-static int read_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *conv,
-                         conv_row_state_t *out) {
-    uint8_t ck[32];
-    MDB_val k = conv_row_key(ck, user, conv), v;
-    int rc = mdb_cursor_get(s->cur_convs, &k, &v, MDB_SET);
+/* Finds conversation conv of `user` for a send: its newest message (which
+ * leaves s->cur_msgs where the new one goes) usually gives its activity, and
+ * the user's recency row at that activity its creation time; the metadata is
+ * read only when that fails (no message yet, or the conversation was created
+ * after its newest message: ids given by the caller). */
+static int conv_find(lmdb_store_t *s, MDB_txn *txn, const uuid_t *conv, const uuid_t *user, conv_state_t *out) {
+    MDB_val k, v;
+    uint64_t newest = 0;
+    memset(out, 0, sizeof *out);
+    int rc = newest_message(s->cur_msgs, conv, &k, &v);
     if (rc && rc != MDB_NOTFOUND) return map_err(rc);
-    out->exists = rc == 0 && v.mv_size >= CONV_REC_HDR;
-    out->activity = out->exists ? be64_get((const uint8_t *)v.mv_data + 16) : 0;
-    out->created_ms = out->exists ? (int64_t)be64_get((const uint8_t *)v.mv_data + 24) : 0;
-    return STORE_OK;
-}
-
-/* Updates (or creates) user's row for conv and its recency entry, given the
- * row as it was (read_conv_row). With msg NULL it only creates the row of an
- * empty conversation. A message older than the row's last one (the seeder
- * may write out of order) leaves the row as it is: activity never
- * decreases. */
-static int write_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *other,
-                          const uuid_t *conv, int64_t created_ms, const message_t *msg,
-                          const conv_row_state_t *old) {
-    uint8_t ck[32], rk[40];
-    MDB_val k = conv_row_key(ck, user, conv);
-    int rc;
-    uint64_t activity = msg ? uuid_time_ticks(&msg->id) : unix_ms_to_ticks(created_ms);
-    if (old->exists) {
-        if (!msg) return STORE_OK;
-        if (activity <= old->activity) return STORE_OK;
-        MDB_val rkv = recency_key(rk, user, old->activity, conv), ignored;
-        rc = mdb_cursor_get(s->cur_recency, &rkv, &ignored, MDB_SET);
-        if (rc == 0) rc = cursor_del(s, s->cur_recency, DB_RECENCY, &rkv);
+    if (rc == 0) {
+        newest = message_key_ticks(&k);
+        uint8_t rk[40];
+        MDB_val rkv = recency_key(rk, user, newest, conv), rv;
+        rc = mdb_cursor_get(s->cur_recency, &rkv, &rv, MDB_SET);
         if (rc && rc != MDB_NOTFOUND) return map_err(rc);
+        if (rc == 0 && rv.mv_size >= CONV_REC_HDR) {
+            out->exists = true;
+            out->activity = newest;
+            out->created_ms = (int64_t)be64_get((const uint8_t *)rv.mv_data + 24);
+            return STORE_OK;
+        }
     }
-    /* The same record goes to conversations_by_user and, so that a list page
-     * is one range scan, to the recency row (pointers into reserved space
-     * die with the next put, hence filling each in turn). */
-    size_t len = CONV_REC_HDR + (msg ? msg->content_len : 0);
-    MDB_val nv = {.mv_size = len, .mv_data = NULL};
-    rc = mdb_cursor_put(s->cur_convs, &k, &nv, MDB_RESERVE);
+    k = val(conv->b, 16);
+    rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
+    if (rc == MDB_NOTFOUND) return STORE_OK;
     if (rc) return map_err(rc);
-    fill_conv_rec(nv.mv_data, other, activity, created_ms, msg);
-    redo_log(s, REDO_PUT, DB_CONVS_BY_USER, &k, &nv);
-    MDB_val rkv = recency_key(rk, user, activity, conv), rv = {.mv_size = len, .mv_data = NULL};
-    rc = mdb_cursor_put(s->cur_recency, &rkv, &rv, MDB_RESERVE);
-    if (rc) return map_err(rc);
-    fill_conv_rec(rv.mv_data, other, activity, created_ms, msg);
-    redo_log(s, REDO_PUT, DB_RECENCY, &rkv, &rv);
+    if (v.mv_size < META_LEN) return STORE_EIO;
+    out->exists = true;
+    out->created_ms = (int64_t)be64_get(v.mv_data);
+    out->activity = unix_ms_to_ticks(out->created_ms);
+    if (newest > out->activity) out->activity = newest;
     return STORE_OK;
 }
 
-static int touch_conv_row(lmdb_store_t *s, const uuid_t *user, const uuid_t *other,
-                          const uuid_t *conv, int64_t created_ms, const message_t *msg) {
-    conv_row_state_t old;
-    int err = read_conv_row(s, user, conv, &old);
-    return err ? err : write_conv_row(s, user, other, conv, created_ms, msg, &old);
+/* Puts user's recency row of conv at `activity`, holding the conversation
+ * as msg (its newest message; NULL: none) leaves it, and deletes the row at
+ * old->activity when the conversation exists. */
+static int recency_move(lmdb_store_t *s, const uuid_t *user, const uuid_t *other, const uuid_t *conv,
+                        const conv_state_t *old, uint64_t activity, int64_t created_ms, const message_t *msg) {
+    uint8_t rk[40];
+    int rc;
+    if (old->exists) {
+        MDB_val k = recency_key(rk, user, old->activity, conv), ignored;
+        rc = mdb_cursor_get(s->cur_recency, &k, &ignored, MDB_SET);
+        if (rc == 0) rc = cursor_del(s, s->cur_recency, DB_RECENCY, &k);
+        /* Missing breaks an invariant; the new row mends it. */
+        if (rc == MDB_NOTFOUND) log_warn("store", "conversations_by_recency: a conversation's row was missing");
+        else if (rc) return map_err(rc);
+    }
+    size_t len = CONV_REC_HDR + (msg ? msg->content_len : 0);
+    MDB_val k = recency_key(rk, user, activity, conv), v = {.mv_size = len, .mv_data = NULL};
+    rc = mdb_cursor_put(s->cur_recency, &k, &v, MDB_RESERVE);
+    if (rc) return map_err(rc);
+    fill_conv_rec(v.mv_data, other, activity, created_ms, msg);
+    redo_log(s, REDO_PUT, DB_RECENCY, &k, &v);
+    return STORE_OK;
 }
 
 /* Idempotency: looks the key up; on a live hit fills op->msg with the
@@ -923,32 +953,34 @@ static int apply_send(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     }
     message_t *m = &op->msg;
     conversation_id_derive(&r->sender_id, &r->receiver_id, &m->conversation_id);
-    /* The sender's row of the conversation. When it exists, so do both users
-     * (users are never deleted) and the conversation's metadata (written
-     * with its first row): three look-ups fewer on the common path. */
-    conv_row_state_t mine;
-    int err = read_conv_row(s, &r->sender_id, &m->conversation_id, &mine);
+    /* When the conversation exists, so do both users (users are never
+     * deleted): two look-ups fewer on the common path. */
+    conv_state_t conv;
+    int err = conv_find(s, txn, &m->conversation_id, &r->sender_id, &conv);
     if (err) return err;
-    if (!mine.exists && (!user_exists(s, txn, &r->sender_id) || !user_exists(s, txn, &r->receiver_id)))
+    if (!conv.exists && (!user_exists(s, txn, &r->sender_id) || !user_exists(s, txn, &r->receiver_id)))
         return STORE_ENOTFOUND;
     m->sender_id = r->sender_id;
     m->receiver_id = r->receiver_id;
     m->content = r->content;
     m->content_len = r->content_len;
     if (uuid_is_nil(&r->message_id)) {
-        /* Never older than the conversation's newest message, even if the
-         * wall clock stepped back since it was written. */
-        idgen_next_after(s->ids, mine.exists ? mine.activity + 1 : 0, &m->id);
+        /* Never older than the conversation's activity, even if the wall
+         * clock stepped back since it was set. */
+        idgen_next_after(s->ids, conv.exists ? conv.activity + 1 : 0, &m->id);
     } else {
         m->id = r->message_id;
     }
-    m->created_at_ms = ticks_to_unix_ms(uuid_time_ticks(&m->id));
+    uint64_t activity = uuid_time_ticks(&m->id);
+    m->created_at_ms = ticks_to_unix_ms(activity);
 
+    /* conv_find left cur_msgs at the conversation's end, where the new
+     * message usually goes. */
     uint8_t key[32];
     memcpy(key, m->conversation_id.b, 16);
     uuid_sort_key(&m->id, key + 16);
     MDB_val k = val(key, 32), v = {.mv_size = MSG_HDR + m->content_len, .mv_data = NULL};
-    int rc = db_put(s, txn, DB_MESSAGES, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+    int rc = mdb_cursor_put(s->cur_msgs, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST) return STORE_ECONFLICT;
     if (rc) return map_err(rc);
     uint8_t *p = v.mv_data;
@@ -958,24 +990,40 @@ static int apply_send(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     if (m->content_len) memcpy(p + MSG_HDR, m->content, m->content_len);
     redo_log(s, REDO_PUT, DB_MESSAGES, &k, &v);
 
-    int64_t created = mine.created_ms;
-    if (!mine.exists)
-        err = ensure_meta(s, txn, &m->conversation_id, &m->sender_id, &m->receiver_id, m->created_at_ms, &created);
-    if (!err) err = write_conv_row(s, &m->sender_id, &m->receiver_id, &m->conversation_id, created, m, &mine);
-    if (!err) err = touch_conv_row(s, &m->receiver_id, &m->sender_id, &m->conversation_id, created, m);
+    int64_t created = conv.exists ? conv.created_ms : m->created_at_ms;
+    if (!conv.exists) err = meta_put(s, txn, &m->conversation_id, &m->sender_id, &m->receiver_id, created);
+    /* A message older than the activity (ids given by the caller: the
+     * seeder writes out of order) leaves the rows where they are. */
+    if (!err && (!conv.exists || activity > conv.activity)) {
+        err = recency_move(s, &m->sender_id, &m->receiver_id, &m->conversation_id, &conv, activity, created, m);
+        if (!err && uuid_cmp(&m->sender_id, &m->receiver_id) != 0)
+            err = recency_move(s, &m->receiver_id, &m->sender_id, &m->conversation_id, &conv, activity, created, m);
+    }
     if (!err && r->client_message_id) err = idem_record(s, txn, op, now);
     return err;
 }
 
 static int apply_open(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
-    if (!user_exists(s, txn, &op->open_a) || !user_exists(s, txn, &op->open_b)) return STORE_ENOTFOUND;
     uuid_t conv;
     conversation_id_derive(&op->open_a, &op->open_b, &conv);
-    int64_t created;
-    int err = ensure_meta(s, txn, &conv, &op->open_a, &op->open_b, op->open_at_ms ? op->open_at_ms : now, &created);
-    if (!err) err = touch_conv_row(s, &op->open_a, &op->open_b, &conv, created, NULL);
-    if (!err) err = touch_conv_row(s, &op->open_b, &op->open_a, &conv, created, NULL);
-    if (err) return err;
+    int64_t created = op->open_at_ms ? op->open_at_ms : now;
+    MDB_val k = val(conv.b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
+    if (rc == 0 && v.mv_size < META_LEN) return STORE_EIO;
+    if (rc == 0) {
+        created = (int64_t)be64_get(v.mv_data); /* it exists: as it is */
+    } else if (rc == MDB_NOTFOUND) {
+        if (!user_exists(s, txn, &op->open_a) || !user_exists(s, txn, &op->open_b)) return STORE_ENOTFOUND;
+        conv_state_t none = {.exists = false};
+        uint64_t activity = unix_ms_to_ticks(created);
+        int err = meta_put(s, txn, &conv, &op->open_a, &op->open_b, created);
+        if (!err) err = recency_move(s, &op->open_a, &op->open_b, &conv, &none, activity, created, NULL);
+        if (!err && uuid_cmp(&op->open_a, &op->open_b) != 0)
+            err = recency_move(s, &op->open_b, &op->open_a, &conv, &none, activity, created, NULL);
+        if (err) return err;
+    } else {
+        return map_err(rc);
+    }
     memset(&op->conv, 0, sizeof op->conv);
     op->conv.id = conv;
     op->conv.user1_id = op->open_a;
@@ -1090,6 +1138,7 @@ static void hand_over(lmdb_store_t *s, op_t *ops, uint64_t seq) {
 
 static void *completer_main(void *arg) {
     lmdb_store_t *s = arg;
+    pthread_setname_np(pthread_self(), "lmdb-sync");
     for (;;) {
         pthread_mutex_lock(&s->done_mu);
         while (!s->done_head && !s->writer_exited) pthread_cond_wait(&s->done_cv, &s->done_mu);
@@ -1144,16 +1193,16 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
     int64_t log_us = 0;
     uint64_t seq = 0;
     int batch_err = atomic_load(&s->failed) ? STORE_EUNAVAILABLE : map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
-    if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_CONVS_BY_USER], &s->cur_convs));
+    if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_MESSAGES], &s->cur_msgs));
     if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_RECENCY], &s->cur_recency));
     for (op_t *op = batch; op && !batch_err; op = op->next) {
         op->err = apply_op(s, txn, op, now);
         if (op->err && op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) batch_err = op->err;
     }
     if (!batch_err && !s->bulk) batch_err = prune(s, txn, now);
-    if (s->cur_convs) mdb_cursor_close(s->cur_convs);
+    if (s->cur_msgs) mdb_cursor_close(s->cur_msgs);
     if (s->cur_recency) mdb_cursor_close(s->cur_recency);
-    s->cur_convs = s->cur_recency = NULL;
+    s->cur_msgs = s->cur_recency = NULL;
     t_applied = mono_us();
     if (batch_err) {
         if (txn) mdb_txn_abort(txn);
@@ -1177,6 +1226,7 @@ static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
 
 static void *base_main(void *arg) {
     lmdb_store_t *s = arg;
+    pthread_setname_np(pthread_self(), "lmdb-base");
     /* Background work: let the writer and the HTTP threads go first. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     uint64_t bytes = 0;
@@ -1225,6 +1275,7 @@ static void base_tend(lmdb_store_t *s) {
 
 static void *writer_main(void *arg) {
     lmdb_store_t *s = arg;
+    pthread_setname_np(pthread_self(), "lmdb-writer");
     for (;;) {
         if (!s->bulk) base_tend(s);
         pthread_mutex_lock(&s->mu);
@@ -1343,6 +1394,52 @@ static int recover(lmdb_store_t *s) {
     if (r.applied) log_info("store", "replayed %llu batches from the write-ahead log (now at %llu)",
                             (unsigned long long)r.applied, (unsigned long long)s->seq);
     return STORE_OK;
+}
+
+/* Stores written before the recency rows were the only per-user rows also
+ * have conversations_by_user (user . conv -> conv_rec), and the oldest of
+ * them have empty recency values: fill those from it, then empty it. It runs
+ * at every open, after recovery (an older version's log may put rows in it),
+ * and is not logged: should the machine go down before data.mdb is written
+ * back, recovery restores the base, replays, and this runs again. */
+static int migrate(lmdb_store_t *s) {
+    MDB_txn *txn;
+    MDB_stat st;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc) return map_err(rc);
+    if ((rc = mdb_stat(txn, s->dbi[DB_CONVS_BY_USER], &st)) || st.ms_entries == 0) {
+        mdb_txn_abort(txn);
+        return map_err(rc);
+    }
+    log_info("store", "moving %zu conversation rows to the recency index (once)", st.ms_entries);
+    MDB_cursor *c;
+    size_t filled = 0;
+    if (!(rc = mdb_cursor_open(txn, s->dbi[DB_RECENCY], &c))) {
+        MDB_val k, v;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (v.mv_size >= CONV_REC_HDR || k.mv_size != 40) continue;
+            uuid_t user, conv;
+            memcpy(user.b, k.mv_data, 16);
+            memcpy(conv.b, (const uint8_t *)k.mv_data + 24, 16);
+            uint8_t ck[32], key[40];
+            MDB_val rk = conv_row_key(ck, &user, &conv), rv;
+            if ((rc = mdb_get(txn, s->dbi[DB_CONVS_BY_USER], &rk, &rv))) break;
+            /* A copy: the put moves the page's bytes that k points at. */
+            memcpy(key, k.mv_data, sizeof key);
+            MDB_val kc = val(key, sizeof key);
+            if ((rc = mdb_cursor_put(c, &kc, &rv, MDB_CURRENT))) break;
+            filled++;
+        }
+        mdb_cursor_close(c);
+    }
+    if (rc == MDB_NOTFOUND) rc = mdb_drop(txn, s->dbi[DB_CONVS_BY_USER], 0);
+    if (rc) {
+        log_error("store", "moving conversation rows to the recency index: %s", mdb_strerror(rc));
+        mdb_txn_abort(txn);
+        return map_err(rc) ? map_err(rc) : STORE_EIO;
+    }
+    if (filled) log_info("store", "filled %zu recency rows", filled);
+    return map_err(mdb_txn_commit(txn));
 }
 
 static void lmdb_close(store_t *base) {
@@ -1466,7 +1563,7 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
         err = map_err(rc) ? map_err(rc) : STORE_EIO;
         goto fail;
     }
-    if ((err = recover(s))) goto fail;
+    if ((err = recover(s)) || (err = migrate(s))) goto fail;
     /* A store without a base (new, or written by an older version that
      * synced every commit) gets one before it acknowledges anything, and
      * commits without fsync only from then on. */

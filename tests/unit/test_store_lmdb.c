@@ -2,6 +2,7 @@
  * pages in both directions, recency order, cursors, idempotency, errors,
  * and durability across close/reopen. */
 #include <dirent.h>
+#include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,26 @@ static int send(store_t *s, const uuid_t *from, const uuid_t *to, const char *te
     }
     reset();
     store_message_send(s, &r, on_send, NULL);
+    return wait_done();
+}
+
+/* A send with the message id given (as the seeder gives them). */
+static int send_at(store_t *s, const uuid_t *from, const uuid_t *to, const char *text, int64_t at_ms) {
+    store_send_t r;
+    memset(&r, 0, sizeof r);
+    r.sender_id = *from;
+    r.receiver_id = *to;
+    r.content = text;
+    r.content_len = strlen(text);
+    uuid_make_v1(&r.message_id, unix_ms_to_ticks(at_ms), 1, 2);
+    reset();
+    store_message_send(s, &r, on_send, NULL);
+    return wait_done();
+}
+
+static int get_conv(store_t *s, const uuid_t *conv) {
+    reset();
+    store_conversation_get(s, conv, on_conv, NULL);
     return wait_done();
 }
 
@@ -555,6 +576,127 @@ static void unfinished_bulk_load(void **state) {
     assert_int_equal(wait_done(), STORE_OK);
 }
 
+/* Ids given by the caller may be older than a conversation's activity (the
+ * seeder writes out of order, and opens conversations after their first
+ * messages' times): the recency rows stay put, one per user, and a later
+ * send still finds them (its newest message is then not its activity). */
+static void explicit_ids_out_of_order(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b"), c = make_user(f->store, "c");
+    const int64_t t0 = 1704067200000LL; /* 2024-01-01 */
+    reset();
+    store_conversation_open(f->store, &a, &b, t0, on_conv, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    uuid_t conv = R->convs[0].id;
+    /* a is in another conversation, active at t0 + 5 s */
+    assert_int_equal(send_at(f->store, &a, &c, "with c", t0 + 5000), STORE_OK);
+    /* an older message than the conversation's creation: activity stays */
+    assert_int_equal(send_at(f->store, &b, &a, "before it was opened", t0 - 60000), STORE_OK);
+    assert_int_equal(list_convs(f->store, &a, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 2);
+    assert_memory_equal(&R->convs[1].id, &conv, 16);
+    assert_true(R->convs[1].activity == unix_ms_to_ticks(t0));
+    assert_false(R->convs[1].has_last_message); /* the row is as the open left it */
+    /* the same id again is refused, and writes nothing */
+    assert_int_equal(send_at(f->store, &b, &a, "before it was opened", t0 - 60000), STORE_ECONFLICT);
+    /* newer than c's: moves to the top, for both users */
+    assert_int_equal(send_at(f->store, &a, &b, "newest", t0 + 10000), STORE_OK);
+    /* older than the newest: stays second message, rows unchanged */
+    assert_int_equal(send_at(f->store, &b, &a, "late arrival", t0 + 7000), STORE_OK);
+    /* a send with a generated id finds the rows through the newest message */
+    assert_int_equal(send(f->store, &b, &a, "now", NULL), STORE_OK);
+    uuid_t now_id = R->msg.id;
+    for (int u = 0; u < 2; u++) {
+        assert_int_equal(list_convs(f->store, u ? &b : &a, 10, NULL), STORE_OK);
+        assert_int_equal(R->count, u ? 1 : 2); /* one row per user and conversation */
+        assert_memory_equal(&R->convs[0].id, &conv, 16);
+        assert_true(R->convs[0].has_last_message);
+        assert_memory_equal(&R->convs[0].last_message_id, &now_id, 16);
+        assert_true(R->convs[0].created_at_ms == t0);
+    }
+    assert_int_equal(get_conv(f->store, &conv), STORE_OK);
+    assert_memory_equal(&R->convs[0].last_message_id, &now_id, 16);
+    assert_true(R->convs[0].activity == uuid_time_ticks(&now_id));
+    assert_int_equal(list_msgs(f->store, &conv, 10, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 4);
+}
+
+/* A store written before the recency rows were the only per-user rows: it
+ * has conversations_by_user, and the oldest have empty recency values.
+ * Opening it fills those and empties the old table. */
+static void migrates_conversations_by_user(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b"), c = make_user(f->store, "c");
+    assert_int_equal(send(f->store, &a, &b, "to b", NULL), STORE_OK);
+    assert_int_equal(send(f->store, &c, &a, "from c", NULL), STORE_OK);
+    store_close(f->store);
+    f->store = NULL;
+
+    /* Rewrite it as the old layout: every recency row copied to
+     * conversations_by_user (user . conv), and a's rows emptied. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi rec, old;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 64u << 20), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "conversations_by_recency", 0, &rec), 0);
+    assert_int_equal(mdb_dbi_open(txn, "conversations_by_user", MDB_CREATE, &old), 0);
+    assert_int_equal(mdb_cursor_open(txn, rec, &cur), 0);
+    int rows = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint8_t ok[32];
+        assert_int_equal(k.mv_size, 40);
+        memcpy(ok, k.mv_data, 16);
+        memcpy(ok + 16, (uint8_t *)k.mv_data + 24, 16);
+        MDB_val okv = {.mv_size = 32, .mv_data = ok};
+        assert_int_equal(mdb_put(txn, old, &okv, &v, 0), 0);
+        rows++;
+    }
+    assert_int_equal(rows, 4);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (memcmp(k.mv_data, a.b, 16) != 0) continue;
+        uint8_t key[40]; /* a copy: the put moves the bytes k points at */
+        memcpy(key, k.mv_data, 40);
+        MDB_val kc = {.mv_size = 40, .mv_data = key}, empty = {.mv_size = 0, .mv_data = ""};
+        assert_int_equal(mdb_cursor_put(cur, &kc, &empty, MDB_CURRENT), 0);
+    }
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    open_store(f);
+    assert_int_equal(list_convs(f->store, &a, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 2);
+    assert_memory_equal(&R->convs[0].user2_id, &c, 16);
+    assert_int_equal(R->convs[0].last_message_len, 6); /* "from c", from the old row */
+    assert_memory_equal(&R->convs[1].user2_id, &b, 16);
+    /* it works on as usual */
+    assert_int_equal(send(f->store, &b, &a, "back", NULL), STORE_OK);
+    assert_int_equal(list_convs(f->store, &a, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 2);
+    assert_memory_equal(&R->convs[0].user2_id, &b, 16);
+    store_close(f->store);
+    f->store = NULL;
+
+    /* the old table is empty now */
+    MDB_stat st;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "conversations_by_user", 0, &old), 0);
+    assert_int_equal(mdb_stat(txn, old, &st), 0);
+    assert_int_equal(st.ms_entries, 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    open_store(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(users, setup, teardown),
@@ -566,6 +708,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(concurrent_sends, setup, teardown),
         cmocka_unit_test_setup_teardown(rebase_then_machine_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(unfinished_bulk_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(explicit_ids_out_of_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(migrates_conversations_by_user, setup, teardown),
     };
     return cmocka_run_group_tests_name("store_lmdb", tests, NULL, NULL);
 }
