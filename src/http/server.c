@@ -471,6 +471,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return MHD_YES;
 }
 
+/* Accept policy: while draining, a new connection is closed at once. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
+    (void)addr;
+    (void)addrlen;
+    const http_server_t *srv = cls;
+    return atomic_load(&srv->stopping) ? MHD_NO : MHD_YES;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     (void)c;
@@ -539,7 +547,7 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
         return -1;
     }
     srv->daemon = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_request, srv,
+        flags, cfg->port, on_accept, srv, on_request, srv,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, so that it sees every message */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads ? cfg->threads : 1),
@@ -574,9 +582,12 @@ static void wait_inflight(http_server_t *srv, unsigned ms) {
 }
 
 long http_server_drain(http_server_t *srv, unsigned grace_ms) {
-    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
-    /* Keep-alive clients can still send requests on open connections. */
+    /* From here on on_accept turns new connections away, and requests on
+     * open keep-alive connections get 503. Not MHD_quiesce_daemon(): with
+     * epoll worker threads it races a worker for the listen socket's
+     * removal from the epoll set and aborts the process when it loses
+     * (libmicrohttpd 0.9.75, seen in this suite: "Failed to remove listen FD
+     * from epoll set"). */
     atomic_store(&srv->stopping, true);
     /* Open streams never finish by themselves: end them (each sends what
      * is queued, then its final chunk), so that their requests complete. */

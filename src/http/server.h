@@ -39,7 +39,8 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
                       http_server_t **out);
 uint16_t http_server_port(const http_server_t *srv);
 /* Shutdown is two steps, so that the store can be closed in between:
- *   http_server_drain()   stops accepting (new requests on open keep-alive
+ *   http_server_drain()   stops accepting (a new connection is closed at
+ *                         once; new requests on open keep-alive
  *                         connections get 503) and waits up to grace_ms for
  *                         every dispatched request to be answered; returns
  *                         how many are still waiting (on the store);
