@@ -2198,6 +2198,7 @@ static void shutdown_all(cql_client *c)
 static void *io_main(void *arg)
 {
     cql_client *c = arg;
+    pthread_setname_np(pthread_self(), "cql-io");
     bool closing = false;
     for (;;) {
         take_submissions(c, &closing);

@@ -495,6 +495,7 @@ static void sub_loop(link_t *l) {
 
 static void *sub_main(void *arg) {
     broker_t *b = arg;
+    pthread_setname_np(pthread_self(), "redis-sub");
     link_t l = {.b = b, .role = "subscriber", .is_sub = true, .wake_fd = b->sub_wake,
                 .backoff_ms = BACKOFF_MIN_MS};
     while (!atomic_load(&b->stopping)) {
@@ -626,6 +627,7 @@ static int pub_batch(link_t *l) {
 
 static void *pub_main(void *arg) {
     broker_t *b = arg;
+    pthread_setname_np(pthread_self(), "redis-pub");
     link_t l = {.b = b, .role = "publisher", .is_sub = false, .wake_fd = b->pub_wake,
                 .backoff_ms = BACKOFF_MIN_MS};
     for (;;) {

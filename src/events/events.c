@@ -89,6 +89,7 @@ static void on_broker_reset(void *ctx) {
 
 static void *heart_main(void *arg) {
     events_t *ev = arg;
+    pthread_setname_np(pthread_self(), "sse-heartbeat");
     pthread_mutex_lock(&ev->heart_mu);
     while (!ev->closing) {
         struct timespec until;

@@ -22,6 +22,7 @@ struct workq {
 
 static void *worker(void *arg) {
     workq_t *q = arg;
+    pthread_setname_np(pthread_self(), "workq"); /* as top -H and perf show it */
     for (;;) {
         pthread_mutex_lock(&q->mu);
         while (!q->head && !q->closing) pthread_cond_wait(&q->cv, &q->mu);
