@@ -1359,7 +1359,7 @@ static int recover(lmdb_store_t *s) {
     if (err) return err;
     char wal_dir[4096];
     if (snprintf(wal_dir, sizeof wal_dir, "%s/wal", s->dir) >= (int)sizeof wal_dir) return STORE_EIO;
-    if ((rc = wal_open(wal_dir, 0, &s->wal))) {
+    if ((rc = wal_open(wal_dir, 0, !s->bulk, &s->wal))) {
         log_error("store", "cannot open the write-ahead log in %s: %s", wal_dir, strerror(-rc));
         return STORE_EIO;
     }

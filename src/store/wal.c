@@ -1,9 +1,11 @@
 /* wal.c - the write-ahead log (wal.h): segment files of checksummed records.
  *
- * Appends go through write(2) at the end of the newest segment; wal_sync()
- * is one fdatasync of that file. A new segment file is made durable in its
- * folder (fsync of the directory) before records go into it, so that a
- * synced record can never sit in a file that a crash forgets.
+ * Appends go through write(2) after the last record of the newest segment;
+ * wal_sync() is one fdatasync of that file. A new segment file is made
+ * durable in its folder (fsync of the directory) before records go into it,
+ * so that a synced record can never sit in a file that a crash forgets. With
+ * preparation on, the "wal-prepare" thread keeps the next segment ready as
+ * PREP_NAME (zeros, synced), and a rotation renames it into place.
  */
 #include "store/wal.h"
 
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -28,6 +31,8 @@
 #define WAL_MAGIC 0x4d574c31u /* "MWL1" */
 #define HDR_LEN 20
 #define NAME_LEN 21           /* 16 hex digits + ".wal" + NUL */
+#define PREP_NAME "next.prep" /* the prepared segment (not a segment name) */
+#define ZERO_CHUNK (1u << 20) /* zeros are written and checked this much at a time */
 
 typedef struct segment {
     uint64_t first;           /* seq of its first record (its name) */
@@ -53,6 +58,13 @@ struct wal {
      * unwritten pages, and a later sync of the same file can succeed with
      * them gone. Every later wal_sync() reports it. */
     _Atomic int sync_err;
+    /* Segment preparation (wal_open's prepare); the flags under mu. */
+    bool prepare;             /* wanted, and not given up after an error */
+    bool prep_started;        /* prep_thread runs (only the appender starts it) */
+    bool prep_ready;          /* PREP_NAME is a whole, synced segment of zeros */
+    atomic_bool prep_stop;
+    pthread_cond_t prep_cv;
+    pthread_t prep_thread;
 };
 
 static void seg_name(char out[NAME_LEN], uint64_t first) {
@@ -120,16 +132,20 @@ static int scan(wal_t *w) {
     return rc;
 }
 
-int wal_open(const char *dir, size_t segment_bytes, wal_t **out) {
+int wal_open(const char *dir, size_t segment_bytes, bool prepare, wal_t **out) {
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) return -errno;
     wal_t *w = calloc(1, sizeof *w);
     if (!w) return -ENOMEM;
     w->fd = -1;
     pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->prep_cv, NULL);
+    w->prepare = prepare;
     w->segment_bytes = segment_bytes ? segment_bytes : 64u << 20;
     w->dir = strdup(dir);
     w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int rc = !w->dir ? -ENOMEM : w->dir_fd < 0 ? -errno : scan(w);
+    /* One a crash interrupted may be partial: it is made again. */
+    if (!rc && unlinkat(w->dir_fd, PREP_NAME, 0) != 0 && errno != ENOENT) rc = -errno;
     if (rc) {
         wal_close(w);
         return rc;
@@ -176,9 +192,26 @@ static bool whole_record_after(int fd, uint64_t from, uint64_t size) {
     return found;
 }
 
+/* True when every byte of fd in [from, size) is zero: space of a prepared
+ * segment that no append has reached (a record header is never zero). */
+static bool zero_to_end(int fd, uint64_t from, uint64_t size) {
+    uint8_t *buf = malloc(ZERO_CHUNK);
+    if (!buf) return false;
+    bool zero = true;
+    for (uint64_t off = from; off < size && zero;) {
+        size_t n = size - off < ZERO_CHUNK ? (size_t)(size - off) : ZERO_CHUNK;
+        if (read_at(fd, buf, n, (off_t)off) != (ssize_t)n) { zero = false; break; }
+        for (size_t i = 0; i < n && zero; i++) zero = buf[i] == 0;
+        off += n;
+    }
+    free(buf);
+    return zero;
+}
+
 /* Reads the records of segment i. Returns 0 when every byte is a whole
- * record, 1 when a bad or short record starts at *valid_end (the records
- * before it were delivered), or a negative value (fn's, or an errno). */
+ * record or unused space (zeros to the end), 1 when a bad or short record
+ * starts at *valid_end (the records before it were delivered), or a negative
+ * value (fn's, or an errno). *valid_end is where the records end. */
 static int replay_segment(wal_t *w, size_t i, uint64_t *expect, uint64_t after,
                           int (*fn)(void *, uint64_t, const void *, size_t), void *ctx,
                           uint64_t *valid_end) {
@@ -197,7 +230,7 @@ static int replay_segment(wal_t *w, size_t i, uint64_t *expect, uint64_t after,
         uint32_t len = r == HDR_LEN ? get32(hdr + 4) : 0;
         uint64_t seq = r == HDR_LEN ? be64_get(hdr + 8) : 0;
         if (r < HDR_LEN || get32(hdr) != WAL_MAGIC || len > WAL_RECORD_MAX || size - off - HDR_LEN < len) {
-            rc = 1;
+            rc = r == HDR_LEN && get32(hdr) == 0 && zero_to_end(fd, off, size) ? 0 : 1;
             break;
         }
         if (len > payload_cap) {
@@ -262,6 +295,7 @@ int wal_replay(wal_t *w, uint64_t after,
         uint64_t valid_end = 0;
         int rc = replay_segment(w, i, &expect, after, fn, ctx, &valid_end);
         if (rc < 0) return rc;
+        if (rc == 0) w->segs[i].bytes = valid_end; /* a prepared segment's unused space is no record */
         if (rc == 1 && i + 1 < w->nsegs) {
             log_error("store", "write-ahead log: corrupt record in segment %016" PRIx64 " at byte %" PRIu64,
                       w->segs[i].first, valid_end);
@@ -291,6 +325,86 @@ int wal_replay(wal_t *w, uint64_t after,
     return 0;
 }
 
+static int write_all(int fd, const void *p, size_t n, off_t off) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pwrite(fd, (const char *)p + done, n - done, off + (off_t)done);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* Writes PREP_NAME: segment_bytes of zeros, synced. */
+static int prep_write(wal_t *w) {
+    int fd = openat(w->dir_fd, PREP_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    void *zeros = calloc(1, ZERO_CHUNK);
+    int rc = zeros ? 0 : -ENOMEM;
+    for (uint64_t off = 0; !rc && off < w->segment_bytes; off += ZERO_CHUNK) {
+        if (atomic_load(&w->prep_stop)) rc = -ECANCELED;
+        else rc = write_all(fd, zeros, w->segment_bytes - off < ZERO_CHUNK ? w->segment_bytes - off : ZERO_CHUNK,
+                            (off_t)off);
+    }
+    if (!rc && fdatasync(fd) != 0) rc = -errno;
+    free(zeros);
+    close(fd);
+    if (rc) unlinkat(w->dir_fd, PREP_NAME, 0);
+    return rc;
+}
+
+/* The wal-prepare thread: keeps PREP_NAME ready while the log is open. */
+static void *prep_main(void *arg) {
+    wal_t *w = arg;
+    pthread_setname_np(pthread_self(), "wal-prepare");
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 10); /* background: the appends go first */
+    pthread_mutex_lock(&w->mu);
+    while (!atomic_load(&w->prep_stop)) {
+        if (w->prep_ready) {
+            pthread_cond_wait(&w->prep_cv, &w->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&w->mu);
+        int rc = prep_write(w);
+        pthread_mutex_lock(&w->mu);
+        if (rc == -ECANCELED) break;
+        if (rc) { /* e.g. a full disk: segments are made as they are needed */
+            log_warn("store", "write-ahead log: cannot prepare a segment (%s): making them on demand",
+                     strerror(-rc));
+            w->prepare = false;
+            break;
+        }
+        w->prep_ready = true;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Takes the prepared segment, if one is ready, as segment `name`: 1 when it
+ * did, 0 when there is none (or it could not be moved), or a negative errno. */
+static int prep_take(wal_t *w, const char *name) {
+    pthread_mutex_lock(&w->mu);
+    bool ready = w->prep_ready;
+    pthread_mutex_unlock(&w->mu);
+    if (!ready) return 0;
+    /* While prep_ready is set the preparer leaves PREP_NAME alone; it may
+     * make the next one (O_TRUNC on that name) only once this one has been
+     * moved away, or it would zero the records being appended. */
+    int taken = renameat2(w->dir_fd, PREP_NAME, w->dir_fd, name, RENAME_NOREPLACE) == 0;
+    if (!taken) {
+        log_warn("store", "write-ahead log: cannot use the prepared segment (%s)", strerror(errno));
+        unlinkat(w->dir_fd, PREP_NAME, 0);
+    }
+    pthread_mutex_lock(&w->mu);
+    w->prep_ready = false;
+    pthread_cond_signal(&w->prep_cv); /* make the next one */
+    pthread_mutex_unlock(&w->mu);
+    return taken;
+}
+
 /* Opens segment `first` for appending, creating it durably. */
 static int open_segment(wal_t *w, uint64_t first, bool create) {
     /* wal_sync() syncs only the newest segment: the one left behind is
@@ -303,7 +417,8 @@ static int open_segment(wal_t *w, uint64_t first, bool create) {
     }
     char name[NAME_LEN];
     seg_name(name, first);
-    int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+    bool prepared = create && w->prepare && prep_take(w, name) == 1;
+    int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC | (create && !prepared ? O_CREAT | O_EXCL : 0), 0600);
     if (fd < 0) return -errno;
     int rc = create && fsync(w->dir_fd) != 0 ? -errno : 0;
     pthread_mutex_lock(&w->mu);
@@ -318,19 +433,6 @@ static int open_segment(wal_t *w, uint64_t first, bool create) {
     }
     if (old >= 0) close(old);
     w->rotate = false;
-    return 0;
-}
-
-static int write_all(int fd, const void *p, size_t n, off_t off) {
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pwrite(fd, (const char *)p + done, n - done, off + (off_t)done);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        done += (size_t)r;
-    }
     return 0;
 }
 
@@ -369,6 +471,12 @@ int wal_append(wal_t *w, uint64_t seq, const void *data, size_t len) {
     }
     pthread_mutex_lock(&w->mu);
     w->segs[w->nsegs - 1].bytes += HDR_LEN + len;
+    /* The preparer starts once a segment is half full: a log that never
+     * gets that far (a short run, a test) never writes segments of zeros. */
+    if (w->prepare && !w->prep_started && w->segs[w->nsegs - 1].bytes >= w->segment_bytes / 2) {
+        w->prep_started = pthread_create(&w->prep_thread, NULL, prep_main, w) == 0;
+        if (!w->prep_started) w->prepare = false;
+    }
     pthread_mutex_unlock(&w->mu);
     w->last = seq;
     return 0;
@@ -472,9 +580,17 @@ uint64_t wal_bytes(wal_t *w) {
 
 void wal_close(wal_t *w) {
     if (!w) return;
+    if (w->prep_started) {
+        pthread_mutex_lock(&w->mu);
+        atomic_store(&w->prep_stop, true);
+        pthread_cond_signal(&w->prep_cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->prep_thread, NULL);
+    }
     if (w->fd >= 0) close(w->fd);
     if (w->dir_fd >= 0) close(w->dir_fd);
     pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->prep_cv);
     free(w->segs);
     free(w->dir);
     free(w);

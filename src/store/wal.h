@@ -11,12 +11,23 @@
  *   magic u32 | length u32 | seq u64 | crc32 u32 | payload[length]
  *
  * integers big-endian; the CRC (zlib's crc32) covers seq, length and the
- * payload. Invariants:
+ * payload, then, in a segment that was prepared in advance (below), zeros to
+ * its end. Invariants:
  *  - within the log, each record's seq is the previous one's plus 1;
  *  - a record is either whole and valid, or it is the torn tail of the newest
  *    segment (a crash during an append), which wal_replay() cuts off;
  *  - an invalid record anywhere else (or one followed by whole records) is
- *    corruption, reported, never skipped.
+ *    corruption, reported, never skipped;
+ *  - a run of zero bytes to the end of a segment is space not yet used (a
+ *    zero record header is never written).
+ *
+ * Prepared segments (wal_open's `prepare`): a background thread writes the
+ * next segment's file in advance, zeros to segment_bytes, synced (from the
+ * time a segment is first half full). Appends
+ * then overwrite allocated, cached blocks, and an fdatasync writes just
+ * those pages: no block allocation and no inode (size) write, which under
+ * load made a sync of an appended file take about 1.5 times as long (p50 86-107
+ * against 59-64 us, mean 120-190 against 79 us, next to a server taking sends).
  *
  * One thread (the store's writer) appends; wal_sync(), wal_forget() and
  * wal_bytes() may also be called from other threads, concurrently with
@@ -25,6 +36,7 @@
 #ifndef MESSENGER_WAL_H
 #define MESSENGER_WAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,8 +47,9 @@ typedef struct wal wal_t;
 
 /* Opens (creating if needed) the log in folder `dir`. Nothing is read yet:
  * call wal_replay() once before the first append. Segments rotate when they
- * pass segment_bytes (0: 64 MiB). */
-int wal_open(const char *dir, size_t segment_bytes, wal_t **out);
+ * pass segment_bytes (0: 64 MiB). With `prepare`, new segments are written
+ * in advance (above) from the first append on. */
+int wal_open(const char *dir, size_t segment_bytes, bool prepare, wal_t **out);
 
 /* Calls fn for every whole record with seq > after, oldest first; the
  * payload is valid during the call only. Segments that hold only records
@@ -79,7 +92,8 @@ int wal_rotate(wal_t *w);
  * be deleted is forgotten all the same: it is older than every record kept). */
 int wal_forget(wal_t *w, uint64_t upto);
 
-/* Bytes in the log's segments. */
+/* Bytes of the records in the log (a segment that wal_replay() did not
+ * read counts its whole file, prepared space included). */
 uint64_t wal_bytes(wal_t *w);
 
 void wal_close(wal_t *w);

@@ -2,7 +2,8 @@
  * records of every size back in order across reopen, replay after a seq,
  * the seq rule, the on-disk layout and segment names, rotation by size and
  * by hand, forgetting old segments, a torn tail cut off, corruption and gaps
- * reported, a callback stopping the replay, and wal_bytes. Every test works
+ * reported, a callback stopping the replay, wal_bytes, and segments prepared
+ * in advance (zeros after the records). Every test works
  * in its own temporary folder, removed afterwards. */
 #include <dirent.h>
 #include <errno.h>
@@ -106,7 +107,7 @@ static int teardown(void **state) {
 
 static void wopen(fx_t *f, size_t segment_bytes) {
     assert_null(f->w);
-    assert_int_equal(wal_open(f->dir, segment_bytes, &f->w), 0);
+    assert_int_equal(wal_open(f->dir, segment_bytes, false, &f->w), 0);
     assert_non_null(f->w);
 }
 
@@ -325,7 +326,7 @@ static void empty_log(void **state) {
     char sub[96];
     snprintf(sub, sizeof sub, "%s/sub", f->dir);
     wal_t *w = NULL;
-    assert_int_equal(wal_open(sub, 0, &w), 0);
+    assert_int_equal(wal_open(sub, 0, false, &w), 0);
     assert_non_null(w);
     last = 77;
     assert_int_equal(wal_replay(w, 0, collect, &f->got, &last), 0);
@@ -866,6 +867,167 @@ static void callback_stops(void **state) {
     wclose(f);
 }
 
+/* Reopens (without preparation: reading needs none) and expects exactly
+ * recs[0..n) back. */
+static void reopen_check_records(fx_t *f, size_t seg, const rec_t *recs, size_t n) {
+    if (f->w) wclose(f);
+    wopen(f, seg);
+    uint64_t last = 0;
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(last, recs[n - 1].seq);
+    assert_got(f, 0, recs, n);
+}
+
+/* ---- prepared segments (wal_open's prepare) ---- */
+
+/* Waits until the preparer has written next.prep whole (then a little more,
+ * for its sync), so that the next rotation takes it. */
+static void wait_prepared(const fx_t *f, size_t seg) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/next.prep", f->dir);
+    struct stat sb;
+    for (int i = 0; i < 400 && !(stat(path, &sb) == 0 && (size_t)sb.st_size == seg); i++) usleep(5000);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal((size_t)sb.st_size, seg);
+    usleep(100000);
+}
+
+/* A log whose newest segment is a prepared one: recs[0..k) fill the first
+ * segment half (the preparer starts), recs[k..n) go to the prepared one.
+ * Returns k. */
+static size_t prepared_log(fx_t *f, size_t seg, rec_t *recs, size_t n) {
+    assert_int_equal(wal_open(f->dir, seg, true, &f->w), 0);
+    uint64_t last;
+    assert_int_equal(replay(f, 0, &last), 0);
+    size_t k = 0;
+    while (wal_bytes(f->w) < seg / 2) {
+        assert_true(k < n);
+        assert_int_equal(append(f, recs[k].seq, recs[k].len), 0);
+        k++;
+    }
+    wait_prepared(f, seg);
+    assert_int_equal(wal_rotate(f->w), 0);
+    for (size_t i = k; i < n; i++) assert_int_equal(append(f, recs[i].seq, recs[i].len), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    assert_int_equal(seg_size(f, recs[k].seq), seg); /* the prepared file, zeros after the records */
+    assert_true(bytes_of(recs + k, n - k) < seg);
+    return k;
+}
+
+static size_t len_prepared(size_t i) { return 50 + (i * 37) % 300; }
+
+/* Many rotations while the preparer works: every record comes back, the
+ * unused space is no record, and appends after a reopen go on after the
+ * last record (not at the end of the file). */
+static void prepared_segments(void **state) {
+    fx_t *f = *state;
+    const size_t seg = 8192;
+    rec_t recs[400];
+    make_recs(recs, 400, 1, len_prepared);
+    assert_int_equal(wal_open(f->dir, seg, true, &f->w), 0);
+    uint64_t last, total = 0;
+    assert_int_equal(replay(f, 0, &last), 0);
+    for (size_t i = 0; i < 300; i++) {
+        assert_int_equal(append(f, recs[i].seq, recs[i].len), 0);
+        total += HDR + recs[i].len;
+        assert_int_equal(wal_bytes(f->w), total); /* records, not the files' size */
+        if (i % 8 == 7) {
+            assert_int_equal(wal_sync(f->w), 0);
+            usleep(3000); /* time for the preparer, now and then */
+        }
+    }
+    assert_int_equal(wal_sync(f->w), 0);
+    uint64_t segs[MAX_SEGS];
+    size_t ns = list_segs(f, segs), prepared = 0;
+    for (size_t i = 0; i < ns; i++) prepared += seg_size(f, segs[i]) == seg;
+    assert_true(ns > 5);
+    assert_true(prepared > 0);
+    wclose(f);
+    assert_int_equal(wal_open(f->dir, seg, true, &f->w), 0);
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(last, 300);
+    assert_got(f, 0, recs, 300);
+    assert_int_equal(wal_bytes(f->w), total);
+    for (size_t i = 300; i < 400; i++) assert_int_equal(append(f, recs[i].seq, recs[i].len), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+    reopen_check_records(f, seg, recs, 400);
+}
+
+/* A torn append into prepared space (bytes of a record, then zeros) is cut
+ * off like any torn tail, and the log goes on. */
+static void prepared_torn_tail(void **state) {
+    fx_t *f = *state;
+    const size_t seg = 16384;
+    rec_t recs[81];
+    make_recs(recs, 81, 1, len_prepared);
+    size_t k = prepared_log(f, seg, recs, 80);
+    wclose(f);
+    char path[128];
+    seg_path(f, recs[k].seq, path, sizeof path);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    uint8_t junk[37];
+    memset(junk, 0xa7, sizeof junk);
+    uint64_t end = bytes_of(recs + k, 80 - k);
+    assert_int_equal(pwrite(fd, junk, sizeof junk, (off_t)end), (ssize_t)sizeof junk);
+    close(fd);
+    assert_int_equal(wal_open(f->dir, seg, true, &f->w), 0);
+    uint64_t last;
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(last, 80);
+    assert_got(f, 0, recs, 80);
+    assert_int_equal(seg_size(f, recs[k].seq), end); /* cut */
+    assert_int_equal(append(f, 81, recs[80].len), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+    reopen_check_records(f, seg, recs, 81);
+}
+
+/* A prepared segment left before it was full (a rotation by hand) keeps
+ * zeros after its records: the next segment follows on all the same. */
+static void prepared_zero_tail_then_next(void **state) {
+    fx_t *f = *state;
+    const size_t seg = 16384;
+    rec_t recs[90];
+    make_recs(recs, 90, 1, len_prepared);
+    size_t k = prepared_log(f, seg, recs, 80);
+    assert_int_equal(wal_rotate(f->w), 0);
+    for (size_t i = 80; i < 90; i++) assert_int_equal(append(f, recs[i].seq, recs[i].len), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    assert_int_equal(seg_size(f, recs[k].seq), seg);
+    wclose(f);
+    reopen_check_records(f, seg, recs, 90);
+    /* replaying from the newest segment only, too */
+    wclose(f);
+    wopen(f, seg);
+    uint64_t last;
+    assert_int_equal(replay(f, 85, &last), 0);
+    assert_int_equal(last, 90);
+    assert_got(f, 85, recs, 90);
+}
+
+/* Damage in a prepared segment with whole records after it is corruption,
+ * whatever zeros follow. */
+static void prepared_damage(void **state) {
+    fx_t *f = *state;
+    const size_t seg = 16384;
+    rec_t recs[80];
+    make_recs(recs, 80, 1, len_prepared);
+    size_t k = prepared_log(f, seg, recs, 80);
+    wclose(f);
+    char path[128];
+    seg_path(f, recs[k].seq, path, sizeof path);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    uint8_t zeros[HDR] = {0};
+    assert_int_equal(pwrite(fd, zeros, HDR, 0), (ssize_t)HDR); /* the segment's first header */
+    close(fd);
+    wopen(f, seg);
+    uint64_t last;
+    assert_int_equal(replay(f, 0, &last), -EBADMSG);
+}
+
 int main(void) {
     log_set_level(LOG_OFF); /* torn tails and corruption are logged on purpose */
     const struct CMUnitTest tests[] = {
@@ -888,6 +1050,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(corrupt_cut_older, setup, teardown),
         cmocka_unit_test_setup_teardown(gap, setup, teardown),
         cmocka_unit_test_setup_teardown(callback_stops, setup, teardown),
+        cmocka_unit_test_setup_teardown(prepared_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(prepared_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(prepared_zero_tail_then_next, setup, teardown),
+        cmocka_unit_test_setup_teardown(prepared_damage, setup, teardown),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }
