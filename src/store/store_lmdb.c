@@ -1153,7 +1153,10 @@ static void *completer_main(void *arg) {
             if (x->batch_seq > need) need = x->batch_seq;
         bool lost = atomic_load(&s->failed);
         if (need > s->synced && !lost) {
+            int64_t t0 = mono_us();
             int rc = wal_sync(s->wal);
+            log_debug("store", "log synced up to %llu in %lld us", (unsigned long long)need,
+                      (long long)(mono_us() - t0));
             if (rc) {
                 log_error("store", "write-ahead log sync failed (%s): refusing writes until a restart", strerror(-rc));
                 atomic_store(&s->failed, true);
