@@ -156,7 +156,10 @@ static uuid_t make_user(store_t *s, const char *name) {
     return u.id;
 }
 
-static int send(store_t *s, const uuid_t *from, const uuid_t *to, const char *text, const char *key) {
+/* A send; at_ms != 0 gives the message id (as the seeder does), else the
+ * store makes one. */
+static int send_req(store_t *s, const uuid_t *from, const uuid_t *to, const char *text, const char *key,
+                    int64_t at_ms) {
     store_send_t r;
     memset(&r, 0, sizeof r);
     r.sender_id = *from;
@@ -167,23 +170,18 @@ static int send(store_t *s, const uuid_t *from, const uuid_t *to, const char *te
         r.client_message_id = key;
         r.client_message_id_len = strlen(key);
     }
+    if (at_ms) uuid_make_v1(&r.message_id, unix_ms_to_ticks(at_ms), 1, 2);
     reset();
     store_message_send(s, &r, on_send, NULL);
     return wait_done();
 }
 
-/* A send with the message id given (as the seeder gives them). */
+static int send(store_t *s, const uuid_t *from, const uuid_t *to, const char *text, const char *key) {
+    return send_req(s, from, to, text, key, 0);
+}
+
 static int send_at(store_t *s, const uuid_t *from, const uuid_t *to, const char *text, int64_t at_ms) {
-    store_send_t r;
-    memset(&r, 0, sizeof r);
-    r.sender_id = *from;
-    r.receiver_id = *to;
-    r.content = text;
-    r.content_len = strlen(text);
-    uuid_make_v1(&r.message_id, unix_ms_to_ticks(at_ms), 1, 2);
-    reset();
-    store_message_send(s, &r, on_send, NULL);
-    return wait_done();
+    return send_req(s, from, to, text, NULL, at_ms);
 }
 
 static int get_conv(store_t *s, const uuid_t *conv) {

@@ -892,6 +892,16 @@ static void wait_prepared(const fx_t *f, size_t seg) {
     usleep(100000);
 }
 
+/* Writes n bytes at off of the segment that starts at seq. */
+static void pwrite_seg(const fx_t *f, uint64_t seq, uint64_t off, const void *data, size_t n) {
+    char path[128];
+    seg_path(f, seq, path, sizeof path);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, data, n, (off_t)off), (ssize_t)n);
+    close(fd);
+}
+
 /* A log whose newest segment is a prepared one: recs[0..k) fill the first
  * segment half (the preparer starts), recs[k..n) go to the prepared one.
  * Returns k. */
@@ -963,15 +973,10 @@ static void prepared_torn_tail(void **state) {
     make_recs(recs, 81, 1, len_prepared);
     size_t k = prepared_log(f, seg, recs, 80);
     wclose(f);
-    char path[128];
-    seg_path(f, recs[k].seq, path, sizeof path);
-    int fd = open(path, O_WRONLY);
-    assert_true(fd >= 0);
     uint8_t junk[37];
     memset(junk, 0xa7, sizeof junk);
     uint64_t end = bytes_of(recs + k, 80 - k);
-    assert_int_equal(pwrite(fd, junk, sizeof junk, (off_t)end), (ssize_t)sizeof junk);
-    close(fd);
+    pwrite_seg(f, recs[k].seq, end, junk, sizeof junk);
     assert_int_equal(wal_open(f->dir, seg, true, &f->w), 0);
     uint64_t last;
     assert_int_equal(replay(f, 0, &last), 0);
@@ -1016,13 +1021,8 @@ static void prepared_damage(void **state) {
     make_recs(recs, 80, 1, len_prepared);
     size_t k = prepared_log(f, seg, recs, 80);
     wclose(f);
-    char path[128];
-    seg_path(f, recs[k].seq, path, sizeof path);
-    int fd = open(path, O_WRONLY);
-    assert_true(fd >= 0);
     uint8_t zeros[HDR] = {0};
-    assert_int_equal(pwrite(fd, zeros, HDR, 0), (ssize_t)HDR); /* the segment's first header */
-    close(fd);
+    pwrite_seg(f, recs[k].seq, 0, zeros, HDR); /* the segment's first header */
     wopen(f, seg);
     uint64_t last;
     assert_int_equal(replay(f, 0, &last), -EBADMSG);
