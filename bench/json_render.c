@@ -1,10 +1,14 @@
-/* json_render.c - is the hand-written JSON output worth it?
+/* json_render.c - is the hand-written JSON worth it?
  *
- * Renders the same 20-message page (the API's hot path) two ways, many
- * times: with our writer (api/render.c over util/json_write.c) and with
+ * Output: renders the same 20-message page (the API's hot path) two ways,
+ * many times: with our writer (api/render.c over util/json_write.c) and with
  * jansson (build the tree with json_pack, then json_dumps with
  * JSON_ENSURE_ASCII | JSON_COMPACT, which escapes like ours). Prints the time
  * per page for each and checks that both produce the same JSON value.
+ *
+ * Input: parses a send's body (POST /api/messages/, as the benchmark sends
+ * it) with the fast path (api/input.c: input_parse_flat) and with
+ * json_loadb, checking that both give the same value.
  *
  *   make bench-json      (builds build/release/bench_json and runs it)
  */
@@ -14,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/input.h"
 #include "api/render.h"
 #include "model/uuid.h"
 #include "util/timefmt.h"
@@ -60,6 +65,32 @@ static char *theirs(const message_t *m, size_t n) {
     return out;
 }
 
+static const char SEND_BODY[] =
+    "{\"sender_id\":\"dd3fa3c6-d1cb-462d-bab3-5f984dffbeb0\",\"receiver_id\":\"404b9e4d-d259-41c1-bf59-18aabf784a81\","
+    "\"content\":\"bench 20261128 message 0: the quick brown fox jumps over the lazy dog\"}";
+
+static int parse_bench(void) {
+    size_t n = sizeof SEND_BODY - 1;
+    json_error_t e;
+    json_t *a = input_parse_flat(SEND_BODY, n), *b = json_loadb(SEND_BODY, n, JSON_ALLOW_NUL, &e);
+    int same = a && b && json_equal(a, b);
+    json_decref(a);
+    json_decref(b);
+    if (!same) {
+        fprintf(stderr, "bench_json: the two parses differ\n");
+        return 1;
+    }
+    double t0 = now_s();
+    for (int r = 0; r < ROUNDS * 5; r++) json_decref(input_parse_flat(SEND_BODY, n));
+    double t_ours = (now_s() - t0) / (ROUNDS * 5);
+    t0 = now_s();
+    for (int r = 0; r < ROUNDS; r++) json_decref(json_loadb(SEND_BODY, n, JSON_ALLOW_NUL, &e));
+    double t_theirs = (now_s() - t0) / ROUNDS;
+    printf("{\"parse\":\"send body\",\"body_bytes\":%zu,\"hand_written_us\":%.2f,\"jansson_us\":%.2f,\"speedup\":%.1f}\n",
+           n, t_ours * 1e6, t_theirs * 1e6, t_theirs / t_ours);
+    return 0;
+}
+
 int main(void) {
     idgen_t g;
     if (idgen_init(&g) != 0) return 1;
@@ -93,7 +124,7 @@ int main(void) {
     t0 = now_s();
     for (int r = 0; r < ROUNDS / 4; r++) free(theirs(m, PAGE));
     double t_theirs = (now_s() - t0) / (ROUNDS / 4);
-    printf("{\"page_bytes\":%zu,\"hand_written_us\":%.2f,\"jansson_us\":%.2f,\"speedup\":%.1f}\n", len, t_ours * 1e6,
-           t_theirs * 1e6, t_theirs / t_ours);
-    return 0;
+    printf("{\"render\":\"page\",\"page_bytes\":%zu,\"hand_written_us\":%.2f,\"jansson_us\":%.2f,\"speedup\":%.1f}\n",
+           len, t_ours * 1e6, t_theirs * 1e6, t_theirs / t_ours);
+    return parse_bench();
 }
