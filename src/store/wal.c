@@ -383,17 +383,17 @@ static void *prep_main(void *arg) {
     return NULL;
 }
 
-/* Takes the prepared segment, if one is ready, as segment `name`: 1 when it
- * did, 0 when there is none (or it could not be moved), or a negative errno. */
-static int prep_take(wal_t *w, const char *name) {
+/* Takes the prepared segment, if one is ready, as segment `name`: true when
+ * it did, false when there is none (or it could not be moved). */
+static bool prep_take(wal_t *w, const char *name) {
     pthread_mutex_lock(&w->mu);
-    bool ready = w->prep_ready;
+    bool ready = w->prepare && w->prep_ready;
     pthread_mutex_unlock(&w->mu);
     if (!ready) return 0;
     /* While prep_ready is set the preparer leaves PREP_NAME alone; it may
      * make the next one (O_TRUNC on that name) only once this one has been
      * moved away, or it would zero the records being appended. */
-    int taken = renameat2(w->dir_fd, PREP_NAME, w->dir_fd, name, RENAME_NOREPLACE) == 0;
+    bool taken = renameat2(w->dir_fd, PREP_NAME, w->dir_fd, name, RENAME_NOREPLACE) == 0;
     if (!taken) {
         log_warn("store", "write-ahead log: cannot use the prepared segment (%s)", strerror(errno));
         unlinkat(w->dir_fd, PREP_NAME, 0);
@@ -417,7 +417,7 @@ static int open_segment(wal_t *w, uint64_t first, bool create) {
     }
     char name[NAME_LEN];
     seg_name(name, first);
-    bool prepared = create && w->prepare && prep_take(w, name) == 1;
+    bool prepared = create && prep_take(w, name);
     int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC | (create && !prepared ? O_CREAT | O_EXCL : 0), 0600);
     if (fd < 0) return -errno;
     int rc = create && fsync(w->dir_fd) != 0 ? -errno : 0;
