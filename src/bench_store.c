@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/input.h"
 #include "server.h"
 #include "util/buf.h"
 #include "util/json_write.h"
@@ -41,8 +42,6 @@
 /* --requests FILE: its bounds, and its lines parsed into store calls. */
 #define REQ_MAX_LINE (64 * 1024) /* bytes in one line, without its newline */
 #define REQ_MAX_LINES 1000000
-#define REQ_LIMIT_DEFAULT 20     /* the API's default page size */
-#define REQ_LIMIT_MAX 100
 
 typedef struct requests {
     bool is_send;
@@ -307,7 +306,7 @@ static bool has_prefix(const char *s, size_t len, const char *prefix) {
 static int parse_page(const char *s, size_t len, store_msg_query_t *q, char *why, size_t why_len) {
     static const char prefix[] = "/api/messages/conversation/";
     memset(q, 0, sizeof *q);
-    q->limit = REQ_LIMIT_DEFAULT;
+    q->limit = LIMIT_DEFAULT; /* the API's */
     if (!has_prefix(s, len, prefix)) {
         snprintf(why, why_len, "not a message page (GET %sID?limit=N[&before_message_id=ID])", prefix);
         return -1;
@@ -342,27 +341,24 @@ static int parse_page(const char *s, size_t len, store_msg_query_t *q, char *why
         }
         size_t klen = (size_t)(eq - s), vlen = plen - klen - 1;
         const char *v = eq + 1;
+        input_err_t e;
         if (klen == 5 && memcmp(s, "limit", 5) == 0) {
-            /* as the API: plain digits, 1..100 */
-            int n = 0;
-            bool ok = !have_limit && vlen >= 1 && vlen <= 3;
-            for (size_t i = 0; ok && i < vlen; i++) {
-                if (v[i] < '0' || v[i] > '9') ok = false;
-                else n = n * 10 + (v[i] - '0');
-            }
-            if (!ok || n < 1 || n > REQ_LIMIT_MAX) {
-                snprintf(why, why_len, have_limit ? "limit is given twice" : "limit must be an integer from 1 to 100");
+            if (have_limit) {
+                snprintf(why, why_len, "limit is given twice");
                 return -1;
             }
-            q->limit = n;
+            if (input_limit_value(v, vlen, &q->limit, &e)) { /* as the API */
+                snprintf(why, why_len, "%s", e.detail);
+                return -1;
+            }
             have_limit = true;
         } else if (klen == 17 && memcmp(s, "before_message_id", 17) == 0) {
             if (q->has_before) {
                 snprintf(why, why_len, "before_message_id is given twice");
                 return -1;
             }
-            if (vlen != UUID_STR_LEN || uuid_parse(&q->before, v, vlen) != 0 || uuid_version(&q->before) != 1) {
-                snprintf(why, why_len, "before_message_id is not a message id (a version-1 UUID)");
+            if (input_timeuuid("before_message_id", v, vlen, &q->before, &e)) {
+                snprintf(why, why_len, "%s", e.detail);
                 return -1;
             }
             q->has_before = true;
@@ -375,28 +371,6 @@ static int parse_page(const char *s, size_t len, store_msg_query_t *q, char *why
         s = amp + 1;
         len -= plen + 1;
     }
-}
-
-/* A required string member of o; NULL (with why set) when absent or not a string. */
-static const char *json_str(json_t *o, const char *key, size_t *len, char *why, size_t why_len) {
-    json_t *v = json_object_get(o, key);
-    if (!json_is_string(v)) {
-        snprintf(why, why_len, v ? "%s must be a string" : "%s is missing", key);
-        return NULL;
-    }
-    *len = json_string_length(v);
-    return json_string_value(v);
-}
-
-static int json_id(json_t *o, const char *key, uuid_t *out, char *why, size_t why_len) {
-    size_t len;
-    const char *s = json_str(o, key, &len, why, why_len);
-    if (!s) return -1;
-    if (uuid_parse(out, s, len) != 0) {
-        snprintf(why, why_len, "%s is not a valid UUID", key);
-        return -1;
-    }
-    return 0;
 }
 
 /* A heap copy of s[0..len) plus a NUL; NULL when out of memory. */
@@ -428,39 +402,28 @@ static int parse_send(const char *s, size_t len, size_t max_content, store_send_
         snprintf(why, why_len, "no JSON body after the path");
         return -1;
     }
-    json_error_t jerr;
-    json_t *o = json_loadb(sp + 1, len - plen - 1, JSON_ALLOW_NUL, &jerr);
-    if (!o) {
-        snprintf(why, why_len, "the body is not valid JSON: %.160s (column %d)", jerr.text, jerr.column);
+    json_t *o;
+    input_err_t e;
+    if (input_json_object(sp + 1, len - plen - 1, &o, &e)) {
+        snprintf(why, why_len, "%s", e.detail);
         return -1;
     }
     int rc = -1;
-    const char *content = NULL, *cmid = NULL, *bad;
-    size_t content_len = 0, cmid_len = 0;
-    json_t *k;
-    if (!json_is_object(o)) {
-        snprintf(why, why_len, "the body must be a JSON object");
-    } else if (json_id(o, "sender_id", &r->sender_id, why, why_len) ||
-               json_id(o, "receiver_id", &r->receiver_id, why, why_len) ||
-               !(content = json_str(o, "content", &content_len, why, why_len))) {
-        /* why is set */
-    } else if (uuid_cmp(&r->sender_id, &r->receiver_id) == 0) {
-        snprintf(why, why_len, "receiver_id must differ from sender_id");
-    } else if ((bad = content_check(content, content_len, max_content)) != NULL) {
-        snprintf(why, why_len, "%s (--max-content-bytes %zu)", bad, max_content);
-    } else if ((k = json_object_get(o, "client_message_id")) && !json_is_null(k) &&
-               (!(cmid = json_str(o, "client_message_id", &cmid_len, why, why_len)) ||
-                (bad = client_message_id_check(cmid, cmid_len)) != NULL)) {
-        if (cmid) snprintf(why, why_len, "%s", bad);
-    } else if (!(r->content = copy_bytes(content, content_len)) ||
-               (cmid && !(r->client_message_id = copy_bytes(cmid, cmid_len)))) {
-        snprintf(why, why_len, "out of memory");
-        free((char *)r->content);
-        r->content = NULL;
+    /* Checked as the API checks it (api/input.h); the strings point into o. */
+    if (input_uuid(o, "sender_id", &r->sender_id, &e) || input_send(o, max_content, r, &e)) {
+        snprintf(why, why_len, "%s", e.detail);
+        r->content = r->client_message_id = NULL; /* they pointed into o */
     } else {
-        r->content_len = content_len;
-        r->client_message_id_len = cmid_len;
-        rc = 0;
+        const char *content = r->content, *cmid = r->client_message_id;
+        r->content = r->client_message_id = NULL;
+        if (!(r->content = copy_bytes(content, r->content_len)) ||
+            (cmid && !(r->client_message_id = copy_bytes(cmid, r->client_message_id_len)))) {
+            snprintf(why, why_len, "out of memory");
+            free((char *)r->content);
+            r->content = NULL;
+        } else {
+            rc = 0;
+        }
     }
     json_decref(o);
     return rc;

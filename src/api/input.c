@@ -114,6 +114,10 @@ fail:
 int input_body_object(http_request_t *req, json_t **out, input_err_t *err) {
     size_t len;
     const char *body = http_request_body(req, &len);
+    return input_json_object(body, len, out, err);
+}
+
+int input_json_object(const char *body, size_t len, json_t **out, input_err_t *err) {
     json_t *v = body ? input_parse_flat(body, len) : NULL;
     if (v) {
         *out = v;
@@ -183,10 +187,14 @@ int input_limit(http_request_t *req, int *limit, input_err_t *err) {
         *limit = LIMIT_DEFAULT;
         return 0;
     }
+    return input_limit_value(s, strlen(s), limit, err);
+}
+
+int input_limit_value(const char *s, size_t n, int *limit, input_err_t *err) {
     /* Plain digits only, at most three of them (so no overflow). */
-    size_t n = strlen(s);
-    if (n == 0 || n > 3 || strspn(s, "0123456789") != n)
-        return input_fail(err, "limit", "must be an integer from 1 to 100");
+    bool digits = n >= 1 && n <= 3;
+    for (size_t i = 0; digits && i < n; i++) digits = s[i] >= '0' && s[i] <= '9';
+    if (!digits) return input_fail(err, "limit", "must be an integer from 1 to 100");
     int v = 0;
     for (size_t i = 0; i < n; i++) v = v * 10 + (s[i] - '0');
     if (v < 1 || v > LIMIT_MAX) return input_fail(err, "limit", "must be an integer from 1 to 100");
@@ -197,8 +205,25 @@ int input_limit(http_request_t *req, int *limit, input_err_t *err) {
 int input_query_timeuuid(http_request_t *req, const char *name, bool *present, uuid_t *out, input_err_t *err) {
     const char *s = http_request_query(req, name);
     *present = s != NULL;
-    if (!s) return 0;
-    if (uuid_parse(out, s, strlen(s)) != 0 || uuid_version(out) != 1)
+    return s ? input_timeuuid(name, s, strlen(s), out, err) : 0;
+}
+
+int input_timeuuid(const char *name, const char *s, size_t n, uuid_t *out, input_err_t *err) {
+    if (uuid_parse(out, s, n) != 0 || uuid_version(out) != 1)
         return input_fail(err, name, "not a message id (a version-1 UUID)");
     return 0;
+}
+
+int input_send(json_t *body, size_t max_content, store_send_t *s, input_err_t *err) {
+    const char *bad = NULL;
+    if (input_uuid(body, "receiver_id", &s->receiver_id, err) ||
+        input_string(body, "content", &s->content, &s->content_len, err) ||
+        input_optional_string(body, "client_message_id", &s->client_message_id, &s->client_message_id_len, err))
+        return -1;
+    if (uuid_cmp(&s->sender_id, &s->receiver_id) == 0) bad = "receiver_id: must differ from sender_id";
+    else if (!(bad = content_check(s->content, s->content_len, max_content)) && s->client_message_id)
+        bad = client_message_id_check(s->client_message_id, s->client_message_id_len);
+    if (!bad) return 0;
+    snprintf(err->detail, sizeof err->detail, "%s", bad);
+    return -1;
 }

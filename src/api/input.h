@@ -16,6 +16,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "model/uuid.h"
+#include "store/store.h"
 
 #define LIMIT_DEFAULT 20
 #define LIMIT_MAX 100
@@ -31,6 +32,9 @@ typedef struct input_err {
 json_t *input_parse_flat(const char *body, size_t len);
 /* Parses the request body as a JSON object; *out must be json_decref'd. */
 int input_body_object(http_request_t *req, json_t **out, input_err_t *err);
+/* The same for any text (bench-store's request files): the fast path above,
+ * else jansson, whose message a refusal carries. */
+int input_json_object(const char *body, size_t len, json_t **out, input_err_t *err);
 /* The body as a JSON object, or NULL after answering 400 with the reason;
  * a non-NULL result must be json_decref'd. */
 json_t *input_body_or_400(http_request_t *req);
@@ -44,8 +48,16 @@ int input_uuid(json_t *obj, const char *key, uuid_t *out, input_err_t *err);
 int input_path_uuid(const http_params_t *p, int i, const char *name, uuid_t *out, input_err_t *err);
 /* Query parameter `limit`: absent -> 20; otherwise an integer in 1..100. */
 int input_limit(http_request_t *req, int *limit, input_err_t *err);
+/* A `limit` value s[0..n): plain digits, 1..100. */
+int input_limit_value(const char *s, size_t n, int *limit, input_err_t *err);
 /* Optional query parameter holding a message id (a version-1 UUID). */
 int input_query_timeuuid(http_request_t *req, const char *name, bool *present, uuid_t *out, input_err_t *err);
+/* A message id (a version-1 UUID) in s[0..n); `name` names it in the detail. */
+int input_timeuuid(const char *name, const char *s, size_t n, uuid_t *out, input_err_t *err);
+/* What a send's body asks besides its sender (already in s->sender_id):
+ * receiver_id, content and client_message_id, checked as POST
+ * /api/messages/ checks them. The strings point into body. */
+int input_send(json_t *body, size_t max_content, store_send_t *s, input_err_t *err);
 /* Sets err->detail to "<name>: <what>" and returns -1. */
 int input_fail(input_err_t *err, const char *name, const char *what);
 

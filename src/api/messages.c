@@ -57,20 +57,11 @@ void messages_send(http_request_t *req, void *app, const http_params_t *p) {
     if (!body) return;
     store_send_t s;
     memset(&s, 0, sizeof s);
-    const char *bad = NULL;
     unsigned status = 422;
-    if (sender_of(api_call(req), body, &s.sender_id, &status, &e) ||
-        input_uuid(body, "receiver_id", &s.receiver_id, &e) ||
-        input_string(body, "content", &s.content, &s.content_len, &e) ||
-        input_optional_string(body, "client_message_id", &s.client_message_id, &s.client_message_id_len, &e)) {
-        bad = e.detail;
-    } else if (uuid_cmp(&s.sender_id, &s.receiver_id) == 0) {
-        bad = "receiver_id: must differ from sender_id";
-    } else if (!(bad = content_check(s.content, s.content_len, api->max_content)) && s.client_message_id) {
-        bad = client_message_id_check(s.client_message_id, s.client_message_id_len);
-    }
-    if (bad) http_respond_error(req, status, bad);
-    else store_message_send(api->store, &s, on_sent, req); /* copies s */
+    if (sender_of(api_call(req), body, &s.sender_id, &status, &e) || input_send(body, api->max_content, &s, &e))
+        http_respond_error(req, status, e.detail);
+    else
+        store_message_send(api->store, &s, on_sent, req); /* copies s */
     json_decref(body);
 }
 

@@ -30,6 +30,12 @@ static int fsync_dir(const char *dir) {
     return rc;
 }
 
+/* Renames tmp over final within dir, durably. */
+static int install(const char *dir, const char *tmp, const char *final) {
+    if (rename(tmp, final) != 0) return -errno;
+    return fsync_dir(dir);
+}
+
 int datadir_lock(const char *dir, int *fd) {
     char p[PATH_MAX];
     int rc = path(p, dir, "lock");
@@ -97,9 +103,8 @@ int datadir_state_write(const char *dir, bool clean, bool loading) {
     ssize_t w = write(fd, text, (size_t)n);
     rc = w < 0 ? -errno : w != n ? -EIO : fsync(fd) != 0 ? -errno : 0;
     close(fd);
-    if (!rc && rename(tmp, p) != 0) rc = -errno;
+    if (!rc) rc = install(dir, tmp, p);
     if (rc) unlink(tmp);
-    if (!rc) rc = fsync_dir(dir);
     return rc;
 }
 
@@ -109,12 +114,6 @@ int64_t datadir_base_size(const char *dir) {
     int rc = path(p, dir, "base.mdb");
     if (rc) return rc;
     return stat(p, &st) == 0 ? (int64_t)st.st_size : -errno;
-}
-
-/* Renames tmp over final within dir, durably. */
-static int install(const char *dir, const char *tmp, const char *final) {
-    if (rename(tmp, final) != 0) return -errno;
-    return fsync_dir(dir);
 }
 
 int datadir_base_write(MDB_env *env, const char *dir, uint64_t *bytes) {
