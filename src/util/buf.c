@@ -14,13 +14,8 @@ void buf_free(buf_t *b) {
 }
 
 void buf_reset(buf_t *b) {
-    buf_truncate(b, 0);
-}
-
-void buf_truncate(buf_t *b, size_t len) {
-    if (len >= b->len) return;
-    b->len = len;
-    if (b->data) b->data[len] = '\0';
+    b->len = 0;
+    if (b->data) b->data[0] = '\0';
 }
 
 bool buf_reserve(buf_t *b, size_t n) {

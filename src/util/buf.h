@@ -31,8 +31,6 @@ void buf_putc(buf_t *b, char c);
 /* Appends the decimal form of v. */
 void buf_put_i64(buf_t *b, long long v);
 void buf_reset(buf_t *b);
-/* Drops everything after the first len bytes (nothing when len >= b->len). */
-void buf_truncate(buf_t *b, size_t len);
 static inline bool buf_ok(const buf_t *b) { return !b->oom; }
 /* Hands the bytes to the caller (who must free() them) and empties b. */
 char *buf_steal(buf_t *b, size_t *len);
