@@ -34,9 +34,9 @@
  *
  * Concurrency. Reads use their own read-only transaction on the caller's
  * thread (MDB_NOTLS: transactions are not tied to threads). All writes are
- * queued to one writer thread, which applies a batch in one transaction
- * (commit_batch says how one write's failure spares the others): group
- * commit. The map is writable (MDB_WRITEMAP): pointers from reads must
+ * queued to one writer thread, which applies them to one open transaction
+ * and commits it when the log is free to sync it ("Batches" below says when,
+ * and how one write's failure spares the others): group commit. The map is writable (MDB_WRITEMAP): pointers from reads must
  * never be written through.
  *
  * Durability. A B-tree commit writes scattered pages: a send touches five
@@ -158,6 +158,13 @@ typedef struct lmdb_store {
      * reads, then writes, neighbouring keys: a conversation's newest message
      * and the new one after it; a user's recency rows old and new. */
     MDB_cursor *cur_msgs, *cur_recency;
+    /* The open batch: writes applied to `txn`, not yet committed. It grows
+     * while the log is busy syncing the previous one (see writer_main). */
+    MDB_txn *txn;
+    op_t *open_head, *open_tail;
+    size_t open_n;
+    int open_err;           /* a failure that dooms the whole open batch */
+    int64_t open_apply_us;  /* time spent applying it, for the debug log */
     uint64_t seq;           /* the newest log record in the database */
     uint64_t base_bytes;    /* size of the last base copy */
     uint64_t logged_since_base; /* log bytes appended since the last base began */
@@ -178,6 +185,11 @@ typedef struct lmdb_store {
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     op_t *done_head, *done_tail; /* first ops of batches, linked by next_batch */
+    /* No batch is queued for the completer and it is not syncing: the
+     * writer commits its open batch as soon as it sees this. Set by the
+     * completer (under done_mu, then it signals cv under mu), cleared by
+     * hand_over. */
+    atomic_bool log_idle;
     bool writer_exited;
     pthread_t completer;
     uint64_t synced;        /* completer: every record up to this is durable */
@@ -705,7 +717,7 @@ static int apply_user_create(lmdb_store_t *s, MDB_txn *txn, op_t *op) {
     char folded[USERNAME_MAX * 4];
     if (op->user.name_len == 0 || op->user.name_len > sizeof folded) return STORE_EIO;
     username_fold(op->user.name, op->user.name_len, folded);
-    /* Both checks before the first write (see commit_batch). */
+    /* Both checks before the first write (see batch_apply). */
     MDB_val nk = val(folded, op->user.name_len), ik = val(op->user.id.b, 16), v;
     int rc = mdb_get(txn, s->dbi[DB_USERS_BY_NAME], &nk, &v);
     if (rc == 0) return STORE_ECONFLICT;
@@ -1132,8 +1144,23 @@ static void hand_over(lmdb_store_t *s, op_t *ops, uint64_t seq) {
     pthread_mutex_lock(&s->done_mu);
     if (s->done_tail) s->done_tail->next_batch = ops; else s->done_head = ops;
     s->done_tail = ops;
+    atomic_store(&s->log_idle, false);
     pthread_cond_signal(&s->done_cv);
     pthread_mutex_unlock(&s->done_mu);
+}
+
+/* The completer has synced what it took: if nothing new is queued, tells
+ * the writer that the log is free for its open batch. Done before the
+ * callbacks run, so that the writer's commit overlaps them. */
+static void log_free(lmdb_store_t *s) {
+    pthread_mutex_lock(&s->done_mu);
+    bool idle = !s->done_head;
+    if (idle) atomic_store(&s->log_idle, true);
+    pthread_mutex_unlock(&s->done_mu);
+    if (!idle) return;
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void *completer_main(void *arg) {
@@ -1165,6 +1192,7 @@ static void *completer_main(void *arg) {
                 s->synced = need;
             }
         }
+        log_free(s);
         while (d) {
             op_t *next = d->next_batch;
             for (op_t *op = d; op;) {
@@ -1180,8 +1208,15 @@ static void *completer_main(void *arg) {
     }
 }
 
-/* Applies a batch in one transaction, commits it and hands it to the
- * completer, which makes it durable and runs its callbacks.
+/* Batches. The writer applies queued writes to an open transaction, and
+ * commits it (logging it first) when the completer is free to sync the log:
+ * while one batch's fdatasync runs, the next batch grows. So there is about
+ * one commit per log sync, whatever the load, and a commit's fixed costs
+ * (the log record's write, LMDB's free-page list, the meta page, the
+ * hand-over) are shared by every write that arrived during a sync instead of
+ * by the few that were queued at one instant. Nothing waits longer for it: a
+ * write committed earlier would still wait for that same sync. A write is
+ * visible to readers from its commit, acknowledged from its sync.
  *
  * There are no nested transactions (MDB_WRITEMAP has none): every apply_*
  * function checks what a client can be refused for (a missing user, a taken
@@ -1189,39 +1224,63 @@ static void *completer_main(void *arg) {
  * nothing behind and the batch goes on. Any other failure (map full, I/O)
  * may leave a write half-done, so it fails the whole batch, and nothing of
  * it is written. */
-static void commit_batch(lmdb_store_t *s, op_t *batch, size_t n) {
-    int64_t now = time_now_ms(), t0 = mono_us(), t_applied;
-    MDB_txn *txn = NULL;
-    buf_reset(&s->redo);
-    int64_t log_us = 0;
-    uint64_t seq = 0;
-    int batch_err = atomic_load(&s->failed) ? STORE_EUNAVAILABLE : map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
-    if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_MESSAGES], &s->cur_msgs));
-    if (!batch_err) batch_err = map_err(mdb_cursor_open(txn, s->dbi[DB_RECENCY], &s->cur_recency));
-    for (op_t *op = batch; op && !batch_err; op = op->next) {
-        op->err = apply_op(s, txn, op, now);
-        if (op->err && op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) batch_err = op->err;
+
+/* Applies the chain `ops` (n writes) to the open batch, opening one if
+ * there is none. */
+static void batch_apply(lmdb_store_t *s, op_t *ops, size_t n) {
+    int64_t now = time_now_ms(), t0 = mono_us();
+    if (!s->open_n) {
+        buf_reset(&s->redo);
+        s->open_apply_us = 0;
+        s->txn = NULL;
+        s->open_err = atomic_load(&s->failed) ? STORE_EUNAVAILABLE : map_err(mdb_txn_begin(s->env, NULL, 0, &s->txn));
+        if (!s->open_err) s->open_err = map_err(mdb_cursor_open(s->txn, s->dbi[DB_MESSAGES], &s->cur_msgs));
+        if (!s->open_err) s->open_err = map_err(mdb_cursor_open(s->txn, s->dbi[DB_RECENCY], &s->cur_recency));
     }
-    if (!batch_err && !s->bulk) batch_err = prune(s, txn, now);
+    op_t *last = ops;
+    for (op_t *op = ops; op; op = op->next) {
+        if (!s->open_err) {
+            op->err = apply_op(s, s->txn, op, now);
+            if (op->err && op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) s->open_err = op->err;
+        }
+        last = op;
+    }
+    if (s->open_tail) s->open_tail->next = ops; else s->open_head = ops;
+    s->open_tail = last;
+    s->open_n += n;
+    s->open_apply_us += mono_us() - t0;
+}
+
+/* Commits the open batch (or aborts it after a failure) and hands it to the
+ * completer, which makes it durable and runs its callbacks. */
+static void batch_commit(lmdb_store_t *s) {
+    int64_t t0 = mono_us(), log_us = 0;
+    uint64_t seq = 0;
+    int err = s->open_err;
+    if (!err && !s->bulk) err = prune(s, s->txn, time_now_ms());
     if (s->cur_msgs) mdb_cursor_close(s->cur_msgs);
     if (s->cur_recency) mdb_cursor_close(s->cur_recency);
     s->cur_msgs = s->cur_recency = NULL;
-    t_applied = mono_us();
-    if (batch_err) {
-        if (txn) mdb_txn_abort(txn);
+    if (err) {
+        if (s->txn) mdb_txn_abort(s->txn);
     } else {
-        batch_err = s->bulk ? map_err(mdb_txn_commit(txn)) : commit_logged(s, txn, &seq, &log_us);
+        err = s->bulk ? map_err(mdb_txn_commit(s->txn)) : commit_logged(s, s->txn, &seq, &log_us);
     }
-    if (batch_err) {
-        log_error("store", "commit of %zu writes failed: %s", n, store_strerror(batch_err));
+    s->txn = NULL;
+    op_t *batch = s->open_head;
+    if (err) {
+        log_error("store", "commit of %zu writes failed: %s", s->open_n, store_strerror(err));
         for (op_t *op = batch; op; op = op->next)
-            if (op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) op->err = batch_err;
+            if (op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) op->err = err;
     } else {
-        log_debug("store", "committed %zu writes (log seq %llu, %zu bytes): apply %lld us, log %lld us, total %lld us",
-                  n, (unsigned long long)s->seq, s->redo.len, (long long)(t_applied - t0), (long long)log_us,
+        log_debug("store", "committed %zu writes (log seq %llu, %zu bytes): apply %lld us, log %lld us, commit %lld us",
+                  s->open_n, (unsigned long long)s->seq, s->redo.len, (long long)s->open_apply_us, (long long)log_us,
                   (long long)(mono_us() - t0));
     }
     if (s->redo.cap > (16u << 20)) buf_free(&s->redo); /* do not keep a huge batch's buffer */
+    s->open_head = s->open_tail = NULL;
+    s->open_n = 0;
+    s->open_err = 0;
     hand_over(s, batch, seq);
 }
 
@@ -1276,30 +1335,38 @@ static void base_tend(lmdb_store_t *s) {
     }
 }
 
+/* The writer thread: applies queued writes to the open batch and commits
+ * it when the log is free (see batch_apply), when it is full (max_batch),
+ * when it failed, or when the store closes. */
 static void *writer_main(void *arg) {
     lmdb_store_t *s = arg;
     pthread_setname_np(pthread_self(), "lmdb-writer");
     for (;;) {
         if (!s->bulk) base_tend(s);
         pthread_mutex_lock(&s->mu);
-        while (!s->head && !s->closing && !(s->base_running && s->base_done)) pthread_cond_wait(&s->cv, &s->mu);
-        if (!s->head && s->closing) {
+        while (!s->head && !s->closing && !(s->base_running && s->base_done) &&
+               !(s->open_n && atomic_load(&s->log_idle)))
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->head && s->closing && !s->open_n) {
             pthread_mutex_unlock(&s->mu);
             return NULL;
         }
-        if (!s->head) { /* a base copy finished */
-            pthread_mutex_unlock(&s->mu);
-            continue;
+        /* Take what is queued, up to a full batch. */
+        op_t *batch = NULL;
+        size_t n = 0;
+        if (s->head && s->open_n < s->max_batch) {
+            op_t *last = batch = s->head;
+            n = 1;
+            while (last->next && s->open_n + n < s->max_batch) { last = last->next; n++; }
+            s->head = last->next;
+            if (!s->head) s->tail = NULL;
+            last->next = NULL;
         }
-        /* Take up to max_batch queued writes. */
-        op_t *batch = s->head, *last = batch;
-        size_t n = 1;
-        while (last->next && n < s->max_batch) { last = last->next; n++; }
-        s->head = last->next;
-        if (!s->head) s->tail = NULL;
-        last->next = NULL;
+        bool closing = s->closing;
         pthread_mutex_unlock(&s->mu);
-        commit_batch(s, batch, n);
+        if (batch) batch_apply(s, batch, n);
+        if (s->open_n && (atomic_load(&s->log_idle) || s->open_err || s->open_n >= s->max_batch || closing))
+            batch_commit(s);
     }
 }
 
@@ -1583,6 +1650,7 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->done_mu, NULL);
+    atomic_init(&s->log_idle, true);
     pthread_cond_init(&s->done_cv, NULL);
     if ((rc = pthread_create(&s->completer, NULL, completer_main, s))) {
         err = STORE_EIO;
