@@ -9,7 +9,6 @@
  */
 #include "seed.h"
 
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 
 #include "server.h"
 #include "util/log.h"
+#include "util/sha256.h"
 #include "util/timefmt.h"
 
 /* 2024-01-01T00:00:00Z: every seeded timestamp is an offset from it. */
@@ -158,10 +158,10 @@ static void open_at(store_t *s, tracker_t *t, const uuid_t *a, const uuid_t *b, 
 
 /* A stable id for a seeded user: SHA-256 of its name, as a version-4 UUID. */
 static void seed_user_id(const char *name, uuid_t *out) {
-    unsigned char d[SHA256_DIGEST_LENGTH];
+    uint8_t d[SHA256_LEN];
     char in[96];
     int n = snprintf(in, sizeof in, "messenger-seed-user:%s", name);
-    SHA256((const unsigned char *)in, (size_t)n, d);
+    sha256(in, (size_t)n, d);
     memcpy(out->b, d, 16);
     out->b[6] = (uint8_t)((out->b[6] & 0x0f) | 0x40);
     out->b[8] = (uint8_t)((out->b[8] & 0x3f) | 0x80);

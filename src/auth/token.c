@@ -1,8 +1,9 @@
 /* token.c - see token.h. */
 #include "auth/token.h"
 
-#include <openssl/sha.h>
 #include <sys/random.h>
+
+#include "util/sha256.h"
 
 static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -33,6 +34,6 @@ int token_digest(const char *token, size_t len, uint8_t hash[TOKEN_HASH_BYTES]) 
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
             return -1;
     }
-    SHA256((const unsigned char *)token, len, hash);
+    sha256(token, len, hash);
     return 0;
 }

@@ -1,8 +1,8 @@
 /* conversation_id.c - the deterministic conversation id (see model.h). */
-#include <openssl/sha.h>
 #include <string.h>
 
 #include "model/model.h"
+#include "util/sha256.h"
 
 void conversation_id_derive(const uuid_t *a, const uuid_t *b, uuid_t *out) {
     char sa[UUID_STR_LEN + 1], sb[UUID_STR_LEN + 1];
@@ -15,7 +15,7 @@ void conversation_id_derive(const uuid_t *a, const uuid_t *b, uuid_t *out) {
     char input[2 * UUID_STR_LEN];
     memcpy(input, lo, UUID_STR_LEN);
     memcpy(input + UUID_STR_LEN, hi, UUID_STR_LEN);
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)input, sizeof input, digest);
+    uint8_t digest[SHA256_LEN];
+    sha256(input, sizeof input, digest);
     memcpy(out->b, digest, 16);
 }

@@ -33,7 +33,6 @@
  */
 #include "store/store_cassandra.h"
 
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,6 +43,7 @@
 #include "cql.h"
 #include "store/store_impl.h"
 #include "util/log.h"
+#include "util/sha256.h"
 #include "util/timefmt.h"
 
 #define MAX_PAGE 100
@@ -485,7 +485,7 @@ typedef struct send_op {
     probe_t sender, receiver, meta;
     bool has_old, replayed, reserved;
     int64_t old_activity;
-    uint8_t content_hash[SHA256_DIGEST_LENGTH];
+    uint8_t content_hash[SHA256_LEN];
     char *result_text;      /* content of a replayed message */
     char text[];            /* content, then client_message_id */
 } send_op_t;
@@ -680,7 +680,7 @@ static void cass_message_send(store_t *base, const store_send_t *r, store_send_c
     /* Reserve the key and the message id in one lightweight transaction. */
     idgen_next(s->ids, &m->id);
     op->reserved = true;
-    SHA256((const unsigned char *)op->req.content, op->req.content_len, op->content_hash);
+    sha256(op->req.content, op->req.content_len, op->content_hash);
     cql_value v[6] = {v_uuid(&r->sender_id), cql_value_textn(op->req.client_message_id, keylen),
                       v_uuid(&m->conversation_id), v_timeuuid(&m->id), v_uuid(&r->receiver_id),
                       cql_value_blob(op->content_hash, sizeof op->content_hash)};
