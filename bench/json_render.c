@@ -35,12 +35,7 @@ static double now_s(void) {
 static char *ours(const message_t *m, size_t n, size_t *len) {
     buf_t b;
     buf_init(&b);
-    render_page_begin(&b, n, PAGE);
-    for (size_t i = 0; i < n; i++) {
-        if (i) buf_putc(&b, ',');
-        render_message(&b, &m[i]);
-    }
-    render_page_end(&b, "00000000-0000-1000-8000-000000000000");
+    render_message_page(&b, m, n, PAGE, "00000000-0000-1000-8000-000000000000");
     return buf_steal(&b, len);
 }
 

@@ -78,16 +78,11 @@ static void on_page(void *ctx, int err, const store_msg_page_t *page) {
         return;
     }
     const msg_list_state_t *st = (void *)api_call(req)->state;
-    buf_t b;
-    buf_init(&b);
-    render_page_begin(&b, page->count, st->limit);
-    for (size_t i = 0; i < page->count; i++) {
-        if (i) buf_putc(&b, ',');
-        render_message(&b, &page->items[i]);
-    }
     char cursor[UUID_STR_LEN + 1];
     if (page->more && page->count) uuid_format(&page->items[page->count - 1].id, cursor);
-    render_page_end(&b, page->more && page->count ? cursor : NULL);
+    buf_t b;
+    buf_init(&b);
+    render_message_page(&b, page->items, page->count, st->limit, page->more && page->count ? cursor : NULL);
     http_respond_json(req, 200, &b);
 }
 

@@ -12,6 +12,9 @@ void render_uuid(buf_t *b, const uuid_t *u);   /* "lowercase-canonical" */
 void render_time(buf_t *b, int64_t unix_ms);   /* "2024-05-01T12:34:56.789Z" */
 void render_user(buf_t *b, const user_t *u);
 void render_message(buf_t *b, const message_t *m);
+/* A page of messages: {"total":count,"limit":limit,"data":[...],
+ * "next_cursor":cursor-or-null}, in one allocation. */
+void render_message_page(buf_t *b, const message_t *items, size_t count, int limit, const char *next_cursor);
 /* A conversation as listed for one user (user1 = that user). */
 void render_conversation_item(buf_t *b, const conversation_t *c);
 /* A conversation on its own: participants, created_at, last message. */

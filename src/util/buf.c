@@ -2,7 +2,6 @@
 #include "util/buf.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,9 +53,16 @@ void buf_putc(buf_t *b, char c) {
 }
 
 void buf_put_i64(buf_t *b, long long v) {
+    /* By hand, not snprintf: every page's "total" and "limit" go through here. */
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", v);
-    buf_append(b, tmp, (size_t)n);
+    char *p = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
 char *buf_steal(buf_t *b, size_t *len) {

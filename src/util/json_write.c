@@ -5,9 +5,14 @@
 
 static const char HEX[] = "0123456789abcdef";
 
-static void put_u16(buf_t *b, unsigned v) {
-    char e[6] = {'\\', 'u', HEX[(v >> 12) & 15], HEX[(v >> 8) & 15], HEX[(v >> 4) & 15], HEX[v & 15]};
-    buf_append(b, e, 6);
+static char *put_u16(char *o, unsigned v) {
+    o[0] = '\\';
+    o[1] = 'u';
+    o[2] = HEX[(v >> 12) & 15];
+    o[3] = HEX[(v >> 8) & 15];
+    o[4] = HEX[(v >> 4) & 15];
+    o[5] = HEX[v & 15];
+    return o + 6;
 }
 
 /* Decodes one UTF-8 sequence at s[0..len); returns its length, or 0 when the
@@ -31,17 +36,35 @@ static size_t decode_utf8(const unsigned char *s, size_t len, unsigned *cp) {
     return n + 1;
 }
 
-void json_put_string(buf_t *b, const char *str, size_t len) {
+/* True when none of the 8 bytes in w needs escaping: each is in
+ * [0x20, 0x7F) and is neither '"' nor '\\'. Bit tricks on a word at a time;
+ * a message's content is mostly such bytes. */
+static inline int plain8(uint64_t w) {
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t ctl = w - ones * 0x20;                   /* high bit set where byte < 0x20 */
+    uint64_t del = (w ^ (ones * 0x7F)) - ones;        /* where byte == 0x7F */
+    uint64_t quote = (w ^ (ones * '"')) - ones;       /* where byte == '"' */
+    uint64_t bslash = (w ^ (ones * '\\')) - ones;     /* where byte == '\\' */
+    /* A byte >= 0x80 has its own high bit set (w), which also guards the
+     * borrows above, which only come from bytes below 0x20 or equal to
+     * the subtracted value. */
+    return ((w | ctl | del | quote | bslash) & high) == 0;
+}
+
+char *json_escape_to(char *o, const char *str, size_t len) {
     const unsigned char *s = (const unsigned char *)str;
-    /* Worst case is 12 output bytes per input byte (a lone byte -> \ufffd is
-     * 6; a 4-byte sequence -> two \u escapes is 12, i.e. 3 per byte), plus
-     * quotes; reserving len*6+2 covers every case, so the loop needs no
-     * per-character growth checks. */
-    if (len > (SIZE_MAX - 2) / 6 || !buf_reserve(b, len * 6 + 2)) { b->oom = 1; return; }
-    char *o = b->data + b->len;
     *o++ = '"';
     size_t i = 0;
     while (i < len) {
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!plain8(w)) break;
+            memcpy(o, &w, 8);
+            o += 8;
+            i += 8;
+        }
+        if (i == len) break;
         unsigned c = s[i];
         if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') { *o++ = (char)c; i++; continue; }
         if (c < 0x80) {
@@ -64,18 +87,25 @@ void json_put_string(buf_t *b, const char *str, size_t len) {
         unsigned cp;
         size_t n = decode_utf8(s + i, len - i, &cp);
         if (n == 0) { cp = 0xFFFD; n = 1; }
-        b->len = (size_t)(o - b->data);
         if (cp >= 0x10000) {
             unsigned v = cp - 0x10000;
-            put_u16(b, 0xD800 | (v >> 10));
-            put_u16(b, 0xDC00 | (v & 0x3FF));
+            o = put_u16(o, 0xD800 | (v >> 10));
+            o = put_u16(o, 0xDC00 | (v & 0x3FF));
         } else {
-            put_u16(b, cp);
+            o = put_u16(o, cp);
         }
-        o = b->data + b->len;
         i += n;
     }
     *o++ = '"';
+    return o;
+}
+
+void json_put_string(buf_t *b, const char *str, size_t len) {
+    if (len > (SIZE_MAX - 2) / 6 || !buf_reserve(b, JSON_ESCAPED_MAX_LEN(len))) {
+        b->oom = 1;
+        return;
+    }
+    char *o = json_escape_to(b->data + b->len, str, len);
     b->len = (size_t)(o - b->data);
     b->data[b->len] = '\0';
 }

@@ -18,6 +18,14 @@
 #include "util/buf.h"
 
 void json_put_string(buf_t *b, const char *s, size_t len);
+/* The most bytes json_escape_to() writes for len input bytes: 6 per byte
+ * (a lone byte becomes \ufffd; a 4-byte sequence two \u escapes, 3 per
+ * byte), plus the quotes. */
+#define JSON_ESCAPED_MAX_LEN(len) ((len) * 6 + 2)
+/* Writes s as a quoted JSON string at o, which must have room for
+ * JSON_ESCAPED_MAX_LEN(len) bytes; returns the end of what it wrote (no NUL
+ * is added). For renderers that reserve a whole record's room at once. */
+char *json_escape_to(char *o, const char *s, size_t len);
 void json_put_cstring(buf_t *b, const char *s);
 /* Appends "key": (the key must be a plain ASCII literal, not escaped). */
 void json_put_key(buf_t *b, const char *key);

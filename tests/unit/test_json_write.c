@@ -111,6 +111,29 @@ static void random_bytes_always_valid_json(void **state) {
     }
 }
 
+/* The writer copies 8 plain bytes at a time: every ASCII byte, at every
+ * position of a word (and across words), must still be seen and escaped. */
+static void special_byte_in_every_lane(void **state) {
+    (void)state;
+    char s[24];
+    for (int v = 0; v < 128; v++) {
+        for (size_t at = 0; at < sizeof s; at++) {
+            memset(s, 'a', sizeof s);
+            s[at] = (char)v;
+            expect_round_trip(s, sizeof s);
+            for (size_t len = at + 1; len <= sizeof s; len += 5) expect_round_trip(s, len);
+        }
+    }
+    /* A non-ASCII byte in a lane becomes U+FFFD; the plain bytes around it survive. */
+    memset(s, 'b', sizeof s);
+    s[13] = (char)0xE9;
+    size_t n;
+    char *back = round_trip(s, sizeof s, &n);
+    assert_int_equal(n, sizeof s + 2);
+    assert_memory_equal(back, "bbbbbbbbbbbbb" "\xEF\xBF\xBD" "bbbbbbbbbb", n);
+    free(back);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_ascii_byte),
@@ -118,6 +141,7 @@ int main(void) {
         cmocka_unit_test(every_code_point),
         cmocka_unit_test(invalid_bytes_become_replacement),
         cmocka_unit_test(random_bytes_always_valid_json),
+        cmocka_unit_test(special_byte_in_every_lane),
     };
     return cmocka_run_group_tests_name("json_write", tests, NULL, NULL);
 }
