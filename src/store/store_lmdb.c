@@ -501,10 +501,8 @@ static void lmdb_messages_list(store_t *base, const store_msg_query_t *q, store_
     store_msg_page_t page = {.items = items};
     int limit = q->limit < 1 ? 1 : q->limit > MAX_PAGE ? MAX_PAGE : q->limit;
 
-    MDB_val k = val(q->conversation_id.b, 16), v;
-    int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
-    if (rc) { err = map_err(rc); goto done; }
-    rc = mdb_cursor_open(txn, s->dbi[DB_MESSAGES], &c);
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, s->dbi[DB_MESSAGES], &c);
     if (rc) { err = map_err(rc); goto done; }
 
     uint8_t key[32];
@@ -527,6 +525,14 @@ static void lmdb_messages_list(store_t *base, const store_msg_query_t *q, store_
         rc = mdb_cursor_get(c, &k, &v, step);
     }
     if (rc && rc != MDB_NOTFOUND) { err = map_err(rc); goto done; }
+    /* A conversation with messages exists (sends create it): only an empty
+     * page needs the look-up that tells "no such conversation" apart. One
+     * B-tree descent fewer on every other page read. */
+    if (!page.count) {
+        k = val(q->conversation_id.b, 16);
+        rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
+        if (rc) { err = map_err(rc); goto done; }
+    }
     err = STORE_OK;
 done:
     if (c) mdb_cursor_close(c);

@@ -137,6 +137,21 @@ def test_after_message_id_catch_up(client, lib, conv28):
     assert out == sent
 
 
+def test_unknown_conversation_404_on_every_kind_of_page(client, lib, conv28):
+    """A page of an unknown conversation is a 404, cursor or not; an empty
+    page of a known one is a 200 (the store looks the conversation up only
+    when a page comes out empty)."""
+    ghost = str(uuid.uuid4())
+    some_id = conv28["sent"][0]["message_id"]
+    for qs in ("", "limit=5", f"before_message_id={some_id}", f"after_message_id={some_id}"):
+        status, resp, _ = client.call("GET", msgs_url(ghost, qs))
+        assert status == 404, (qs, resp)
+        lib.check_error(resp)
+    oldest = conv28["sent"][0]["message_id"]
+    p = client.messages_page(conv28["cid"], before_message_id=oldest)
+    assert p["data"] == [] and p["next_cursor"] is None
+
+
 def test_after_sees_new_messages(client, lib):
     a = client.create_user()["user_id"]
     b = client.create_user()["user_id"]
