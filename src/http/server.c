@@ -86,6 +86,16 @@ struct http_request {
     bool counted;                /* in srv->inflight (from dispatch to completion) */
     _Atomic int state;
     unsigned status;
+    /* The answer. A body is kept as plain bytes until the connection's own
+     * thread turns it into a libmicrohttpd response (queue_answer), so that
+     * the response and its headers are allocated and freed by one thread,
+     * even when the answer came from a store thread. A stream's response is
+     * made by http_respond_stream() itself. */
+    bool answered_ok;            /* false: no answer could be built (500) */
+    const char *answer;
+    size_t answer_len;
+    bool answer_owned;           /* free() it if it is never handed over */
+    const char *content_type;
     struct MHD_Response *response;
     struct timespec start;
     char id[72];
@@ -130,18 +140,12 @@ void http_respond_header(http_request_t *r, const char *name, const char *value)
     r->n_headers++;
 }
 
-static void finish(http_request_t *r, unsigned status, struct MHD_Response *resp) {
-    if (resp) {
-        for (int i = 0; i < r->n_headers; i++) MHD_add_response_header(resp, r->header_name[i], r->header_value[i]);
-        MHD_add_response_header(resp, "X-Request-Id", r->id);
-        if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    } else {
-        /* Could not even build a response: MHD answers with an internal
-         * error and closes the connection. */
-        status = 500;
-    }
-    r->status = status;
-    r->response = resp;
+/* Publishes the answer (the fields set by the caller) to the connection's
+ * thread. `ok` false: nothing could be built; MHD then answers with an
+ * internal error and closes the connection. */
+static void finish(http_request_t *r, unsigned status, bool ok) {
+    r->answered_ok = ok;
+    r->status = ok ? status : 500;
     int prev = atomic_exchange(&r->state, REQ_ANSWERED);
     if (prev == REQ_SUSPENDED) MHD_resume_connection(r->conn);
 }
@@ -149,15 +153,12 @@ static void finish(http_request_t *r, unsigned status, struct MHD_Response *resp
 void http_respond_json(http_request_t *r, unsigned status, buf_t *body) {
     size_t len;
     char *data = buf_steal(body, &len);
-    struct MHD_Response *resp = NULL;
-    if (data) {
-        resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
-        if (!resp) free(data);
-        else MHD_add_response_header(resp, "Content-Type", "application/json");
-    } else {
-        log_error("http", "req=%s out of memory building the response", r->id);
-    }
-    finish(r, status, resp);
+    if (!data) log_error("http", "req=%s out of memory building the response", r->id);
+    r->answer = data;
+    r->answer_len = len;
+    r->answer_owned = true;
+    r->content_type = "application/json";
+    finish(r, status, data != NULL);
 }
 
 void http_respond_error(http_request_t *r, unsigned status, const char *detail) {
@@ -173,9 +174,11 @@ void http_respond_error(http_request_t *r, unsigned status, const char *detail) 
 
 void http_respond_static(http_request_t *r, unsigned status, const char *content_type,
                          const void *data, size_t len) {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
-    if (resp) MHD_add_response_header(resp, "Content-Type", content_type);
-    finish(r, status, resp);
+    r->answer = data;
+    r->answer_len = len;
+    r->answer_owned = false;
+    r->content_type = content_type;
+    finish(r, status, true);
 }
 
 /* ------------------------------------------------------------- streams */
@@ -269,7 +272,7 @@ http_stream_t *http_respond_stream(http_request_t *r, const char *content_type, 
         http_respond_error(r, 503, "server out of memory; try again");
         return NULL;
     }
-    MHD_add_response_header(resp, "Content-Type", content_type);
+    r->content_type = content_type;
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: do not hold events back */
     http_server_t *srv = r->srv;
@@ -278,7 +281,8 @@ http_stream_t *http_respond_stream(http_request_t *r, const char *content_type, 
     if (s->next) s->next->prev = s;
     srv->streams = s;
     pthread_mutex_unlock(&srv->streams_mu);
-    finish(r, 200, resp);
+    r->response = resp;
+    finish(r, 200, true);
     return s;
 }
 
@@ -330,11 +334,27 @@ void http_stream_release(http_stream_t *s) {
     if (s) stream_unref(s);
 }
 
+/* On the connection's thread, once the request is answered: builds the
+ * libmicrohttpd response (unless a stream brought its own) and queues it. */
 static enum MHD_Result queue_answer(http_request_t *r) {
-    if (!r->response) return MHD_NO;
-    enum MHD_Result ok = MHD_queue_response(r->conn, r->status, r->response);
-    MHD_destroy_response(r->response);
+    if (!r->answered_ok) return MHD_NO;
+    struct MHD_Response *resp = r->response;
+    if (!resp) {
+        resp = MHD_create_response_from_buffer(r->answer_len, (void *)r->answer,
+                                               r->answer_owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        if (!resp) {
+            log_error("http", "req=%s out of memory building the response", r->id);
+            return MHD_NO; /* on_completed frees the answer */
+        }
+        r->answer = NULL; /* the response owns it now */
+    }
     r->response = NULL;
+    MHD_add_response_header(resp, "Content-Type", r->content_type);
+    for (int i = 0; i < r->n_headers; i++) MHD_add_response_header(resp, r->header_name[i], r->header_value[i]);
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ok = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
     return ok;
 }
 
@@ -497,6 +517,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
             log_msg(LOG_INFO, "http", "req=%s %s %s aborted before the body was complete", r->id, r->method, r->path);
     }
     if (r->response) MHD_destroy_response(r->response);
+    if (r->answer_owned) free((void *)r->answer);
     bool counted = r->counted;
     buf_free(&r->body);
     free(r);
