@@ -82,8 +82,8 @@ KNOBS = {
     "BENCH_HUB": env_num("BENCH_HUB", 100000),
     "BENCH_LONG": env_num("BENCH_LONG", 1000000),
     "BENCH_IDLE_CONNECTIONS": env_num("BENCH_IDLE_CONNECTIONS", 10000),
-    "BENCH_SCALE_ROUNDS": env_num("BENCH_SCALE_ROUNDS", 1 if QUICK else 3),
-    "BENCH_RATIO_ROUNDS": env_num("BENCH_RATIO_ROUNDS", 1 if QUICK else 3),
+    "BENCH_SCALE_ROUNDS": env_num("BENCH_SCALE_ROUNDS", 1 if QUICK else 5),
+    "BENCH_RATIO_ROUNDS": env_num("BENCH_RATIO_ROUNDS", 1 if QUICK else 5),
     "BENCH_SCENARIOS": env_str("BENCH_SCENARIOS", "health,page,list,send,mixed,memory,scale").split(","),
     "BENCH_PORT": env_num("BENCH_PORT", 0),                        # 0: a free port
     "BENCH_STRICT": os.environ.get("BENCH_STRICT", "") == "1",     # exit 1 when a target falls short
