@@ -80,7 +80,8 @@ typedef struct sse {
 
 /* ---- rendering ---- */
 
-static void render_event(buf_t *b, const message_t *m) {
+static void render_event(void *arg, buf_t *b) {
+    const message_t *m = arg;
     char id[UUID_STR_LEN + 1];
     uuid_format(&m->id, id);
     buf_lit(b, "id: ");
@@ -91,13 +92,7 @@ static void render_event(buf_t *b, const message_t *m) {
 }
 
 void events_publish_message(api_t *api, const message_t *m) {
-    if (!api->events) return;
-    buf_t b;
-    buf_init(&b);
-    render_event(&b, m);
-    if (buf_ok(&b)) events_publish(api->events, &m->sender_id, &m->receiver_id, &m->id, b.data, b.len);
-    else log_error("events", "out of memory rendering an event");
-    buf_free(&b);
+    if (api->events) events_publish(api->events, &m->sender_id, &m->receiver_id, &m->id, render_event, (void *)m);
 }
 
 /* ---- lifetime ---- */
@@ -312,7 +307,7 @@ static void on_messages(void *ctx, int err, const store_msg_page_t *page) {
         }
         buf_t b;
         buf_init(&b);
-        render_event(&b, &page->items[i]);
+        render_event((void *)&page->items[i], &b);
         if (!buf_ok(&b)) {
             buf_free(&b);
             c->err = STORE_ENOMEM;

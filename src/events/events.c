@@ -47,12 +47,25 @@ static void deliver_to(events_t *ev, const uuid_t *user, const uuid_t *id, const
         if (uuid_cmp(&s->user, user) == 0) s->sink.deliver(s->sink.ctx, id, event, len);
 }
 
+/* Called with ev->mu held. */
+static void deliver_both(events_t *ev, const uuid_t *sender, const uuid_t *receiver, const uuid_t *id,
+                         const char *event, size_t len) {
+    deliver_to(ev, sender, id, event, len);
+    if (uuid_cmp(sender, receiver) != 0) deliver_to(ev, receiver, id, event, len);
+}
+
 static void deliver_local(events_t *ev, const uuid_t *sender, const uuid_t *receiver, const uuid_t *id,
                           const char *event, size_t len) {
     pthread_mutex_lock(&ev->mu);
-    deliver_to(ev, sender, id, event, len);
-    if (uuid_cmp(sender, receiver) != 0) deliver_to(ev, receiver, id, event, len);
+    deliver_both(ev, sender, receiver, id, event, len);
     pthread_mutex_unlock(&ev->mu);
+}
+
+/* Whether `user` has a subscriber here. Called with ev->mu held. */
+static bool subscribed(events_t *ev, const uuid_t *user) {
+    for (events_sub_t *s = ev->table[bucket_of(user)]; s; s = s->next)
+        if (uuid_cmp(&s->user, user) == 0) return true;
+    return false;
 }
 
 static void for_each_sub(events_t *ev, void (*fn)(const events_sink_t *)) {
@@ -182,22 +195,33 @@ void events_unsubscribe(events_t *ev, events_sub_t *sub) {
 }
 
 void events_publish(events_t *ev, const uuid_t *sender, const uuid_t *receiver, const uuid_t *id,
-                    const char *event, size_t len) {
+                    events_render_fn render, void *arg) {
+    buf_t b;
+    buf_init(&b);
     if (!ev->broker) {
-        deliver_local(ev, sender, receiver, id, event, len);
+        /* Checked and delivered under one lock: a subscriber that comes in
+         * between cannot miss the event. */
+        pthread_mutex_lock(&ev->mu);
+        if (subscribed(ev, sender) || subscribed(ev, receiver)) {
+            render(arg, &b);
+            if (buf_ok(&b)) deliver_both(ev, sender, receiver, id, b.data, b.len);
+            else log_error("events", "out of memory rendering an event");
+        }
+        pthread_mutex_unlock(&ev->mu);
+        buf_free(&b);
         return;
     }
-    /* Through the broker even for our own subscribers: one path, one order. */
-    char *p = malloc(PAYLOAD_HDR + len);
-    if (!p) {
+    /* Through the broker even for our own subscribers: one path, one order.
+     * The payload is the header, then the event. */
+    buf_append(&b, sender->b, 16);
+    buf_append(&b, receiver->b, 16);
+    buf_append(&b, id->b, 16);
+    render(arg, &b);
+    if (buf_ok(&b)) {
+        broker_publish(ev->broker, b.data, b.len);
+    } else {
         log_error("events", "out of memory publishing an event: streams told to catch up");
         for_each_sub(ev, call_reset);
-        return;
     }
-    memcpy(p, sender->b, 16);
-    memcpy(p + 16, receiver->b, 16);
-    memcpy(p + 32, id->b, 16);
-    memcpy(p + PAYLOAD_HDR, event, len);
-    broker_publish(ev->broker, p, PAYLOAD_HDR + len);
-    free(p);
+    buf_free(&b);
 }

@@ -8,8 +8,9 @@
  * quick and must not call back into the hub. After events_unsubscribe()
  * returns, none of a sink's callbacks is running or will run.
  *
- * An event is opaque bytes to the hub (the API layer renders it once per
- * message, whoever the recipients).
+ * An event is opaque bytes to the hub, rendered by the API layer once per
+ * message, whoever the recipients, and only when somebody may want it: a
+ * broker is configured, or one of the two users has a subscriber here.
  */
 #ifndef MESSENGER_EVENTS_EVENTS_H
 #define MESSENGER_EVENTS_EVENTS_H
@@ -17,6 +18,7 @@
 #include <stddef.h>
 
 #include "model/uuid.h"
+#include "util/buf.h"
 
 typedef struct events events_t;
 typedef struct events_sub events_sub_t;
@@ -41,8 +43,14 @@ void events_close(events_t *ev);
 int events_subscribe(events_t *ev, const uuid_t *user, const events_sink_t *sink, events_sub_t **out);
 void events_unsubscribe(events_t *ev, events_sub_t *sub);
 
-/* A message was committed: its two participants' subscribers get `event`. */
+/* Writes a message's event into b (b is empty and initialised). */
+typedef void (*events_render_fn)(void *arg, buf_t *b);
+
+/* A message was committed: its two participants' subscribers get the event
+ * that render(arg) writes. render runs at most once, on this thread (under
+ * the hub's lock when there is no broker), and not at all when nobody here
+ * subscribes to either user and there is no broker: most sends. */
 void events_publish(events_t *ev, const uuid_t *sender, const uuid_t *receiver, const uuid_t *message_id,
-                    const char *event, size_t len);
+                    events_render_fn render, void *arg);
 
 #endif
