@@ -551,9 +551,9 @@ class CassandraBackend(Backend):
         up for the compaction that drops those tombstones (gc_grace_seconds
         0, levelled, single-sstable tombstone compactions), but right after a
         seed of 2,000,000 sends in ~20 minutes it has not caught up, and
-        each list page reads through the tombstones: 100 lists/s measured
-        so (2026-11-28), against thousands once compacted, the state a node
-        that takes sends at a human pace stays in."""
+        each list page reads through the tombstones. (On 2026-11-28, on a
+        keyspace seeded twice, the list stayed at ~140 req/s even so: the
+        tombstones were not dropped; see the README's performance section.)"""
         ks = self.store_args(data_dir)[-1]
         t0 = time.monotonic()
         for cmd in (["flush", ks, "conversations_by_recency"], ["compact", ks, "conversations_by_recency"]):

@@ -61,6 +61,13 @@ static void deliver_local(events_t *ev, const uuid_t *sender, const uuid_t *rece
     pthread_mutex_unlock(&ev->mu);
 }
 
+/* Tells `user`'s subscribers here that they missed an event. Called with
+ * ev->mu held. */
+static void reset_user(events_t *ev, const uuid_t *user) {
+    for (events_sub_t *s = ev->table[bucket_of(user)]; s; s = s->next)
+        if (uuid_cmp(&s->user, user) == 0) s->sink.reset(s->sink.ctx);
+}
+
 /* Whether `user` has a subscriber here. Called with ev->mu held. */
 static bool subscribed(events_t *ev, const uuid_t *user) {
     for (events_sub_t *s = ev->table[bucket_of(user)]; s; s = s->next)
@@ -204,8 +211,13 @@ void events_publish(events_t *ev, const uuid_t *sender, const uuid_t *receiver, 
         pthread_mutex_lock(&ev->mu);
         if (subscribed(ev, sender) || subscribed(ev, receiver)) {
             render(arg, &b);
-            if (buf_ok(&b)) deliver_both(ev, sender, receiver, id, b.data, b.len);
-            else log_error("events", "out of memory rendering an event");
+            if (buf_ok(&b)) {
+                deliver_both(ev, sender, receiver, id, b.data, b.len);
+            } else {
+                log_error("events", "out of memory rendering an event: its streams told to catch up");
+                reset_user(ev, sender);
+                reset_user(ev, receiver);
+            }
         }
         pthread_mutex_unlock(&ev->mu);
         buf_free(&b);

@@ -43,7 +43,7 @@ void events_close(events_t *ev);
 int events_subscribe(events_t *ev, const uuid_t *user, const events_sink_t *sink, events_sub_t **out);
 void events_unsubscribe(events_t *ev, events_sub_t *sub);
 
-/* Writes a message's event into b (b is empty and initialised). */
+/* Appends a message's event to b (which may already hold a header). */
 typedef void (*events_render_fn)(void *arg, buf_t *b);
 
 /* A message was committed: its two participants' subscribers get the event

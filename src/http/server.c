@@ -344,7 +344,8 @@ static enum MHD_Result queue_answer(http_request_t *r) {
                                                r->answer_owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
         if (!resp) {
             log_error("http", "req=%s out of memory building the response", r->id);
-            return MHD_NO; /* on_completed frees the answer */
+            r->status = 500; /* for the access log: the connection is dropped */
+            return MHD_NO;   /* on_completed frees the answer */
         }
         r->answer = NULL; /* the response owns it now */
     }

@@ -1263,6 +1263,9 @@ static void batch_commit(lmdb_store_t *s) {
     int64_t t0 = mono_us(), log_us = 0;
     uint64_t seq = 0;
     int err = s->open_err;
+    /* A log sync failed while this batch grew: the store refuses writes
+     * from then on, and this batch is not written either. */
+    if (!err && atomic_load(&s->failed)) err = STORE_EUNAVAILABLE;
     if (!err && !s->bulk) err = prune(s, s->txn, time_now_ms());
     if (s->cur_msgs) mdb_cursor_close(s->cur_msgs);
     if (s->cur_recency) mdb_cursor_close(s->cur_recency);
