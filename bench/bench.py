@@ -524,9 +524,9 @@ class CassandraBackend(Backend):
     only holds the stamp. The server finds the cluster through its own
     settings (CASSANDRA_HOSTS etc., see `messenger --help`); ensure_up()
     starts the local node with scripts/cassandra when it is not running (and
-    shutdown() stops it again only then). Clearing an outdated set does not
-    drop its keyspace (seed skips rows already there; messages added by
-    earlier bench runs stay); drop it by hand for a clean set. The ceiling
+    shutdown() stops it again only then). Clearing an outdated set drops
+    its keyspace (see clear()); messages that earlier bench runs added to a
+    set that is reused stay (the stamp counts them). The ceiling
     rows come from `messenger bench-store --requests` on the same keyspace
     and the same request files as the HTTP scenarios."""
     name = "cassandra"
@@ -537,9 +537,26 @@ class CassandraBackend(Backend):
         return ["--store", self.name, "--cassandra-keyspace", ks[:48]]
 
     def clear(self, data_dir):
+        """A complete set (it has a stamp) of other parameters or sources:
+        drops its keyspace, so that the new seed is the set it claims to be
+        (a seed into an old keyspace adds to it: one seeded twice made every
+        user's first list page meet ~400 moved rows, 2026-11-28). Without a
+        stamp the seed was interrupted: it resumes, skipping rows already
+        there."""
         stamp = data_dir / "bench-stamp.json"
-        if stamp.exists():
-            stamp.unlink()
+        if not stamp.exists():
+            return
+        ks = self.store_args(data_dir)[-1]
+        contacts = [h.strip().partition(":") for h in os.environ.get("CASSANDRA_HOSTS", "127.0.0.1:9042").split(",")]
+        hosts, port = [h for h, _, _ in contacts], int(contacts[0][2] or 9042)
+        from cassandra.cluster import Cluster  # the DataStax driver: scripts/deps.sh installs it
+        cluster = Cluster(hosts, port=port)
+        try:
+            cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=120)
+            log(f"cassandra: dropped the keyspace {ks} of the outdated set")
+        finally:
+            cluster.shutdown()
+        stamp.unlink()
 
     def main_size(self):
         return (KNOBS["BENCH_CASSANDRA_USERS"], KNOBS["BENCH_CASSANDRA_CONVERSATIONS"],
