@@ -549,13 +549,18 @@ class CassandraBackend(Backend):
         ks = self.store_args(data_dir)[-1]
         contacts = [h.strip().partition(":") for h in os.environ.get("CASSANDRA_HOSTS", "127.0.0.1:9042").split(",")]
         hosts, port = [h for h, _, _ in contacts], int(contacts[0][2] or 9042)
-        from cassandra.cluster import Cluster  # the DataStax driver: scripts/deps.sh installs it
-        cluster = Cluster(hosts, port=port)
-        try:
-            cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=120)
-            log(f"cassandra: dropped the keyspace {ks} of the outdated set")
-        finally:
-            cluster.shutdown()
+        # With the DataStax driver, in the `python3` of PATH: the one that
+        # scripts/deps.sh installed it for (run.sh may run this file with
+        # another).
+        drop = ("import sys\nfrom cassandra.cluster import Cluster\n"
+                "c = Cluster(sys.argv[3].split(','), port=int(sys.argv[2]))\n"
+                "try:\n    c.connect().execute('DROP KEYSPACE IF EXISTS ' + sys.argv[1], timeout=120)\n"
+                "finally:\n    c.shutdown()\n")
+        p = subprocess.run(["python3", "-c", drop, ks, str(port), ",".join(hosts)], capture_output=True, text=True,
+                           timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError(f"cannot drop the outdated keyspace {ks}: {p.stderr.strip()[-400:]}")
+        log(f"cassandra: dropped the keyspace {ks} of the outdated set")
         stamp.unlink()
 
     def main_size(self):
