@@ -460,6 +460,13 @@ static uint64_t message_key_ticks(const MDB_val *k) {
     return uuid_time_ticks(&id);
 }
 
+/* A conversation's activity (the invariant at the top): the greater of its
+ * creation time and its newest message's timestamp (0: no message). */
+static uint64_t conv_activity(int64_t created_ms, uint64_t newest_ticks) {
+    uint64_t created = unix_ms_to_ticks(created_ms);
+    return newest_ticks > created ? newest_ticks : created;
+}
+
 /* Reads conversation `id` whole, as its metadata and newest message give it
  * (c: a cursor on messages_by_conversation). Pointers in *out point into
  * the map: valid while txn lives. */
@@ -474,15 +481,14 @@ static int conversation_read(lmdb_store_t *s, MDB_txn *txn, MDB_cursor *c, const
     out->created_at_ms = (int64_t)be64_get(p);
     memcpy(out->user1_id.b, p + 8, 16);
     memcpy(out->user2_id.b, p + 24, 16);
-    out->activity = unix_ms_to_ticks(out->created_at_ms);
+    out->activity = conv_activity(out->created_at_ms, 0);
     out->last_message_at_ms = out->created_at_ms;
     rc = newest_message(c, id, &k, &v);
     if (rc == MDB_NOTFOUND) return STORE_OK;
     if (rc) return map_err(rc);
     message_t m;
     decode_message(&k, &v, &m);
-    uint64_t ticks = uuid_time_ticks(&m.id);
-    if (ticks > out->activity) out->activity = ticks;
+    out->activity = conv_activity(out->created_at_ms, uuid_time_ticks(&m.id));
     out->has_last_message = true;
     out->last_message_id = m.id;
     out->last_message_at_ms = m.created_at_ms;
@@ -843,8 +849,7 @@ static int conv_find(lmdb_store_t *s, MDB_txn *txn, const uuid_t *conv, const uu
     if (v.mv_size < META_LEN) return STORE_EIO;
     out->exists = true;
     out->created_ms = (int64_t)be64_get(v.mv_data);
-    out->activity = unix_ms_to_ticks(out->created_ms);
-    if (newest > out->activity) out->activity = newest;
+    out->activity = conv_activity(out->created_ms, newest);
     return STORE_OK;
 }
 
@@ -1033,7 +1038,7 @@ static int apply_open(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     } else if (rc == MDB_NOTFOUND) {
         if (!user_exists(s, txn, &op->open_a) || !user_exists(s, txn, &op->open_b)) return STORE_ENOTFOUND;
         conv_state_t none = {.exists = false};
-        uint64_t activity = unix_ms_to_ticks(created);
+        uint64_t activity = conv_activity(created, 0);
         int err = meta_put(s, txn, &conv, &op->open_a, &op->open_b, created);
         if (!err) err = recency_move(s, &op->open_a, &op->open_b, &conv, &none, activity, created, NULL);
         if (!err && uuid_cmp(&op->open_a, &op->open_b) != 0)
