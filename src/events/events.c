@@ -41,10 +41,18 @@ static size_t bucket_of(const uuid_t *u) {
     return h % BUCKETS;
 }
 
+/* The subscriber of `user` here after s (NULL: the first), or NULL when
+ * there is no other. Called with ev->mu held. */
+static events_sub_t *sub_next(events_t *ev, const uuid_t *user, events_sub_t *s) {
+    for (s = s ? s->next : ev->table[bucket_of(user)]; s; s = s->next)
+        if (uuid_cmp(&s->user, user) == 0) return s;
+    return NULL;
+}
+
 /* Delivers to the local subscribers of one user. Called with ev->mu held. */
 static void deliver_to(events_t *ev, const uuid_t *user, const uuid_t *id, const char *event, size_t len) {
-    for (events_sub_t *s = ev->table[bucket_of(user)]; s; s = s->next)
-        if (uuid_cmp(&s->user, user) == 0) s->sink.deliver(s->sink.ctx, id, event, len);
+    for (events_sub_t *s = sub_next(ev, user, NULL); s; s = sub_next(ev, user, s))
+        s->sink.deliver(s->sink.ctx, id, event, len);
 }
 
 /* Called with ev->mu held. */
@@ -64,15 +72,7 @@ static void deliver_local(events_t *ev, const uuid_t *sender, const uuid_t *rece
 /* Tells `user`'s subscribers here that they missed an event. Called with
  * ev->mu held. */
 static void reset_user(events_t *ev, const uuid_t *user) {
-    for (events_sub_t *s = ev->table[bucket_of(user)]; s; s = s->next)
-        if (uuid_cmp(&s->user, user) == 0) s->sink.reset(s->sink.ctx);
-}
-
-/* Whether `user` has a subscriber here. Called with ev->mu held. */
-static bool subscribed(events_t *ev, const uuid_t *user) {
-    for (events_sub_t *s = ev->table[bucket_of(user)]; s; s = s->next)
-        if (uuid_cmp(&s->user, user) == 0) return true;
-    return false;
+    for (events_sub_t *s = sub_next(ev, user, NULL); s; s = sub_next(ev, user, s)) s->sink.reset(s->sink.ctx);
 }
 
 static void for_each_sub(events_t *ev, void (*fn)(const events_sink_t *)) {
@@ -209,7 +209,7 @@ void events_publish(events_t *ev, const uuid_t *sender, const uuid_t *receiver, 
         /* Checked and delivered under one lock: a subscriber that comes in
          * between cannot miss the event. */
         pthread_mutex_lock(&ev->mu);
-        if (subscribed(ev, sender) || subscribed(ev, receiver)) {
+        if (sub_next(ev, sender, NULL) || sub_next(ev, receiver, NULL)) {
             render(arg, &b);
             if (buf_ok(&b)) {
                 deliver_both(ev, sender, receiver, id, b.data, b.len);
