@@ -32,6 +32,36 @@ static void parse_rejects_malformed(void **state) {
     assert_int_equal(uuid_parse(&u, "70030948-bb89-9933-eaf8-ac47c88cbaffXYZ", 36), 0);
 }
 
+/* Every byte value at every position: accepted exactly when it is a hex
+ * digit (or the dash where one belongs), and each digit read at its value. */
+static void parse_every_byte_at_every_position(void **state) {
+    (void)state;
+    const char *good = "0123abcd-ef45-6789-ABCD-ef0123456789";
+    for (int pos = 0; pos < UUID_STR_LEN; pos++) {
+        bool dash = pos == 8 || pos == 13 || pos == 18 || pos == 23;
+        for (int c = 0; c < 256; c++) {
+            char s[UUID_STR_LEN];
+            memcpy(s, good, UUID_STR_LEN);
+            s[pos] = (char)c;
+            bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+            uuid_t u;
+            memset(&u, 0x5a, sizeof u);
+            int rc = uuid_parse(&u, s, UUID_STR_LEN);
+            if (dash ? c != '-' : !hex) {
+                assert_int_equal(rc, -1);
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            if (dash) continue;
+            /* Byte index and nibble of position pos. */
+            int digit = pos - (pos > 8) - (pos > 13) - (pos > 18) - (pos > 23);
+            int want = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+            int got = digit % 2 ? u.b[digit / 2] & 15 : u.b[digit / 2] >> 4;
+            assert_int_equal(got, want);
+        }
+    }
+}
+
 static void v1_fields(void **state) {
     (void)state;
     uuid_t u;
@@ -147,6 +177,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parse_format_round_trip),
         cmocka_unit_test(parse_rejects_malformed),
+        cmocka_unit_test(parse_every_byte_at_every_position),
         cmocka_unit_test(v1_fields),
         cmocka_unit_test(ms_ticks_conversion),
         cmocka_unit_test(sort_key_orders_by_time),
