@@ -74,7 +74,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,6 +84,7 @@
 #include "util/buf.h"
 #include "util/bytes.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/timefmt.h"
 
 enum { DB_USERS, DB_USERS_BY_NAME, DB_MESSAGES, DB_CONVS_BY_USER, DB_CONV_META,
@@ -1303,8 +1303,9 @@ static void batch_commit(lmdb_store_t *s) {
 static void *base_main(void *arg) {
     lmdb_store_t *s = arg;
     pthread_setname_np(pthread_self(), "lmdb-base");
-    /* Background work: let the writer and the HTTP threads go first. */
-    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+    /* Background work: the writer, the log's syncs and the HTTP threads go
+     * first, for the CPU and for the disk. */
+    thread_background();
     uint64_t bytes = 0;
     int rc = datadir_base_write(s->env, s->dir, &bytes);
     if (!rc) { /* the log before the base is not needed any more */

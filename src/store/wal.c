@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -27,6 +26,7 @@
 #include "util/bytes.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define WAL_MAGIC 0x4d574c31u /* "MWL1" */
 #define HDR_LEN 20
@@ -360,7 +360,7 @@ static int prep_write(wal_t *w) {
 static void *prep_main(void *arg) {
     wal_t *w = arg;
     pthread_setname_np(pthread_self(), "wal-prepare");
-    setpriority(PRIO_PROCESS, (id_t)gettid(), 10); /* background: the appends go first */
+    thread_background(); /* the appends and syncs go first, for the CPU and for the disk */
     pthread_mutex_lock(&w->mu);
     while (!atomic_load(&w->prep_stop)) {
         if (w->prep_ready) {
