@@ -15,9 +15,7 @@ cursor_kind_t conv_cursor_parse(const char *s, size_t len, uint64_t *activity, u
     if (len != CONV_CURSOR_LEN || s[16] != '.') return CURSOR_INVALID;
     uint64_t a = 0;
     for (int i = 0; i < 16; i++) {
-        char c = s[i];
-        int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-              : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+        int v = uuid_hex_digit(s[i]);
         if (v < 0) return CURSOR_INVALID;
         a = a << 4 | (uint64_t)v;
     }

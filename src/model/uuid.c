@@ -19,6 +19,8 @@ static const unsigned char HEX_PLUS_ONE[256] = {
     ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
 
+int uuid_hex_digit(char c) { return (int)HEX_PLUS_ONE[(unsigned char)c] - 1; }
+
 int uuid_parse(uuid_t *out, const char *s, size_t len) {
     if (len != UUID_STR_LEN || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return -1;
     const unsigned char *u = (const unsigned char *)s;

@@ -22,8 +22,11 @@ typedef struct uuid {
 #define UUID_STR_LEN 36 /* without the terminating NUL */
 
 /* Parses the canonical 8-4-4-4-12 hex form, in either case. Exactly len
- * bytes are read (s need not be NUL-terminated). Returns 0 or -1. */
+ * bytes are read (s need not be NUL-terminated). Returns 0, or -1 and
+ * leaves *out as it was. */
 int uuid_parse(uuid_t *out, const char *s, size_t len);
+/* The value of hex digit c (either case), or -1 if it is none. */
+int uuid_hex_digit(char c);
 /* Writes the lowercase canonical form plus a NUL into out[37]. */
 void uuid_format(const uuid_t *u, char out[UUID_STR_LEN + 1]);
 bool uuid_is_nil(const uuid_t *u);

@@ -102,6 +102,8 @@ static const char *const DB_NAMES[DB_COUNT] = {
 };
 
 static const char WAL_SEQ_KEY[] = "wal_seq";
+/* The base copy's thread, and LMDB's copy thread that it starts. */
+#define BASE_THREAD_NAME "lmdb-base"
 /* A base copy is made when the log has grown past the last base's size
  * (so copying costs at most as much I/O as logging), and at least this. */
 #define REBASE_LOG_BYTES (64ull << 20)
@@ -171,6 +173,7 @@ typedef struct lmdb_store {
     uint64_t rebase_log_bytes;
     uint64_t base_seq;      /* the seq the running base copy holds at least */
     bool base_running;
+    bool base_hurried;      /* the running copy got the default I/O class back */
     pthread_t base_thread;
     /* Set by the base thread under mu: */
     bool base_done;
@@ -1302,10 +1305,13 @@ static void batch_commit(lmdb_store_t *s) {
 
 static void *base_main(void *arg) {
     lmdb_store_t *s = arg;
-    pthread_setname_np(pthread_self(), "lmdb-base");
-    /* Background work: the writer, the log's syncs and the HTTP threads go
-     * first, for the CPU and for the disk. */
-    thread_background();
+    pthread_setname_np(pthread_self(), BASE_THREAD_NAME);
+    /* Background work: the writer, the HTTP threads and, for the disk, the
+     * log's syncs go first (LMDB's copy thread, started by this one, is in
+     * the idle I/O class too). On a disk that never idles that could make
+     * the copy crawl while the log it would let go of grows: base_tend()
+     * then gives it the default class back. */
+    thread_background(true);
     uint64_t bytes = 0;
     int rc = datadir_base_write(s->env, s->dir, &bytes);
     if (!rc) { /* the log before the base is not needed any more */
@@ -1340,10 +1346,20 @@ static void base_tend(lmdb_store_t *s) {
         }
     }
     uint64_t limit = s->base_bytes > s->rebase_log_bytes ? s->base_bytes : s->rebase_log_bytes;
+    if (s->base_running && !s->base_hurried && s->logged_since_base > limit / 2) {
+        /* Half a base's worth of log since the copy began (a copy of a warm
+         * map takes seconds; at 35,000 sends/s this is tens of seconds):
+         * the idle I/O class is starving it. */
+        int n = thread_io_default_by_name(BASE_THREAD_NAME);
+        s->base_hurried = true;
+        log_warn("store", "base copy still running after %llu MiB of log: giving it the default I/O priority (%d threads)",
+                 (unsigned long long)(s->logged_since_base >> 20), n);
+    }
     if (!s->base_running && !atomic_load(&s->failed) && s->logged_since_base > limit) {
         /* The copy holds at least everything committed so far. */
         s->base_seq = s->seq;
         s->logged_since_base = 0;
+        s->base_hurried = false;
         wal_rotate(s->wal);
         if (pthread_create(&s->base_thread, NULL, base_main, s) == 0) s->base_running = true;
         else log_error("store", "cannot start a base copy thread");

@@ -360,7 +360,10 @@ static int prep_write(wal_t *w) {
 static void *prep_main(void *arg) {
     wal_t *w = arg;
     pthread_setname_np(pthread_self(), "wal-prepare");
-    thread_background(); /* the appends and syncs go first, for the CPU and for the disk */
+    /* The appends and syncs go first, for the CPU and for the disk. Starved,
+     * preparation only falls behind: a rotation that finds no prepared
+     * segment makes one itself (prep_take). */
+    thread_background(true);
     pthread_mutex_lock(&w->mu);
     while (!atomic_load(&w->prep_stop)) {
         if (w->prep_ready) {

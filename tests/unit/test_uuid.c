@@ -49,6 +49,8 @@ static void parse_every_byte_at_every_position(void **state) {
             int rc = uuid_parse(&u, s, UUID_STR_LEN);
             if (dash ? c != '-' : !hex) {
                 assert_int_equal(rc, -1);
+                for (int i = 0; i < 16; i++) assert_int_equal(u.b[i], 0x5a); /* left as it was */
+                if (!dash) assert_int_equal(uuid_hex_digit((char)c), -1);
                 continue;
             }
             assert_int_equal(rc, 0);
@@ -56,6 +58,7 @@ static void parse_every_byte_at_every_position(void **state) {
             /* Byte index and nibble of position pos. */
             int digit = pos - (pos > 8) - (pos > 13) - (pos > 18) - (pos > 23);
             int want = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+            assert_int_equal(uuid_hex_digit((char)c), want);
             int got = digit % 2 ? u.b[digit / 2] & 15 : u.b[digit / 2] >> 4;
             assert_int_equal(got, want);
         }
