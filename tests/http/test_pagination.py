@@ -3,6 +3,7 @@
 
 import random
 import threading
+import time
 import uuid
 from urllib.parse import quote
 
@@ -429,15 +430,27 @@ def test_user_without_conversations_empty_list(client, lib):
     assert p == {**p, "total": 0, "limit": 20, "data": [], "next_cursor": None}
 
 
+def next_millisecond():
+    """Waits until the wall clock's millisecond has changed. Order is by the
+    last message's time: the Cassandra store keeps it in milliseconds (the
+    design's last_message_at), so two sends in one millisecond tie, and a tie
+    is ordered by conversation id, not by which came first (once seen under
+    ASan: [c2, c3, c1])."""
+    start = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 <= start:
+        time.sleep(0.0002)
+
+
 def test_order_changes_when_older_conversation_gets_message(client, lib):
     u = client.create_user()["user_id"]
     p1, p2, p3 = (client.create_user()["user_id"] for _ in range(3))
     c1, c2, c3 = (lib.derive_conversation_id(u, p) for p in (p1, p2, p3))
-    client.send(u, p1, "to p1")
-    client.send(u, p2, "to p2")
-    client.send(u, p3, "to p3")
+    for p in (p1, p2, p3):
+        next_millisecond()
+        client.send(u, p, "to " + p)
     ids = lambda: [c["conversation_id"] for c in client.conversations_page(u)["data"]]
     assert ids() == [c3, c2, c1]
+    next_millisecond()
     bump = client.send(p1, u, "bump")
     assert ids() == [c1, c3, c2]
     top = client.conversations_page(u)["data"][0]
