@@ -36,8 +36,9 @@
  * thread (MDB_NOTLS: transactions are not tied to threads). All writes are
  * queued to one writer thread, which applies them to one open transaction
  * and commits it when the log is free to sync it ("Batches" below says when,
- * and how one write's failure spares the others): group commit. The map is writable (MDB_WRITEMAP): pointers from reads must
- * never be written through.
+ * and how one write's failure spares the others): group commit. The map
+ * is writable (MDB_WRITEMAP): pointers from reads must never be written
+ * through.
  *
  * Durability. A B-tree commit writes scattered pages: a send touches five
  * rows in four trees, and an fsync'd LMDB commit of 60 sends wrote ~300
@@ -1352,7 +1353,8 @@ static void base_tend(lmdb_store_t *s) {
          * the idle I/O class is starving it. */
         int n = thread_io_default_by_name(BASE_THREAD_NAME);
         s->base_hurried = true;
-        log_warn("store", "base copy still running after %llu MiB of log: giving it the default I/O priority (%d threads)",
+        log_warn("store", "base copy still running after %llu MiB of log: "
+                 "giving it the default I/O priority (%d threads)",
                  (unsigned long long)(s->logged_since_base >> 20), n);
     }
     if (!s->base_running && !atomic_load(&s->failed) && s->logged_since_base > limit) {

@@ -1,11 +1,11 @@
-/* thread.c - settings of the calling thread (thread.h). */
+/* thread.c - thread priorities (thread.h). */
 #include "util/thread.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <linux/ioprio.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <linux/ioprio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>

@@ -1,4 +1,6 @@
-/* thread.h - settings of the calling thread. */
+/* thread.h - thread priorities: background work that yields the CPU and
+ * the disk, and a way to hand a starving background thread its disk share
+ * back. */
 #ifndef MESSENGER_THREAD_H
 #define MESSENGER_THREAD_H
 
