@@ -6,8 +6,9 @@
 #   make bench   benchmarks (bench/README.md)
 #   make         build build/messenger
 #
-# VARIANT=release (default) or VARIANT=asan picks the flags and the folder
-# under build/ that objects and binaries go to.
+# VARIANT=release (default), VARIANT=asan (ASan+UBSan) or VARIANT=tsan
+# (ThreadSanitizer) picks the flags and the folder under build/ that objects
+# and binaries go to.
 
 VARIANT ?= release
 B := build/$(VARIANT)
@@ -19,6 +20,8 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 ifeq ($(VARIANT),asan)
   VFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+else ifeq ($(VARIANT),tsan)
+  VFLAGS := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 else
   VFLAGS := -O2 -g
 endif
@@ -90,6 +93,7 @@ CQL_TEST_BINS := $(CQL_TESTS:%=$(CURDIR)/build/cql/%) $(CQL_TESTS:%=$(CURDIR)/bu
 test: deps
 	@$(MAKE) --no-print-directory build unit
 	@$(MAKE) --no-print-directory VARIANT=asan build unit
+	@$(MAKE) --no-print-directory VARIANT=tsan build
 	@$(MAKE) --no-print-directory -C lib/cql BUILD=$(CURDIR)/build/cql $(CQL_TEST_BINS)
 	@scripts/test.sh
 
@@ -107,5 +111,8 @@ bench-json: $(B)/bench_json
 
 clean:
 	rm -rf build
+
+# libFuzzer harnesses (make fuzz; make test replays their corpora).
+-include tests/fuzz/fuzz.mk
 
 -include $(shell find build -name '*.d' 2>/dev/null)

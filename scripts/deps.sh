@@ -4,8 +4,8 @@
 set -euo pipefail
 
 PKGS=(build-essential pkg-config libmicrohttpd-dev liblmdb-dev libjansson-dev libssl-dev
-      libcmocka-dev libargon2-dev libhiredis-dev zlib1g-dev python3 curl)
-# Tests: Redis (the event broker between API instances), and Debian's
+      libcmocka-dev libargon2-dev libhiredis-dev zlib1g-dev python3 curl clang)
+# clang: libFuzzer harnesses (tests/fuzz). Tests: Redis (the event broker between API instances), and Debian's
 # Chromium with node and npm for the web client's end-to-end test.
 if [ "${MESSENGER_DEPS_TEST:-1}" = 1 ]; then
     PKGS+=(redis-server chromium)
