@@ -199,7 +199,23 @@ cql_str cql_result_warning(const cql_result *r, size_t i);
 /* 16-byte tracing session id, or NULL when tracing was not requested. */
 const uint8_t *cql_result_tracing_id(const cql_result *r);
 
-/* Rows (and, for Prepared, the result metadata). */
+/*
+ * Rows (and, for Prepared, the result metadata).
+ *
+ * Bounds on what a node may announce, so that no count in a frame makes the
+ * parser or a caller's loop do work (or allocate memory) out of proportion
+ * to the bytes actually received; a frame that breaks one is CQL_EPROTO:
+ *   - a column count is at most CQL_MAX_COLUMNS, and with metadata every
+ *     column spec is in the body (at least 4 bytes each);
+ *   - a Rows result with 0 columns has 0 rows (a row of no columns costs no
+ *     bytes, and no statement selects nothing);
+ *   - rows x columns values are all present in the body (4 bytes at least
+ *     each), checked before the row cursor is set up;
+ *   - every other count (warnings, bind markers, partition key indexes,
+ *     SUPPORTED options, collection elements) is checked against the bytes
+ *     that remain before anything is allocated or iterated.
+ */
+#define CQL_MAX_COLUMNS 65535
 int32_t cql_result_row_count(const cql_result *r);
 int32_t cql_result_column_count(const cql_result *r);
 int cql_result_column(const cql_result *r, int32_t idx, cql_column *out);

@@ -1513,30 +1513,24 @@ static void on_event(cql_client *c, const cql_header *hd, const uint8_t *body)
 {
     if (hd->flags)
         return; /* events carry no tracing / warnings: not one we know */
-    cql_rd r = {body, hd->length, 0};
-    cql_str type, change;
-    uint8_t addr[16];
-    size_t alen;
-    int32_t port;
-    if (cql_rd_string(&r, &type) || cql_rd_string(&r, &change))
+    cql_event ev;
+    if (cql_event_parse(body, hd->length, &ev))
         return;
-    bool topo = type.len == 15 && !memcmp(type.ptr, "TOPOLOGY_CHANGE", 15);
-    bool status = type.len == 13 && !memcmp(type.ptr, "STATUS_CHANGE", 13);
-    if (!topo && !status)
-        return;
-    if (status && change.len == 2 && !memcmp(change.ptr, "UP", 2) &&
-        cql_rd_inet(&r, addr, &alen, &port) == 0 && port > 0 && port <= 65535) {
+    bool topo = ev.type.len == 15 && !memcmp(ev.type.ptr, "TOPOLOGY_CHANGE", 15);
+    bool status = ev.type.len == 13 && !memcmp(ev.type.ptr, "STATUS_CHANGE", 13);
+    bool up = status && ev.change.len == 2 && !memcmp(ev.change.ptr, "UP", 2);
+    if (up && ev.has_addr && ev.port > 0 && ev.port <= 65535) {
         /* Reconnect now rather than at the end of its back-off. */
         struct sockaddr_storage sa;
         socklen_t sl;
-        sa_make(&sa, &sl, addr, alen, (uint16_t)port);
+        sa_make(&sa, &sl, ev.addr, ev.addr_len, (uint16_t)ev.port);
         host *h = host_by_sa(c, &sa);
         if (h && h->active && h->cn.state == C_DOWN) {
             h->attempt = 0;
             h->retry_at = now_ms();
         }
     }
-    if (topo || (status && change.len == 2 && !memcmp(change.ptr, "UP", 2))) {
+    if (topo || up) {
         /* The node announcing itself is not serving yet: wait a little. */
         uint64_t t = now_ms() + TOPO_DEBOUNCE_MS;
         if (t < c->next_refresh)

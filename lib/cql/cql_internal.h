@@ -192,6 +192,23 @@ int cql_result_parse(const cql_header *h, const uint8_t *body, size_t len, bool 
                      cql_result **out);
 void cql_result_free(cql_result *r);
 
+/*
+ * The body of an EVENT frame (section 4.2.6) as far as the client uses it:
+ * the event type and change ([string]s), then for TOPOLOGY_CHANGE and
+ * STATUS_CHANGE the node's [inet]. Returns 0, or CQL_EPROTO when the two
+ * strings are not there; has_addr says whether a whole [inet] followed
+ * (SCHEMA_CHANGE and unknown types have none). Fields point into body.
+ */
+typedef struct cql_event {
+    cql_str type, change;
+    bool has_addr;
+    uint8_t addr[16];
+    size_t addr_len;    /* 4 or 16 when has_addr */
+    int32_t port;       /* as sent: the caller checks its range */
+} cql_event;
+
+int cql_event_parse(const uint8_t *body, size_t len, cql_event *ev);
+
 /* ---- tokens and the ring (cql_token.c) ------------------------------- */
 
 /* Cassandra's MurmurHash3_x64_128 (sign-extended tail); out[0] is h1. */

@@ -297,7 +297,11 @@ bad:
 static int rd_rows_metadata(cql_rd *r, cql_result *res)
 {
     int rc;
-    if (cql_rd_i32(r, &res->flags) || cql_rd_i32(r, &res->ncols) || res->ncols < 0)
+    /* With No_metadata the column count is the only thing a node sends
+     * about its columns, and it costs no bytes: cap it (cql.h), so that a
+     * caller looping over the columns does bounded work. */
+    if (cql_rd_i32(r, &res->flags) || cql_rd_i32(r, &res->ncols) || res->ncols < 0 ||
+        res->ncols > CQL_MAX_COLUMNS)
         return CQL_EPROTO;
     if (res->flags & CQL_RF_HAS_MORE_PAGES) {
         int32_t len;
@@ -320,8 +324,14 @@ static int rd_rows(cql_rd *r, cql_result *res)
         return rc;
     if (cql_rd_i32(r, &res->nrows) || res->nrows < 0)
         return CQL_EPROTO;
+    /* A row of no columns has no bytes, so nothing in the body bounds how
+     * many of them a node may announce, and every caller's row loop would
+     * spin that many times (2^31-1 froze the I/O thread for seconds). No
+     * CQL statement selects zero columns: such a count is malformed. */
+    if (res->nrows > 0 && res->ncols == 0)
+        return CQL_EPROTO;
     res->rows_off = r->off;
-    if (res->nrows > 0 && res->ncols > 0) {
+    if (res->nrows > 0) {
         /* Every value is at least a 4-byte length: reject impossible
          * counts before walking (and before allocating ncols entries). */
         uint64_t cells = (uint64_t)res->nrows * (uint64_t)res->ncols;
@@ -547,6 +557,21 @@ int cql_result_parse(const cql_header *h, const uint8_t *body, size_t len, bool 
         return rc;
     }
     *out = res;
+    return 0;
+}
+
+int cql_event_parse(const uint8_t *body, size_t len, cql_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    if (!body && len)
+        return CQL_EINVAL;
+    cql_rd r = {body, len, 0};
+    if (cql_rd_string(&r, &ev->type) || cql_rd_string(&r, &ev->change))
+        return CQL_EPROTO;
+    bool topo = ev->type.len == 15 && !memcmp(ev->type.ptr, "TOPOLOGY_CHANGE", 15);
+    bool status = ev->type.len == 13 && !memcmp(ev->type.ptr, "STATUS_CHANGE", 13);
+    if (topo || status)
+        ev->has_addr = cql_rd_inet(&r, ev->addr, &ev->addr_len, &ev->port) == 0;
     return 0;
 }
 

@@ -1179,17 +1179,43 @@ static void test_huge_counts(void **st)
     assert_int_equal(parse(CQL_OP_RESULT, 0, b.data, b.len, &r, NULL), CQL_EPROTO);
     cql_buf_free(&b);
 
-    /* INT32_MAX rows of zero columns is legal-looking but carries nothing:
-     * it must parse in O(1), not loop two billion times. */
-    cql_buf_init(&b);
-    cql_buf_i32(&b, CQL_RESULT_ROWS);
-    cql_buf_i32(&b, CQL_RF_NO_METADATA);
-    cql_buf_i32(&b, 0);
-    cql_buf_i32(&b, INT32_MAX);
-    assert_int_equal(parse(CQL_OP_RESULT, 0, b.data, b.len, &r, NULL), 0);
-    assert_int_equal(cql_result_row_count(r), INT32_MAX);
-    cql_result_free(r);
-    cql_buf_free(&b);
+    /* INT32_MAX rows of zero columns carry nothing, and every caller's
+     * row loop would spin two billion times: malformed (cql.h), with or
+     * without metadata, and so is a single such row. */
+    for (int meta = 0; meta < 2; meta++) {
+        for (int32_t rows = 1; rows > 0; rows = rows == 1 ? INT32_MAX : 0) {
+            cql_buf_init(&b);
+            cql_buf_i32(&b, CQL_RESULT_ROWS);
+            cql_buf_i32(&b, meta ? CQL_RF_GLOBAL_TABLES_SPEC : CQL_RF_NO_METADATA);
+            cql_buf_i32(&b, 0);
+            if (meta) {
+                put_str(&b, "ks");
+                put_str(&b, "t");
+            }
+            cql_buf_i32(&b, rows);
+            assert_int_equal(parse(CQL_OP_RESULT, 0, b.data, b.len, &r, NULL), CQL_EPROTO);
+            cql_buf_free(&b);
+        }
+    }
+
+    /* No_metadata column counts cost no bytes: capped at CQL_MAX_COLUMNS. */
+    for (int32_t n = CQL_MAX_COLUMNS; n <= CQL_MAX_COLUMNS + 1; n++) {
+        cql_buf_init(&b);
+        cql_buf_i32(&b, CQL_RESULT_ROWS);
+        cql_buf_i32(&b, CQL_RF_NO_METADATA);
+        cql_buf_i32(&b, n);
+        cql_buf_i32(&b, 0);
+        int rc = parse(CQL_OP_RESULT, 0, b.data, b.len, &r, NULL);
+        if (n == CQL_MAX_COLUMNS) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(cql_result_column_count(r), CQL_MAX_COLUMNS);
+            assert_int_equal(cql_result_next_row(r), 0);
+            cql_result_free(r);
+        } else {
+            assert_int_equal(rc, CQL_EPROTO);
+        }
+        cql_buf_free(&b);
+    }
 
     /* deeply nested type */
     cql_buf_init(&b);
@@ -1718,6 +1744,68 @@ static void test_prepared_pk(void **st)
     add_sample("prepared composite pk", CQL_OP_RESULT, 0, &b);
 }
 
+/* ../shared/fuzz-findings/cql-result-rows-0-columns-2g-rows.bin, the whole
+ * 25-byte frame: RESULT Rows, No_metadata, 0 columns, 2^31-1 rows. It froze
+ * the I/O thread for 9.5 s; now it is refused at once. */
+static void test_fuzz_finding_zero_columns(void **st)
+{
+    (void)st;
+    static const uint8_t frame[] = {
+        0x84, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x10, /* header, 16-byte body */
+        0x00, 0x00, 0x00, 0x02,                               /* Rows */
+        0x00, 0x00, 0x00, 0x00,                               /* flags */
+        0x00, 0x00, 0x00, 0x00,                               /* 0 columns */
+        0x7f, 0xff, 0xff, 0xff,                               /* 2^31-1 rows */
+    };
+    cql_header h;
+    assert_int_equal(cql_header_decode(frame, sizeof frame, CQL_MAX_BODY_DEFAULT, true, &h), 0);
+    assert_int_equal(h.length, sizeof frame - CQL_HEADER_LEN);
+    cql_result *r = NULL;
+    assert_int_equal(cql_result_parse(&h, frame + CQL_HEADER_LEN, h.length, true, &r), CQL_EPROTO);
+    assert_null(r);
+}
+
+/* EVENT bodies: the two strings are required, the [inet] is optional. */
+static void test_event_parse(void **st)
+{
+    (void)st;
+    cql_buf b;
+    cql_event ev;
+    cql_buf_init(&b);
+    put_str(&b, "STATUS_CHANGE");
+    put_str(&b, "UP");
+    cql_buf_u8(&b, 4);
+    cql_buf_put(&b, "\x7f\x00\x00\x02", 4);
+    cql_buf_i32(&b, 9042);
+    assert_int_equal(cql_event_parse(b.data, b.len, &ev), 0);
+    assert_true(str_eq(ev.type, "STATUS_CHANGE"));
+    assert_true(str_eq(ev.change, "UP"));
+    assert_true(ev.has_addr);
+    assert_int_equal(ev.addr_len, 4);
+    assert_memory_equal(ev.addr, "\x7f\x00\x00\x02", 4);
+    assert_int_equal(ev.port, 9042);
+    /* every truncation: the strings cut short are errors, the address
+     * cut short is just absent */
+    for (size_t n = 0; n < b.len; n++) {
+        int rc = cql_event_parse(b.data, n, &ev);
+        if (n < 2 + 13 + 2 + 2)
+            assert_int_equal(rc, CQL_EPROTO);
+        else
+            assert_true(rc == 0 && !ev.has_addr);
+    }
+    cql_buf_free(&b);
+
+    cql_buf_init(&b);
+    put_str(&b, "SCHEMA_CHANGE");
+    put_str(&b, "CREATED");
+    put_str(&b, "KEYSPACE");
+    put_str(&b, "ks");
+    assert_int_equal(cql_event_parse(b.data, b.len, &ev), 0);
+    assert_false(ev.has_addr);
+    cql_buf_free(&b);
+    assert_int_equal(cql_event_parse(NULL, 0, &ev), CQL_EPROTO);
+}
+
 static void test_register_and_inet(void **st)
 {
     (void)st;
@@ -1798,6 +1886,8 @@ int main(void)
         cmocka_unit_test(test_ring),
         cmocka_unit_test(test_text_set_decoding),
         cmocka_unit_test(test_register_and_inet),
+        cmocka_unit_test(test_fuzz_finding_zero_columns),
+        cmocka_unit_test(test_event_parse),
     };
     return cmocka_run_group_tests_name("cql_proto", tests, NULL, teardown_corpus);
 }
