@@ -8,7 +8,9 @@
 #
 # VARIANT=release (default), VARIANT=asan (ASan+UBSan) or VARIANT=tsan
 # (ThreadSanitizer) picks the flags and the folder under build/ that objects
-# and binaries go to.
+# and binaries go to. The two sanitizer builds are test builds: they define
+# MESSENGER_TEST_HOOKS (MESSENGER_TEST_DELAY, src/store/store.c; answering a
+# request twice or never aborts, src/http/server.c).
 
 VARIANT ?= release
 B := build/$(VARIANT)
@@ -19,9 +21,10 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 ifeq ($(VARIANT),asan)
-  VFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+  VFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+            -DMESSENGER_TEST_HOOKS
 else ifeq ($(VARIANT),tsan)
-  VFLAGS := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+  VFLAGS := -O1 -g -fsanitize=thread -fno-omit-frame-pointer -DMESSENGER_TEST_HOOKS
 else
   VFLAGS := -O2 -g
 endif

@@ -22,7 +22,7 @@
 #define LOGIN_FAILED "Incorrect username or password"
 
 int api_init(api_t *api, const char *web_dir, unsigned login_attempts, unsigned login_window_s) {
-    api->hashing = workq_new(2);
+    api->hashing = workq_new(2, 8);
     api->login_by_name = ratelimit_new(login_attempts, login_window_s);
     /* One address may be many people (a NAT): a looser limit. */
     api->login_by_addr = ratelimit_new(login_attempts * 5, login_window_s);

@@ -427,7 +427,11 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
     pthread_mutex_init(&c->mu, NULL);
     c->api = api;
     c->user = user;
-    c->refs = has_after ? 2 : 1;
+    /* One reference for the stream (on_closed drops it), one for the
+     * catch-up, and one for this function: the stream may close on an HTTP
+     * thread as soon as http_respond_stream() has answered, while this runs
+     * on whatever thread completed the token check. */
+    c->refs = has_after ? 3 : 2;
     c->held_tail = &c->held;
     c->live = !has_after;
     if (has_after) {
@@ -450,6 +454,7 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
         free(c);
         return;
     }
+    /* From here on, req may be gone: only c and s are used. */
     pthread_mutex_lock(&c->mu);
     if (!c->closed) {
         c->stream = s;
@@ -469,4 +474,5 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
     pthread_mutex_unlock(&c->mu);
     if (s) http_stream_release(s); /* closed before we got here */
     if (has_after) drive(c);
+    sse_unref(c); /* this function's reference */
 }

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/defer.h"
 #include "util/json_write.h"
 #include "util/log.h"
 
@@ -130,6 +131,16 @@ const char *http_request_body(const http_request_t *r, size_t *len) {
 
 /* ------------------------------------------------------------- answering */
 
+/* A request answered twice, or completed without an answer, breaks the
+ * handlers' contract (server.h). Test builds stop at once, so that the
+ * suites find it; a production server logs it and goes on. */
+static void contract_broken(const http_request_t *r, const char *what) {
+    log_error("http", "req=%s %s %s: %s (a bug)", r->id, r->method, r->path, what);
+#ifdef MESSENGER_TEST_HOOKS
+    abort();
+#endif
+}
+
 void http_respond_header(http_request_t *r, const char *name, const char *value) {
     if (r->n_headers == MAX_EXTRA_HEADERS || strlen(value) >= sizeof r->header_value[0]) {
         log_error("http", "req=%s response header %s dropped", r->id, name);
@@ -144,10 +155,16 @@ void http_respond_header(http_request_t *r, const char *name, const char *value)
  * thread. `ok` false: nothing could be built; MHD then answers with an
  * internal error and closes the connection. */
 static void finish(http_request_t *r, unsigned status, bool ok) {
+    if (atomic_load(&r->state) == REQ_ANSWERED) {
+        /* A handler bug: the first answer may be on the wire already. */
+        contract_broken(r, "answered twice");
+        return;
+    }
     r->answered_ok = ok;
     r->status = ok ? status : 500;
     int prev = atomic_exchange(&r->state, REQ_ANSWERED);
     if (prev == REQ_SUSPENDED) MHD_resume_connection(r->conn);
+    else if (prev == REQ_ANSWERED) contract_broken(r, "answered twice, at the same time");
 }
 
 void http_respond_json(http_request_t *r, unsigned status, buf_t *body) {
@@ -483,7 +500,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         http_respond_error(r, 503, "out of memory reading the request body");
         return queue_answer(r);
     }
+    /* The handler runs in a defer scope: the operations it starts begin when
+     * it has returned (util/defer.h), and those that answer at once are
+     * answered by the time the scope is left, without a suspend. */
+    defer_scope_enter();
     srv->handler(r, srv->app);
+    defer_scope_leave();
     if (atomic_load(&r->state) == REQ_ANSWERED) return queue_answer(r);
     MHD_suspend_connection(c);
     int expected = REQ_RUNNING;
@@ -517,6 +539,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         else
             log_msg(LOG_INFO, "http", "req=%s %s %s aborted before the body was complete", r->id, r->method, r->path);
     }
+    /* A dispatched request is suspended until it is answered, and a
+     * suspended connection never completes: unanswered here is a bug. */
+    if (r->dispatched && atomic_load(&r->state) != REQ_ANSWERED) contract_broken(r, "completed without an answer");
     if (r->response) MHD_destroy_response(r->response);
     if (r->answer_owned) free((void *)r->answer);
     bool counted = r->counted;

@@ -1,9 +1,30 @@
 /* workq.c - see workq.h. A mutex-guarded FIFO and a condition variable. */
 #include "util/workq.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+
+#include "util/defer.h"
+
+#ifdef MESSENGER_TEST_HOOKS
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+/* Test builds with MESSENGER_TEST_DELAY=1 (store.c): a job starts 0-2 ms
+ * late, as on a busy machine, so that its answer races the connection. */
+static void test_delay(void) {
+    const char *v = getenv("MESSENGER_TEST_DELAY");
+    if (!v || strcmp(v, "1") != 0) return;
+    unsigned r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r) r = 0;
+    struct timespec ts = {0, (long)(r % 2000) * 1000};
+    nanosleep(&ts, NULL);
+}
+#else
+static void test_delay(void) {}
+#endif
 
 typedef struct job {
     struct job *next;
@@ -15,6 +36,7 @@ struct workq {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     job_t *head, *tail;
+    size_t waiting, max_waiting;
     bool closing;
     unsigned n_threads;
     pthread_t threads[];
@@ -33,16 +55,21 @@ static void *worker(void *arg) {
         }
         q->head = j->next;
         if (!q->head) q->tail = NULL;
+        q->waiting--;
         pthread_mutex_unlock(&q->mu);
+        test_delay();
+        defer_scope_enter();
         j->fn(j->arg);
+        defer_scope_leave();
         free(j);
     }
 }
 
-workq_t *workq_new(unsigned threads) {
+workq_t *workq_new(unsigned threads, size_t max_waiting) {
     if (threads == 0) threads = 1;
     workq_t *q = calloc(1, sizeof *q + threads * sizeof(pthread_t));
     if (!q) return NULL;
+    q->max_waiting = max_waiting;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     for (; q->n_threads < threads; q->n_threads++) {
@@ -56,16 +83,18 @@ workq_t *workq_new(unsigned threads) {
 
 int workq_submit(workq_t *q, workq_fn fn, void *arg) {
     job_t *j = malloc(sizeof *j);
-    if (!j) return -1;
+    if (!j) return -ENOMEM;
     j->next = NULL;
     j->fn = fn;
     j->arg = arg;
     pthread_mutex_lock(&q->mu);
-    if (q->closing) {
+    if (q->closing || q->waiting >= q->max_waiting) {
+        int rc = q->closing ? -ESHUTDOWN : -EAGAIN;
         pthread_mutex_unlock(&q->mu);
         free(j);
-        return -1;
+        return rc;
     }
+    q->waiting++;
     if (q->tail) q->tail->next = j; else q->head = j;
     q->tail = j;
     pthread_cond_signal(&q->cv);
