@@ -39,6 +39,9 @@ static void defaults(config_t *c) {
     c->token_ttl_s = 7 * 24 * 3600;
     c->login_attempts = 10;
     c->login_window_s = 300;
+    c->register_attempts = 20;
+    c->max_streams_per_user = 16;
+    c->max_connections_per_address = 256;
     c->sse_heartbeat_s = 15;
     c->sse_max_pending = 256 * 1024;
     c->web_dir = "web";
@@ -107,7 +110,7 @@ enum opt_id { O_LISTEN = 1, O_DATA_DIR, O_STORE, O_LOG_LEVEL, O_THREADS, O_MAX_B
               O_MAP_SIZE, O_MAX_CONN, O_IDLE, O_CONN_MEM, O_USERS, O_CONVS, O_MSGS, O_HUB, O_LONG,
               O_CASS_HOSTS, O_CASS_HOST, O_CASS_PORT, O_CASS_KS, O_CASS_CL, O_CASS_TIMEOUT, O_CASS_RF,
               O_CASS_SCHEMA, O_NO_SCHEMA, O_AUTH, O_ARGON_MEM, O_ARGON_IT, O_TOKEN_TTL,
-              O_LOGIN_ATTEMPTS, O_LOGIN_WINDOW, O_SSE_HB, O_SSE_PENDING, O_BROKER, O_WEB_DIR, O_B_CONC, O_B_DUR, O_B_SCEN, O_B_REQ, O_HELP, O_VERSION };
+              O_LOGIN_ATTEMPTS, O_LOGIN_WINDOW, O_REGISTER_ATTEMPTS, O_STREAMS_PER_USER, O_CONN_PER_ADDR, O_SSE_HB, O_SSE_PENDING, O_BROKER, O_WEB_DIR, O_B_CONC, O_B_DUR, O_B_SCEN, O_B_REQ, O_HELP, O_VERSION };
 
 /* One table for flags and environment variables, so they cannot drift. */
 static const struct setting {
@@ -141,6 +144,9 @@ static const struct setting {
     {O_TOKEN_TTL, "token-ttl", "MESSENGER_TOKEN_TTL"},
     {O_LOGIN_ATTEMPTS, "login-attempts", "MESSENGER_LOGIN_ATTEMPTS"},
     {O_LOGIN_WINDOW, "login-window", "MESSENGER_LOGIN_WINDOW"},
+    {O_REGISTER_ATTEMPTS, "register-attempts", "MESSENGER_REGISTER_ATTEMPTS"},
+    {O_STREAMS_PER_USER, "max-streams-per-user", "MESSENGER_MAX_STREAMS_PER_USER"},
+    {O_CONN_PER_ADDR, "max-connections-per-address", "MESSENGER_MAX_CONNECTIONS_PER_ADDRESS"},
     {O_SSE_HB, "sse-heartbeat", "MESSENGER_SSE_HEARTBEAT"},
     {O_SSE_PENDING, "sse-max-pending", "MESSENGER_SSE_MAX_PENDING"},
     {O_BROKER, "broker", "MESSENGER_BROKER"},
@@ -205,6 +211,9 @@ static int apply(config_t *c, enum opt_id id, const char *v, const char *name) {
     case O_TOKEN_TTL: if (parse_size(v, 1, 365L * 86400, &n)) goto bad; c->token_ttl_s = (unsigned)n; return 0;
     case O_LOGIN_ATTEMPTS: if (parse_size(v, 1, 1000000, &n)) goto bad; c->login_attempts = (unsigned)n; return 0;
     case O_LOGIN_WINDOW: if (parse_size(v, 1, 86400, &n)) goto bad; c->login_window_s = (unsigned)n; return 0;
+    case O_REGISTER_ATTEMPTS: if (parse_size(v, 1, 1000000, &n)) goto bad; c->register_attempts = (unsigned)n; return 0;
+    case O_STREAMS_PER_USER: if (parse_size(v, 1, 100000, &n)) goto bad; c->max_streams_per_user = (unsigned)n; return 0;
+    case O_CONN_PER_ADDR: if (parse_size(v, 1, 1000000, &n)) goto bad; c->max_connections_per_address = (unsigned)n; return 0;
     case O_SSE_HB: if (parse_size(v, 1, 3600, &n)) goto bad; c->sse_heartbeat_s = (unsigned)n; return 0;
     case O_SSE_PENDING: if (parse_size(v, 1024, 1L << 30, &n)) goto bad; c->sse_max_pending = (size_t)n; return 0;
     case O_BROKER:
@@ -271,6 +280,8 @@ void config_print_help(const char *prog) {
            "  --max-content-bytes N     largest message content, else 422 [MESSENGER_MAX_CONTENT_BYTES] (4096)\n"
            "  --map-size-mb N           largest embedded database [MESSENGER_MAP_SIZE_MB] (16384)\n"
            "  --max-connections N       open connections at most [MESSENGER_MAX_CONNECTIONS] (16384)\n"
+           "  --max-connections-per-address N  open connections from one client address at most\n"
+           "                            [MESSENGER_MAX_CONNECTIONS_PER_ADDRESS] (256)\n"
            "  --idle-timeout SECONDS    close idle keep-alive connections [MESSENGER_IDLE_TIMEOUT] (120)\n"
            "  --connection-memory N     bytes per connection for request headers; larger\n"
            "                            headers get 431 [MESSENGER_CONNECTION_MEMORY] (4096)\n"
@@ -284,11 +295,15 @@ void config_print_help(const char *prog) {
            "  --token-ttl SECONDS       lifetime of a login token [MESSENGER_TOKEN_TTL] (604800)\n"
            "  --login-attempts N        failed logins per username per window, 5N per address\n"
            "                            [MESSENGER_LOGIN_ATTEMPTS] (10)\n"
-           "  --login-window SECONDS    [MESSENGER_LOGIN_WINDOW] (300)\n\n"
+           "  --login-window SECONDS    [MESSENGER_LOGIN_WINDOW] (300)\n"
+           "  --register-attempts N     registrations per client address per login window\n"
+           "                            [MESSENGER_REGISTER_ATTEMPTS] (20)\n\n"
            "Real-time events (GET /api/events):\n"
            "  --sse-heartbeat SECONDS   keep-alive comment interval [MESSENGER_SSE_HEARTBEAT] (15)\n"
            "  --sse-max-pending N       bytes queued for a stream before its client is dropped\n"
            "                            [MESSENGER_SSE_MAX_PENDING] (262144)\n"
+           "  --max-streams-per-user N  open event streams of one user; a new one ends the oldest\n"
+           "                            [MESSENGER_MAX_STREAMS_PER_USER] (16)\n"
            "  --broker redis://H:P      share events between API instances through Redis pub/sub\n"
            "                            [MESSENGER_BROKER] (none: this instance only)\n\n"
            "Cassandra store (--store cassandra):\n"

@@ -26,6 +26,7 @@ typedef struct config {
     size_t max_content;
     size_t map_size_mb;
     unsigned max_connections;
+    unsigned max_connections_per_address;
     unsigned idle_timeout_s;
     size_t connection_memory;   /* bytes per connection for headers */
     unsigned shutdown_grace_ms;
@@ -46,9 +47,11 @@ typedef struct config {
     unsigned token_ttl_s;
     unsigned login_attempts;    /* failed logins per username per window */
     unsigned login_window_s;
+    unsigned register_attempts; /* registrations per client address per login window */
     /* real-time events */
     unsigned sse_heartbeat_s;
     size_t sse_max_pending;     /* bytes queued for one stream before it is dropped */
+    unsigned max_streams_per_user; /* a further stream ends the user's oldest */
     const char *broker;         /* "redis://host:port", or NULL: this instance only */
     const char *web_dir;        /* static files of the web client */
     /* bench-store */

@@ -87,7 +87,9 @@ int server_run(const config_t *cfg) {
         store_close(srv.store);
         return 1;
     }
-    if (api_init(&srv.api, cfg->web_dir, cfg->login_attempts, cfg->login_window_s) != 0) {
+    api_limits_t lim = {.web_dir = cfg->web_dir, .login_attempts = cfg->login_attempts,
+                        .login_window_s = cfg->login_window_s, .register_attempts = cfg->register_attempts};
+    if (api_init(&srv.api, &lim) != 0) {
         events_close(srv.api.events);
         store_close(srv.store);
         return 1;

@@ -36,6 +36,7 @@ typedef struct api {
     unsigned token_ttl_s;
     workq_t *hashing;       /* Argon2id runs here, off the event loops */
     ratelimit_t *login_by_name, *login_by_addr;
+    ratelimit_t *register_by_addr; /* registrations (each costs a hash) */
     char dummy_hash[PASSWORD_HASH_MAX + 1]; /* verified for unknown users: same time */
     /* real-time events */
     events_t *events;
@@ -60,9 +61,16 @@ api_call_t *api_call(http_request_t *req);
 
 void api_handle(http_request_t *req, void *app);
 
+typedef struct api_limits {
+    const char *web_dir;
+    unsigned login_attempts;    /* failed logins per username per window (5x per address) */
+    unsigned login_window_s;
+    unsigned register_attempts; /* registrations per address per window */
+} api_limits_t;
+
 /* Sets up what api_t needs beyond store and limits (hashing workers, rate
  * limits, the dummy hash, the web files); 0 or -1 with the reason logged. */
-int api_init(api_t *api, const char *web_dir, unsigned login_attempts, unsigned login_window_s);
+int api_init(api_t *api, const api_limits_t *limits);
 /* Shutdown, in this order: api_drain() once HTTP stopped taking requests
  * (it finishes the password work in flight, which still uses the store),
  * then the store is closed, then api_fini(). */

@@ -7,6 +7,7 @@
  * against a dummy hash, so that the answer takes as long as for a known one
  * and does not reveal which names exist.
  */
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +22,18 @@
 
 #define LOGIN_FAILED "Incorrect username or password"
 
-int api_init(api_t *api, const char *web_dir, unsigned login_attempts, unsigned login_window_s) {
-    api->hashing = workq_new(2, 8);
-    api->login_by_name = ratelimit_new(login_attempts, login_window_s);
+/* Hashing workers, and how many hashes may wait for one: a few per worker,
+ * so that a burst is absorbed but nobody can queue minutes of work. */
+#define HASHING_WORKERS 2
+#define HASHING_WAITING (4 * HASHING_WORKERS)
+
+int api_init(api_t *api, const api_limits_t *lim) {
+    api->hashing = workq_new(HASHING_WORKERS, HASHING_WAITING);
+    api->login_by_name = ratelimit_new(lim->login_attempts, lim->login_window_s);
     /* One address may be many people (a NAT): a looser limit. */
-    api->login_by_addr = ratelimit_new(login_attempts * 5, login_window_s);
-    if (!api->hashing || !api->login_by_name || !api->login_by_addr) {
+    api->login_by_addr = ratelimit_new(lim->login_attempts * 5, lim->login_window_s);
+    api->register_by_addr = ratelimit_new(lim->register_attempts, lim->login_window_s);
+    if (!api->hashing || !api->login_by_name || !api->login_by_addr || !api->register_by_addr) {
         log_error("api", "out of memory or threads setting up accounts");
         api_fini(api);
         return -1;
@@ -36,7 +43,7 @@ int api_init(api_t *api, const char *web_dir, unsigned login_attempts, unsigned 
         api_fini(api);
         return -1;
     }
-    api->web = web_load(web_dir);
+    api->web = web_load(lim->web_dir);
     return 0;
 }
 
@@ -49,7 +56,8 @@ void api_fini(api_t *api) {
     api_drain(api);
     ratelimit_free(api->login_by_name);
     ratelimit_free(api->login_by_addr);
-    api->login_by_name = api->login_by_addr = NULL;
+    ratelimit_free(api->register_by_addr);
+    api->login_by_name = api->login_by_addr = api->register_by_addr = NULL;
     web_free(api->web);
     api->web = NULL;
 }
@@ -59,7 +67,7 @@ void api_fini(api_t *api) {
 typedef struct login {
     http_request_t *req;
     api_t *api;
-    char addr[48];
+    char addr[RATELIMIT_ADDR_KEY_MAX];
     char *password;
     size_t password_len;
     char name_key[2 + USERNAME_MAX * 4]; /* "u:" + folded name */
@@ -124,13 +132,12 @@ static void login_verify(void *arg) {
         ok = false;
     }
     int64_t now = time_now_ms();
-    if (!ok) {
-        ratelimit_fail(api->login_by_name, l->name_key, l->name_key_len, now);
-        ratelimit_fail(api->login_by_addr, l->addr, strlen(l->addr), now);
+    if (!ok) { /* the attempts taken stay counted */
         respond_login_failed(l);
         return;
     }
     ratelimit_clear(api->login_by_name, l->name_key, l->name_key_len);
+    ratelimit_give_back(api->login_by_addr, l->addr, strlen(l->addr), now);
     if (token_generate(l->token, l->stored.hash) != 0) {
         http_respond_error(l->req, 503, "no randomness available for a token; try again");
         login_free(l);
@@ -141,9 +148,26 @@ static void login_verify(void *arg) {
     store_token_put(api->store, &l->stored, on_token_stored, l);
 }
 
+/* The attempt was not evaluated: it does not count. */
+static void login_give_back(login_t *l) {
+    int64_t now = time_now_ms();
+    ratelimit_give_back(l->api->login_by_name, l->name_key, l->name_key_len, now);
+    ratelimit_give_back(l->api->login_by_addr, l->addr, strlen(l->addr), now);
+}
+
+void respond_hashing_busy(http_request_t *req, int submit_err) {
+    if (submit_err == -EAGAIN) {
+        http_respond_header(req, "Retry-After", "1");
+        http_respond_error(req, 503, "server is busy checking passwords; try again");
+    } else {
+        http_respond_error(req, 503, "server is shutting down or out of memory; try again");
+    }
+}
+
 static void on_login_user(void *ctx, int err, const user_t *u) {
     login_t *l = ctx;
     if (err && err != STORE_ENOTFOUND) {
+        login_give_back(l);
         respond_store_error(l->req, err, LOGIN_FAILED);
         login_free(l);
         return;
@@ -158,20 +182,22 @@ static void on_login_user(void *ctx, int err, const user_t *u) {
             l->hash_len = u->password_hash_len;
         }
     }
-    if (workq_submit(l->api->hashing, login_verify, l) != 0) {
-        http_respond_error(l->req, 503, "server is busy or shutting down; try again");
+    int rc = workq_submit(l->api->hashing, login_verify, l);
+    if (rc != 0) {
+        login_give_back(l);
+        respond_hashing_busy(l->req, rc);
         login_free(l);
     }
 }
 
-/* 429 with Retry-After when key is over its limit; true if answered. */
-static bool limited(http_request_t *req, ratelimit_t *rl, const char *key, size_t len, int64_t now) {
-    unsigned wait = ratelimit_check(rl, key, len, now);
+bool api_limited(http_request_t *req, ratelimit_t *rl, const char *key, size_t len, int64_t now,
+                 const char *detail) {
+    unsigned wait = ratelimit_take(rl, key, len, now);
     if (!wait) return false;
     char v[16];
     snprintf(v, sizeof v, "%u", wait);
     http_respond_header(req, "Retry-After", v);
-    http_respond_error(req, 429, "Too many failed login attempts; try again later");
+    http_respond_error(req, 429, detail);
     return true;
 }
 
@@ -203,16 +229,24 @@ void auth_login(http_request_t *req, void *app, const http_params_t *p) {
     }
     l->req = req;
     l->api = api;
-    snprintf(l->addr, sizeof l->addr, "a:%s", http_request_peer(req));
+    ratelimit_addr_key(http_request_peer(req), l->addr);
     memcpy(l->password, pw, pw_len);
     l->password_len = pw_len;
     l->name_key[0] = 'u';
     l->name_key[1] = ':';
     username_fold(name, name_len, l->name_key + 2);
     l->name_key_len = name_len + 2;
+    /* Both attempts are taken before the password is looked at, and kept
+     * unless it turns out right (or is never checked). */
     int64_t now = time_now_ms();
-    if (limited(req, api->login_by_name, l->name_key, l->name_key_len, now) ||
-        limited(req, api->login_by_addr, l->addr, strlen(l->addr), now)) {
+    static const char too_many[] = "Too many failed login attempts; try again later";
+    if (api_limited(req, api->login_by_name, l->name_key, l->name_key_len, now, too_many)) {
+        login_free(l);
+        json_decref(body);
+        return;
+    }
+    if (api_limited(req, api->login_by_addr, l->addr, strlen(l->addr), now, too_many)) {
+        ratelimit_give_back(api->login_by_name, l->name_key, l->name_key_len, now);
         login_free(l);
         json_decref(body);
         return;

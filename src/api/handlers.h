@@ -38,6 +38,14 @@ bool api_may_read(const api_call_t *call, const conversation_t *c);
 /* Renders m as a Server-Sent Event and hands it to the event hub. */
 void events_publish_message(api_t *api, const message_t *m);
 
+/* Takes an attempt from rl for key: false when it may go ahead, else true
+ * after answering 429 with Retry-After and detail. */
+bool api_limited(http_request_t *req, ratelimit_t *rl, const char *key, size_t len, int64_t now,
+                 const char *detail);
+/* Answers a password hash that could not be queued (workq_submit's error):
+ * 503, with Retry-After when the queue was full. */
+void respond_hashing_busy(http_request_t *req, int submit_err);
+
 /* Answers a failed store operation with the matching status and detail;
  * `what` names the thing that was not found (e.g. "User not found"). */
 void respond_store_error(http_request_t *req, int err, const char *not_found_detail);

@@ -7,6 +7,7 @@
 #include "api/input.h"
 #include "api/render.h"
 #include "util/log.h"
+#include "util/timefmt.h"
 
 static void on_user(void *ctx, int err, const user_t *u, unsigned ok_status, const char *conflict) {
     http_request_t *req = ctx;
@@ -70,11 +71,20 @@ static void signup_hash(void *arg) { /* on a hashing worker */
     store_user_create(su->api->store, &su->user, on_signed_up, su);
 }
 
+/* Every registration that will cost a hash takes an attempt of its client
+ * address first (ratelimit.h), whether it then succeeds or not. */
 static void signup_start(http_request_t *req, api_t *api, const user_t *u, const char *pw, size_t pw_len) {
+    char addr[RATELIMIT_ADDR_KEY_MAX];
+    ratelimit_addr_key(http_request_peer(req), addr);
+    int64_t now = time_now_ms();
+    if (api_limited(req, api->register_by_addr, addr, strlen(addr), now,
+                    "Too many registrations from this address; try again later"))
+        return;
     signup_t *su = calloc(1, sizeof *su);
     if (su) su->password = malloc(pw_len + 1);
     if (!su || !su->password) {
         free(su);
+        ratelimit_give_back(api->register_by_addr, addr, strlen(addr), now);
         http_respond_error(req, 503, "server out of memory; try again");
         return;
     }
@@ -85,8 +95,10 @@ static void signup_start(http_request_t *req, api_t *api, const user_t *u, const
     su->user.name = su->name;
     memcpy(su->password, pw, pw_len);
     su->password_len = pw_len;
-    if (workq_submit(api->hashing, signup_hash, su) != 0) {
-        http_respond_error(req, 503, "server is busy or shutting down; try again");
+    int rc = workq_submit(api->hashing, signup_hash, su);
+    if (rc != 0) {
+        ratelimit_give_back(api->register_by_addr, addr, strlen(addr), now);
+        respond_hashing_busy(req, rc);
         signup_free(su);
     }
 }

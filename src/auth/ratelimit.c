@@ -1,9 +1,11 @@
 /* ratelimit.c - see ratelimit.h. */
 #include "auth/ratelimit.h"
 
+#include <arpa/inet.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -14,7 +16,7 @@
 typedef struct entry {
     uint64_t key;       /* 0: free */
     int64_t window_start_ms;
-    unsigned failures;
+    unsigned attempts;
 } entry_t;
 
 struct ratelimit {
@@ -61,7 +63,7 @@ static entry_t *find(ratelimit_t *rl, uint64_t k, int64_t now, int make) {
         if (set[i].key == k) {
             if (now - set[i].window_start_ms >= rl->window_ms) { /* window over: start afresh */
                 set[i].window_start_ms = now;
-                set[i].failures = 0;
+                set[i].attempts = 0;
             }
             return &set[i];
         }
@@ -73,29 +75,49 @@ static entry_t *find(ratelimit_t *rl, uint64_t k, int64_t now, int make) {
     if (!make) return NULL;
     victim->key = k;
     victim->window_start_ms = now;
-    victim->failures = 0;
+    victim->attempts = 0;
     return victim;
 }
 
-unsigned ratelimit_check(ratelimit_t *rl, const char *key, size_t len, int64_t now_ms) {
+unsigned ratelimit_take(ratelimit_t *rl, const char *key, size_t len, int64_t now_ms) {
     uint64_t k = key_of(rl, key, len);
     pthread_mutex_lock(&rl->mu);
-    entry_t *e = find(rl, k, now_ms, 0);
+    entry_t *e = find(rl, k, now_ms, 1);
     unsigned wait = 0;
-    if (e && e->failures >= rl->limit) {
+    if (e->attempts >= rl->limit) {
         int64_t left = e->window_start_ms + rl->window_ms - now_ms;
         wait = left > 0 ? (unsigned)((left + 999) / 1000) : 1;
+    } else {
+        e->attempts++;
     }
     pthread_mutex_unlock(&rl->mu);
     return wait;
 }
 
-void ratelimit_fail(ratelimit_t *rl, const char *key, size_t len, int64_t now_ms) {
+void ratelimit_give_back(ratelimit_t *rl, const char *key, size_t len, int64_t now_ms) {
     uint64_t k = key_of(rl, key, len);
     pthread_mutex_lock(&rl->mu);
-    entry_t *e = find(rl, k, now_ms, 1);
-    if (e->failures < UINT32_MAX) e->failures++;
+    entry_t *e = find(rl, k, now_ms, 0);
+    if (e && e->attempts > 0) e->attempts--;
     pthread_mutex_unlock(&rl->mu);
+}
+
+void ratelimit_addr_key(const char *peer, char out[RATELIMIT_ADDR_KEY_MAX]) {
+    struct in6_addr a6;
+    if (!strchr(peer, ':') || inet_pton(AF_INET6, peer, &a6) != 1) {
+        snprintf(out, RATELIMIT_ADDR_KEY_MAX, "a4:%s", peer);
+        return;
+    }
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+        char v4[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &a6.s6_addr[12], v4, sizeof v4);
+        snprintf(out, RATELIMIT_ADDR_KEY_MAX, "a4:%s", v4);
+        return;
+    }
+    memset(&a6.s6_addr[8], 0, 8);
+    char v6[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, &a6, v6, sizeof v6);
+    snprintf(out, RATELIMIT_ADDR_KEY_MAX, "a6:%s/64", v6);
 }
 
 void ratelimit_clear(ratelimit_t *rl, const char *key, size_t len) {

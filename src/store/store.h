@@ -1,11 +1,16 @@
 /* store.h - the storage interface: every operation the API needs.
  *
  * The interface is asynchronous: each call takes a callback and returns at
- * once. The callback runs exactly once, either before the call returns (a
- * backend that can answer from memory, like LMDB reads) or later on a
- * backend thread (a durable commit, a network round trip). Handlers must not
- * assume which. Pointers inside a result (strings, arrays) are valid only
- * during the callback; copy what must outlive it.
+ * once. The callback runs exactly once, and never inside the call that
+ * started the operation (util/defer.h): on the caller's thread once its
+ * handler or callback has returned (a backend that answers from memory,
+ * like LMDB reads), or on a backend thread (a durable commit, a network
+ * round trip). Handlers must not assume which thread. Two exceptions, where
+ * there is nothing to return to: a thread outside any defer scope (a
+ * command-line tool), and no memory for the call itself (STORE_ENOMEM).
+ * Arguments are copied: the caller's may be freed when the call returns.
+ * Pointers inside a result (strings, arrays) are valid only during the
+ * callback; copy what must outlive it.
  *
  * Errors are negative STORE_E* codes; 0 is success. A backend never reports
  * a client's mistake it could have been told about up front: inputs are
