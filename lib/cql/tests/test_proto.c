@@ -1321,9 +1321,32 @@ static void test_strerror(void **st)
     assert_string_equal(cql_consistency_name(99), "UNKNOWN");
 }
 
+/* With CQL_DUMP_CORPUS=DIR, each sample is also written to DIR as a whole
+ * response frame (header and body): the seeds of tests/fuzz/fuzz_cql. */
+static void dump_corpus(const char *dir)
+{
+    for (size_t i = 0; i < n_corpus; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/seed-%s", dir, corpus[i].name);
+        FILE *f = fopen(path, "wb");
+        if (!f)
+            continue;
+        cql_header h = {CQL_VERSION_RESPONSE, corpus[i].flags, 0, corpus[i].opcode,
+                        (uint32_t)corpus[i].len};
+        uint8_t hdr[CQL_HEADER_LEN];
+        cql_header_encode(&h, hdr);
+        fwrite(hdr, 1, sizeof hdr, f);
+        fwrite(corpus[i].body, 1, corpus[i].len, f);
+        fclose(f);
+    }
+}
+
 static int teardown_corpus(void **st)
 {
     (void)st;
+    const char *dump = getenv("CQL_DUMP_CORPUS");
+    if (dump)
+        dump_corpus(dump);
     for (size_t i = 0; i < n_corpus; i++)
         free(corpus[i].body);
     n_corpus = 0;
