@@ -280,18 +280,26 @@ static int cursor_del(lmdb_store_t *s, MDB_cursor *c, int db, const MDB_val *k) 
     return mdb_cursor_del(c, 0);
 }
 
-/* Applies one redo record (read back from the log: checked like input). */
+/* What redo_apply returns for a record that does not parse (a STORE_E* code
+ * is negative): the log's CRC matched, so it was written that way (a bug,
+ * or a forged record), and none of it may reach the database. */
+#define REDO_MALFORMED 1
+
+/* Applies one redo record (read back from the log: checked like input, every
+ * length against what is left of the record before it is used). Returns
+ * STORE_OK, REDO_MALFORMED, or a STORE_E* code from LMDB. */
 static int redo_apply(lmdb_store_t *s, MDB_txn *txn, const uint8_t *p, size_t len) {
     while (len) {
-        if (len < REDO_HDR) return STORE_EIO;
+        if (len < REDO_HDR) return REDO_MALFORMED;
         int op = p[0], db = p[1];
         size_t klen = (size_t)p[2] << 8 | p[3];
         size_t vlen = (size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7];
         if ((op != REDO_PUT && op != REDO_DEL) || db >= DB_META || klen == 0 ||
-            len - REDO_HDR < klen || len - REDO_HDR - klen < vlen)
-            return STORE_EIO;
+            len - REDO_HDR < klen || len - REDO_HDR - klen < vlen || (op == REDO_DEL && vlen))
+            return REDO_MALFORMED;
         MDB_val k = val(p + REDO_HDR, klen), v = val(p + REDO_HDR + klen, vlen);
         int rc = op == REDO_PUT ? mdb_put(txn, s->dbi[db], &k, &v, 0) : mdb_del(txn, s->dbi[db], &k, NULL);
+        if (rc == MDB_BAD_VALSIZE) return REDO_MALFORMED;
         if (rc && rc != MDB_NOTFOUND) return map_err(rc);
         p += REDO_HDR + klen + vlen;
         len -= REDO_HDR + klen + vlen;
@@ -1411,14 +1419,18 @@ typedef struct replay_ctx {
     int err;                /* the STORE_E* code that stopped the replay */
 } replay_ctx_t;
 
-/* Applies one logged batch in its own transaction, with its seq. */
+/* Applies one logged batch in its own transaction, with its seq. A record
+ * that does not follow the database's seq (records are missing between the
+ * two), or that does not parse, is bad: WAL_REPLAY_BAD makes the log drop it
+ * and everything after it (wal.h), and the store starts without them. An
+ * LMDB failure (I/O, a full map or disk) stops the open instead: the record
+ * is fine, and dropping it would lose an acknowledged write. */
 static int replay_one(void *arg, uint64_t seq, const void *data, size_t len) {
     replay_ctx_t *r = arg;
     if (seq != r->s->seq + 1) {
-        log_error("store", "write-ahead log: record %llu follows %llu (records are missing)",
+        log_error("store", "write-ahead log: record %llu follows the database's %llu (records are missing)",
                   (unsigned long long)seq, (unsigned long long)r->s->seq);
-        r->err = STORE_EIO;
-        return -1;
+        return WAL_REPLAY_BAD;
     }
     MDB_txn *txn;
     int err = map_err(mdb_txn_begin(r->s->env, NULL, 0, &txn));
@@ -1427,6 +1439,11 @@ static int replay_one(void *arg, uint64_t seq, const void *data, size_t len) {
         if (!err) err = seq_put(r->s, txn, seq);
         if (!err) err = map_err(mdb_txn_commit(txn));
         else mdb_txn_abort(txn);
+    }
+    if (err == REDO_MALFORMED) {
+        log_error("store", "write-ahead log: record %llu (%zu bytes) is not a batch of writes",
+                  (unsigned long long)seq, len);
+        return WAL_REPLAY_BAD;
     }
     if (err) {
         log_error("store", "write-ahead log: cannot apply record %llu: %s", (unsigned long long)seq, store_strerror(err));

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -54,6 +55,7 @@ struct wal {
     uint64_t last;            /* newest seq, 0 when empty */
     bool rotate;              /* the next append starts a new segment */
     bool broken;              /* a failed append could not be undone */
+    wal_dropped_t dropped;    /* what the last wal_replay() dropped */
     /* A failed fdatasync, kept: after one, the kernel may have dropped the
      * unwritten pages, and a later sync of the same file can succeed with
      * them gone. Every later wal_sync() reports it. */
@@ -170,27 +172,13 @@ static ssize_t read_at(int fd, void *p, size_t n, off_t off) {
     return (ssize_t)got;
 }
 
-/* True when a whole, valid record starts anywhere in (from, size) of fd: then
- * the bad record at `from` is not the torn tail of a crash during an append
- * (only the last record can be torn) but damage. Only the remainder of a
- * segment is searched, and only up to 256 MiB of it. */
-static bool whole_record_after(int fd, uint64_t from, uint64_t size) {
-    uint64_t n = size - from;
-    if (n <= HDR_LEN || n > (256u << 20)) return false;
-    uint8_t *buf = malloc(n);
-    if (!buf) return false;
-    bool found = false;
-    if (read_at(fd, buf, n, (off_t)from) == (ssize_t)n) {
-        for (uint64_t i = 1; i + HDR_LEN <= n && !found; i++) {
-            if (get32(buf + i) != WAL_MAGIC) continue;
-            uint32_t len = get32(buf + i + 4);
-            if (len > n - i - HDR_LEN) continue;
-            found = record_crc(buf + i, buf + i + HDR_LEN, len) == get32(buf + i + 16);
-        }
-    }
-    free(buf);
-    return found;
-}
+static int write_all(int fd, const void *p, size_t n, off_t off);
+
+/* A payload buffer that grows to the largest record read. */
+typedef struct pbuf {
+    uint8_t *p;
+    size_t cap;
+} pbuf_t;
 
 /* True when every byte of fd in [from, size) is zero: space of a prepared
  * segment that no append has reached (a record header is never zero). */
@@ -208,78 +196,269 @@ static bool zero_to_end(int fd, uint64_t from, uint64_t size) {
     return zero;
 }
 
-/* Reads the records of segment i. Returns 0 when every byte is a whole
- * record or unused space (zeros to the end), 1 when a bad or short record
- * starts at *valid_end (the records before it were delivered), or a negative
- * value (fn's, or an errno). *valid_end is where the records end. */
+enum { REC_OK = 0, REC_BAD = 1, REC_ZEROS = 2 };
+
+/* Reads the record at `off` of fd (a segment of `size` bytes): its header
+ * into hdr, its payload into pb, its length into *len. Returns REC_OK for a
+ * whole record whose CRC matches, REC_ZEROS when only zeros are left (unused
+ * prepared space), REC_BAD otherwise (*why says what), or a negative errno.
+ * The length is checked against the file before anything is allocated, so
+ * a damaged length field costs no memory. */
+static int read_record(int fd, uint64_t off, uint64_t size, uint8_t hdr[HDR_LEN], pbuf_t *pb, size_t *len,
+                       const char **why) {
+    ssize_t r = read_at(fd, hdr, HDR_LEN, (off_t)off);
+    if (r < 0) return (int)r;
+    if (r < HDR_LEN) { *why = "a torn record header"; return REC_BAD; }
+    uint32_t magic = get32(hdr), n = get32(hdr + 4);
+    if (magic == 0 && zero_to_end(fd, off, size)) return REC_ZEROS;
+    if (magic != WAL_MAGIC) { *why = "a bad record header (magic)"; return REC_BAD; }
+    if (n > WAL_RECORD_MAX || size - off - HDR_LEN < n) { *why = "a record longer than its file"; return REC_BAD; }
+    if (n > pb->cap) {
+        void *p = realloc(pb->p, n);
+        if (!p) return -ENOMEM;
+        pb->p = p;
+        pb->cap = n;
+    }
+    r = read_at(fd, pb->p, n, (off_t)(off + HDR_LEN));
+    if (r < 0) return (int)r;
+    if ((size_t)r != n || record_crc(hdr, pb->p, n) != get32(hdr + 16)) { *why = "a bad CRC"; return REC_BAD; }
+    *len = n;
+    return REC_OK;
+}
+
+/* Counts the whole, valid records in [from, size) of fd: record by record,
+ * and past anything that is not one by searching for the next valid header
+ * byte by byte (so a record inside another's payload may count too). Only
+ * for the log line that says what a recovery dropped. */
+static uint64_t count_records(int fd, uint64_t from, uint64_t size) {
+    uint8_t *buf = malloc(ZERO_CHUNK);
+    pbuf_t pb = {0};
+    uint64_t n = 0, pos = from, boff = 0, blen = 0;
+    while (buf && pos + HDR_LEN <= size) {
+        if (pos < boff || pos + HDR_LEN > boff + blen) { /* refill from pos */
+            size_t want = size - pos < ZERO_CHUNK ? (size_t)(size - pos) : ZERO_CHUNK;
+            if (read_at(fd, buf, want, (off_t)pos) != (ssize_t)want) break;
+            boff = pos;
+            blen = want;
+        }
+        uint8_t hdr[HDR_LEN];
+        size_t len = 0;
+        const char *why;
+        if (get32(buf + (pos - boff)) == WAL_MAGIC && read_record(fd, pos, size, hdr, &pb, &len, &why) == REC_OK) {
+            n++;
+            pos += HDR_LEN + len;
+        } else {
+            pos++;
+        }
+    }
+    free(pb.p);
+    free(buf);
+    return n;
+}
+
+/* Where the log stops being whole: the first torn or bad record. */
+typedef struct cut {
+    bool found;
+    size_t seg;             /* index in segs */
+    uint64_t off;           /* where in that segment the bad record starts */
+    uint64_t seq;           /* the seq it should have carried */
+    const char *why;
+} cut_t;
+
+/* Reads the records of segment i, delivering those > after to fn. Returns
+ * 0 when every byte is a whole record or unused space (then the segment's
+ * bytes are its records'), 1 when a record is torn or bad (*cut says where;
+ * the records before it were delivered), or a negative value (fn's, or an
+ * errno). */
 static int replay_segment(wal_t *w, size_t i, uint64_t *expect, uint64_t after,
-                          int (*fn)(void *, uint64_t, const void *, size_t), void *ctx,
-                          uint64_t *valid_end) {
+                          int (*fn)(void *, uint64_t, const void *, size_t), void *ctx, cut_t *cut) {
     char name[NAME_LEN];
     seg_name(name, w->segs[i].first);
     int fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -errno;
     uint64_t off = 0, size = w->segs[i].bytes;
-    void *payload = NULL;
-    size_t payload_cap = 0;
+    pbuf_t pb = {0};
     int rc = 0;
     while (off < size) {
         uint8_t hdr[HDR_LEN];
-        ssize_t r = read_at(fd, hdr, HDR_LEN, (off_t)off);
-        if (r < 0) { rc = (int)r; break; }
-        uint32_t len = r == HDR_LEN ? get32(hdr + 4) : 0;
-        uint64_t seq = r == HDR_LEN ? be64_get(hdr + 8) : 0;
-        if (r < HDR_LEN || get32(hdr) != WAL_MAGIC || len > WAL_RECORD_MAX || size - off - HDR_LEN < len) {
-            rc = r == HDR_LEN && get32(hdr) == 0 && zero_to_end(fd, off, size) ? 0 : 1;
+        size_t len = 0;
+        const char *why = NULL;
+        rc = read_record(fd, off, size, hdr, &pb, &len, &why);
+        if (rc == REC_ZEROS) {
+            rc = 0;
+            w->segs[i].bytes = off; /* a prepared segment's unused space is no record */
             break;
         }
-        if (len > payload_cap) {
-            void *p = realloc(payload, len);
-            if (!p) { rc = -ENOMEM; break; }
-            payload = p;
-            payload_cap = len;
+        if (rc == REC_OK && be64_get(hdr + 8) != *expect) {
+            rc = REC_BAD; /* whole and valid, yet out of order: no crash does that */
+            why = "a record out of sequence";
+        } else if (rc == REC_OK && *expect > after && (rc = fn(ctx, *expect, pb.p, len)) > 0) {
+            rc = REC_BAD;
+            why = "a record its reader cannot use";
         }
-        r = read_at(fd, payload, len, (off_t)(off + HDR_LEN));
-        if (r < 0) { rc = (int)r; break; }
-        if ((size_t)r != len || record_crc(hdr, payload, len) != get32(hdr + 16)) {
-            rc = 1;
-            break;
-        }
-        if (seq != *expect) { /* whole and valid, yet out of order: no crash does that */
-            log_error("store", "write-ahead log: record %" PRIu64 " where %" PRIu64 " belongs", seq, *expect);
-            rc = -EBADMSG;
-            break;
-        }
-        if (seq > after && (rc = fn(ctx, seq, payload, len)) != 0) break;
-        *expect = seq + 1;
+        if (rc == REC_BAD) *cut = (cut_t){.found = true, .seg = i, .off = off, .seq = *expect, .why = why};
+        if (rc) break;
+        *expect += 1;
         off += HDR_LEN + len;
     }
-    if (rc == 1 && whole_record_after(fd, off, size)) {
-        log_error("store", "write-ahead log: a damaged record at byte %" PRIu64 " of segment %s has whole records "
-                  "after it", off, name);
-        rc = -EBADMSG;
-    }
-    free(payload);
+    free(pb.p);
     close(fd);
-    *valid_end = off;
     return rc;
+}
+
+/* Copies [from, end) of fd into a new file `name` in folder dfd, synced. */
+static int copy_tail(int fd, uint64_t from, uint64_t end, int dfd, const char *name) {
+    int out = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) return -errno;
+    uint8_t *buf = malloc(ZERO_CHUNK);
+    int rc = buf ? 0 : -ENOMEM;
+    for (uint64_t off = from; !rc && off < end;) {
+        size_t n = end - off < ZERO_CHUNK ? (size_t)(end - off) : ZERO_CHUNK;
+        ssize_t r = read_at(fd, buf, n, (off_t)off);
+        rc = r < 0 ? (int)r : r != (ssize_t)n ? -EIO : write_all(out, buf, n, (off_t)(off - from));
+        off += n;
+    }
+    if (!rc && fsync(out) != 0) rc = -errno;
+    free(buf);
+    close(out);
+    if (rc) unlinkat(dfd, name, 0);
+    return rc;
+}
+
+/* Makes the folder `corrupt-<UTC time>[-N]` in the log's folder; its name
+ * goes to out. Returns its descriptor or a negative errno. */
+static int aside_folder(wal_t *w, char out[64]) {
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    for (int k = 1; k < 1000; k++) {
+        if (k == 1) snprintf(out, 64, "corrupt-%s", stamp);
+        else snprintf(out, 64, "corrupt-%s-%d", stamp, k);
+        if (mkdirat(w->dir_fd, out, 0700) == 0) {
+            int fd = openat(w->dir_fd, out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            return fd >= 0 ? fd : -errno;
+        }
+        if (errno != EEXIST) return -errno;
+    }
+    return -EEXIST;
+}
+
+/* Keeps a copy of what is dropped in a corrupt-* folder (see wal.h): the
+ * damaged segment's bytes from the cut on, and the later segments, moved
+ * whole (a rename: no space needed). A later segment that cannot be moved
+ * is deleted: left in place it would collide with the segments the log
+ * makes from the cut on. Returns 0, or the error that kept the copy from
+ * being whole (logged by the caller). */
+static int set_aside(wal_t *w, const cut_t *c, char folder[64]) {
+    int dfd = aside_folder(w, folder);
+    int rc = dfd < 0 ? dfd : 0;
+    char name[NAME_LEN], tail[NAME_LEN + 32];
+    seg_name(name, w->segs[c->seg].first);
+    if (!rc && c->off == 0) {
+        rc = renameat(w->dir_fd, name, dfd, name) != 0 ? -errno : 0;
+    } else if (!rc) {
+        snprintf(tail, sizeof tail, "%s.from-byte-%" PRIu64, name, c->off);
+        int fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
+        rc = fd < 0 ? -errno : copy_tail(fd, c->off, w->segs[c->seg].bytes, dfd, tail);
+        if (fd >= 0) close(fd);
+    }
+    for (size_t j = c->seg + 1; j < w->nsegs; j++) {
+        seg_name(name, w->segs[j].first);
+        if (dfd >= 0 && renameat(w->dir_fd, name, dfd, name) == 0) continue;
+        if (!rc) rc = -errno;
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) return -errno;
+    }
+    if (dfd >= 0) {
+        if (!rc && fsync(dfd) != 0) rc = -errno;
+        close(dfd);
+    }
+    return rc;
+}
+
+/* Cuts segment c->seg at c->off, durably (deleting it when nothing is left
+ * of it and it is still there). */
+static int cut_segment(wal_t *w, const cut_t *c) {
+    char name[NAME_LEN];
+    seg_name(name, w->segs[c->seg].first);
+    if (c->off == 0) return unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT ? -errno : 0;
+    int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = ftruncate(fd, (off_t)c->off) != 0 || fdatasync(fd) != 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* Sums up what is dropped from the cut on: bytes, whole records, later
+ * segments. Only for the log line and wal_replay_dropped(). */
+static void measure_drop(wal_t *w, const cut_t *c, wal_dropped_t *d) {
+    *d = (wal_dropped_t){.from_seq = c->seq, .segments = w->nsegs - c->seg - 1};
+    for (size_t j = c->seg; j < w->nsegs; j++) {
+        uint64_t from = j == c->seg ? c->off : 0;
+        d->bytes += w->segs[j].bytes - from;
+        char name[NAME_LEN];
+        seg_name(name, w->segs[j].first);
+        int fd = openat(w->dir_fd, name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        d->records += count_records(fd, from, w->segs[j].bytes);
+        close(fd);
+    }
+    /* A crash during an append tears only the newest record: nothing whole
+     * after it, no later segment. Anything else is damage. */
+    d->damage = d->segments > 0 || d->records > 0;
+}
+
+/* Drops everything from the cut on (the policy in wal.h): logs what, keeps
+ * a copy of damage, cuts the segment, forgets the later ones. */
+static int drop_from(wal_t *w, const cut_t *c) {
+    wal_dropped_t d;
+    measure_drop(w, c, &d);
+    char name[NAME_LEN], folder[64] = "";
+    seg_name(name, w->segs[c->seg].first);
+    if (!d.damage) {
+        log_warn("store", "write-ahead log: cutting a torn tail of %" PRIu64 " bytes (%s) off segment %s: "
+                 "a crash during an append, never acknowledged", d.bytes, c->why, name);
+    } else {
+        int arc = set_aside(w, c, folder);
+        log_error("store", "write-ahead log damaged: %s at byte %" PRIu64 " of segment %s, where record %" PRIu64
+                  " belongs. Dropping the %" PRIu64 " bytes from there on (%" PRIu64 " whole records, %" PRIu64
+                  " later segments) and starting with the records before it", c->why, c->off, name, c->seq, d.bytes,
+                  d.records, d.segments);
+        if (arc) log_error("store", "write-ahead log: could not keep a whole copy of the dropped bytes: %s",
+                           strerror(-arc));
+        else log_warn("store", "write-ahead log: the dropped bytes are kept in %s/%s", w->dir, folder);
+        snprintf(d.folder, sizeof d.folder, "%s", arc ? "" : folder);
+    }
+    int rc = cut_segment(w, c);
+    if (rc) return rc;
+    w->nsegs = c->off ? c->seg + 1 : c->seg;
+    w->segs[c->seg].bytes = c->off;
+    w->dropped = d;
+    return fsync(w->dir_fd) != 0 ? -errno : 0;
+}
+
+/* Deletes the empty segments at the end of the log. */
+static void drop_empty_tail(wal_t *w) {
+    while (w->nsegs && w->segs[w->nsegs - 1].bytes == 0) {
+        char name[NAME_LEN];
+        seg_name(name, w->segs[w->nsegs - 1].first);
+        if (unlinkat(w->dir_fd, name, 0) != 0 && errno != ENOENT) break;
+        w->nsegs--;
+    }
 }
 
 int wal_replay(wal_t *w, uint64_t after,
                int (*fn)(void *ctx, uint64_t seq, const void *data, size_t len), void *ctx,
                uint64_t *last) {
-    /* An empty segment holds nothing (a crash right after creating it, or
-     * an append that failed and was undone): drop it. */
-    size_t kept = 0;
-    for (size_t i = 0; i < w->nsegs; i++) {
-        char name[NAME_LEN];
-        seg_name(name, w->segs[i].first);
-        if (w->segs[i].bytes == 0 && unlinkat(w->dir_fd, name, 0) == 0) continue;
-        w->segs[kept++] = w->segs[i];
-    }
-    w->nsegs = kept;
+    memset(&w->dropped, 0, sizeof w->dropped);
+    /* An empty newest segment holds nothing (a crash right after creating
+     * it, or an append that failed and was undone): drop it. An empty one
+     * before others was emptied by damage: the replay stops there. */
+    drop_empty_tail(w);
     uint64_t expect = w->nsegs ? w->segs[0].first : 0; /* the seq the next record must carry */
-    for (size_t i = 0; i < w->nsegs; i++) {
+    cut_t cut = {.found = false};
+    for (size_t i = 0; i < w->nsegs && !cut.found; i++) {
         if (i + 1 < w->nsegs && w->segs[i + 1].first - 1 <= after) {
             /* Only records <= after: not read (a restart after a long run
              * reads only what the database lacks), not needed to follow on
@@ -288,41 +467,27 @@ int wal_replay(wal_t *w, uint64_t after,
             continue;
         }
         if (w->segs[i].first != expect) {
-            log_error("store", "write-ahead log: segment %016" PRIx64 " follows a segment ending before %" PRIu64
-                      " (a segment is missing)", w->segs[i].first, expect);
-            return -EBADMSG;
+            cut = (cut_t){.found = true, .seg = i, .off = 0, .seq = expect, .why = "a missing segment before it"};
+            break;
         }
-        uint64_t valid_end = 0;
-        int rc = replay_segment(w, i, &expect, after, fn, ctx, &valid_end);
+        int rc = replay_segment(w, i, &expect, after, fn, ctx, &cut);
         if (rc < 0) return rc;
-        if (rc == 0) w->segs[i].bytes = valid_end; /* a prepared segment's unused space is no record */
-        if (rc == 1 && i + 1 < w->nsegs) {
-            log_error("store", "write-ahead log: corrupt record in segment %016" PRIx64 " at byte %" PRIu64,
-                      w->segs[i].first, valid_end);
-            return -EBADMSG;
+    }
+    if (cut.found) {
+        int rc = drop_from(w, &cut);
+        if (rc) {
+            log_error("store", "write-ahead log: cannot cut it at its damage: %s", strerror(-rc));
+            return rc;
         }
-        if (rc == 1) {
-            /* The torn tail of a crash during an append: nothing in it was
-             * ever acknowledged (an append is acknowledged after its sync). */
-            char name[NAME_LEN];
-            seg_name(name, w->segs[i].first);
-            log_warn("store", "write-ahead log: cutting a torn tail of %" PRIu64 " bytes off segment %s",
-                     w->segs[i].bytes - valid_end, name);
-            int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
-            if (fd < 0) return -errno;
-            int trc = ftruncate(fd, (off_t)valid_end) != 0 || fdatasync(fd) != 0 ? -errno : 0;
-            close(fd);
-            if (trc) return trc;
-            w->segs[i].bytes = valid_end;
-            if (valid_end == 0) { /* nothing whole in it: as if never made */
-                unlinkat(w->dir_fd, name, 0);
-                w->nsegs--;
-            }
-        }
+        drop_empty_tail(w);
     }
     w->last = w->nsegs ? expect - 1 : 0;
     *last = w->last;
     return 0;
+}
+
+void wal_replay_dropped(const wal_t *w, wal_dropped_t *out) {
+    *out = w->dropped;
 }
 
 static int write_all(int fd, const void *p, size_t n, off_t off) {

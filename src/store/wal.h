@@ -15,11 +15,34 @@
  * its end. Invariants:
  *  - within the log, each record's seq is the previous one's plus 1;
  *  - a record is either whole and valid, or it is the torn tail of the newest
- *    segment (a crash during an append), which wal_replay() cuts off;
- *  - an invalid record anywhere else (or one followed by whole records) is
- *    corruption, reported, never skipped;
+ *    segment (a crash during an append);
  *  - a run of zero bytes to the end of a segment is space not yet used (a
  *    zero record header is never written).
+ * A record's payload is opaque bytes: zeros, or bytes that look like a
+ * record header, are content. Records are found only by walking from the
+ * start of a segment, header to header, never by searching, so a record
+ * forged inside another's payload is never taken for one.
+ *
+ * Recovery (wal_replay) keeps the log up to its first torn or bad record and
+ * drops everything from there on. Bad means: a short header, a magic that is
+ * not ours, a length beyond the file (or WAL_RECORD_MAX), a CRC that does not
+ * match, a seq that is not the previous one plus 1, a segment whose first
+ * seq does not follow the segment before it, or a record its reader refused
+ * (WAL_REPLAY_BAD). The damaged segment is cut where the bad record starts
+ * and every later segment leaves the log; what was dropped is logged (bytes,
+ * whole records found in it, later segments), and the store starts with the
+ * records before it instead of refusing to start.
+ *  - A torn tail (nothing whole after the bad record, no later segment: what
+ *    a crash during an append leaves, never acknowledged) is just cut off.
+ *  - Anything else is damage, and the dropped bytes may hold acknowledged
+ *    writes: they are MOVED ASIDE, not deleted, into `corrupt-<UTC time>/`
+ *    in the log's folder (later segments renamed into it whole, the damaged
+ *    segment's bytes from the cut on copied as `<segment>.from-byte-<N>`),
+ *    so that an operator can look at them and recover writes by hand. A
+ *    rename needs no disk space, so this works on a full disk too; if the
+ *    copy of the damaged tail cannot be made (say, no space), that is
+ *    logged and the recovery goes on all the same (starting wins over
+ *    keeping evidence). Nothing reads those folders: delete them when done.
  *
  * Prepared segments (wal_open's `prepare`): a background thread writes the
  * next segment's file in advance, zeros to segment_bytes, synced (from the
@@ -51,16 +74,34 @@ typedef struct wal wal_t;
  * in advance (above) from the first append on. */
 int wal_open(const char *dir, size_t segment_bytes, bool prepare, wal_t **out);
 
+/* What fn returns for a record that is whole and valid but that it cannot
+ * use (say, a payload it cannot parse): the record counts as bad (wal.h's
+ * recovery policy), and it and everything after it are dropped. */
+#define WAL_REPLAY_BAD 1
+
 /* Calls fn for every whole record with seq > after, oldest first; the
  * payload is valid during the call only. Segments that hold only records
- * <= after are neither read nor checked. fn returns 0 to go on, or a
- * negative value that stops the replay and is returned. Cuts a torn tail
- * off the newest segment. Returns 0, -EBADMSG for a corrupt record that is
- * not the tail or a gap in the sequence, or another negative errno. Sets
- * *last to the newest seq in the log (0 when it is empty). */
+ * <= after are neither read nor checked. fn returns 0 to go on,
+ * WAL_REPLAY_BAD (above), or a negative value that stops the replay and is
+ * returned (nothing is dropped then). At the first torn or bad record the
+ * log is cut (the policy above): the replay still returns 0. Returns 0, fn's
+ * negative value, or a negative errno for an I/O error (a read that fails is
+ * not damage: the log is left alone). Sets *last to the newest seq left in
+ * the log (0 when it is empty). */
 int wal_replay(wal_t *w, uint64_t after,
                int (*fn)(void *ctx, uint64_t seq, const void *data, size_t len), void *ctx,
                uint64_t *last);
+
+/* What the last wal_replay() dropped; all zero when it dropped nothing. */
+typedef struct wal_dropped {
+    uint64_t from_seq;      /* the seq the first dropped record should have had */
+    uint64_t bytes;         /* bytes dropped (the damaged segment's tail and later segments) */
+    uint64_t records;       /* whole, valid records found in them */
+    uint64_t segments;      /* later segments dropped whole */
+    bool damage;            /* more than a torn tail (then they were moved aside) */
+    char folder[64];        /* the corrupt-* folder in the log's folder ("" if none) */
+} wal_dropped_t;
+void wal_replay_dropped(const wal_t *w, wal_dropped_t *out);
 
 /* Appends one record (not yet durable). seq must be the newest seq plus 1,
  * or anything when the log is empty; otherwise -EINVAL. On failure nothing of

@@ -15,6 +15,8 @@ Covered here:
     base.mdb and the log, users, messages and login tokens included;
   - SIGKILL with writes in flight (both kinds of crash);
   - a torn tail on the newest log segment is cut off at start-up;
+  - damage in the middle of the log: the store starts with the records
+    before it (it refused to start before), the rest moved aside;
   - the state file while running and after a clean shutdown;
   - a second server or `messenger seed` on a data directory in use fails;
   - conversation recency order and last message after a crash-restore.
@@ -464,6 +466,69 @@ def test_torn_log_tail_is_cut_off(server_factory, lib, mode):
     assert_users(c, users)
     assert_conversation(c, lib, cid, acked + more)
     assert_idempotent_retry(c, more)
+    c.close()
+    srv.stop_and_check()
+
+
+def log_records(segment):
+    """(offset, length) of every record of a segment file, by the layout in
+    src/store/wal.h: magic u32 | length u32 | seq u64 | crc32 u32 | payload."""
+    data = segment.read_bytes()
+    out, off = [], 0
+    while off + 20 <= len(data) and data[off:off + 4] == b"MWL1":
+        length = int.from_bytes(data[off + 4:off + 8], "big")
+        out.append((off, length))
+        off += 20 + length
+    return out
+
+
+@pytest.mark.parametrize("mode", ["process", "os"])
+def test_damage_in_the_middle_of_the_log_starts_with_what_is_before_it(server_factory, lib, mode):
+    """A flipped byte in a record in the middle of the log (not a torn tail):
+    the server starts anyway (it refused to before), logs what it dropped, and
+    keeps a copy of the dropped bytes in wal/corrupt-*/.
+    - process crash: data.mdb is whole and holds every write, so nothing is
+      lost (the store writes a new base and starts a new log);
+    - machine crash: data.mdb is rebuilt from base.mdb and the log up to the
+      damaged record: the messages before it, in order, and none after it."""
+    d = server_factory.new_dir(f"damage-{mode}")
+    srv = server_factory.start(d)
+    c = srv.client()
+    users = [c.create_user(), c.create_user()]
+    A, B = (u["user_id"] for u in users)
+    cid = lib.derive_conversation_id(A, B)
+    acked = send_many(c, A, B, 60, "d1", keyed=False)
+    c.close()
+    crash(srv, mode, "truncate")
+    seg = wal_segments(d)[-1]
+    records = log_records(seg)
+    assert len(records) >= 40, f"expected a record per send, got {len(records)}"
+    off, length = records[len(records) // 2]
+    with open(seg, "r+b") as f:
+        f.seek(off + 20 + length // 2)
+        b = f.read(1)
+        f.seek(off + 20 + length // 2)
+        f.write(bytes([b[0] ^ 0x5A]))
+
+    srv = server_factory.start(d)
+    c = srv.client()
+    assert_users(c, users)
+    stored = list(reversed(lib.walk_messages(c, cid, limit=100)))
+    if mode == "process":
+        assert stored == acked, "a process crash lost writes that data.mdb held"
+    else:
+        assert 0 < len(stored) < len(acked), (len(stored), len(acked))
+        assert stored == acked[:len(stored)], "not exactly the messages before the damage"
+    log = srv.log_text(limit=200000)
+    assert "write-ahead log damaged" in log, log
+    aside = [p for p in (Path(d) / "wal").iterdir() if p.name.startswith("corrupt-")]
+    assert len(aside) == 1 and any(aside[0].iterdir()), aside
+    more = send_many(c, A, B, 10, "d2", keyed=False)
+    c.close()
+    crash(srv, "process")
+    srv = server_factory.start(d)
+    c = srv.client()
+    assert list(reversed(lib.walk_messages(c, cid, limit=100))) == stored + more
     c.close()
     srv.stop_and_check()
 

@@ -1,9 +1,13 @@
 /* The write-ahead log against its header (store/wal.h): an empty log,
  * records of every size back in order across reopen, replay after a seq,
  * the seq rule, the on-disk layout and segment names, rotation by size and
- * by hand, forgetting old segments, a torn tail cut off, corruption and gaps
- * reported, a callback stopping the replay, wal_bytes, and segments prepared
- * in advance (zeros after the records). Every test works
+ * by hand, forgetting old segments, a torn tail cut off, and damage (the
+ * log kept up to its first torn or bad record, the rest moved aside): a
+ * segment cut at every offset and a byte flipped at every offset of a small
+ * log, seqs that skip or repeat, huge length fields, a forged record inside
+ * content, a reader refusing a record, a missing segment; content bytes
+ * (zeros, header look-alikes) round-trip; a callback stopping the replay,
+ * wal_bytes, and segments prepared in advance (zeros after the records). Every test works
  * in its own temporary folder, removed afterwards. */
 #include <dirent.h>
 #include <errno.h>
@@ -15,6 +19,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+
+#include <zlib.h>
 
 #include "store/wal.h"
 #include "unit.h"
@@ -103,6 +109,18 @@ static int teardown(void **state) {
     assert_int_not_equal(access(f->dir, F_OK), 0);
     free(f);
     return 0;
+}
+
+/* Empties the test's folder (segments and corrupt-* folders), keeping it. */
+static int rm_below(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    return ftw->level == 0 ? 0 : remove(path);
+}
+
+static void clear_dir(fx_t *f) {
+    assert_null(f->w);
+    assert_int_equal(nftw(f->dir, rm_below, 16, FTW_DEPTH | FTW_PHYS), 0);
 }
 
 static void wopen(fx_t *f, size_t segment_bytes) {
@@ -738,7 +756,7 @@ static void torn_only_record_of_log(void **state) {
     assert_int_equal(on_disk[0].seq, 500);
 }
 
-/* ---- corruption and gaps, reported ---- */
+/* ---- damage: the log is kept up to the first torn or bad record ---- */
 
 static size_t fixed_len(size_t i) {
     (void)i;
@@ -760,6 +778,47 @@ static void four_segments(fx_t *f, rec_t *recs) {
     assert_int_equal(count_segs(f), 4);
 }
 
+/* The one corrupt-* folder in the log's folder (its name into out), or 0
+ * when there is none. */
+static int aside_dir(const fx_t *f, char *out, size_t size) {
+    DIR *d = opendir(f->dir);
+    assert_non_null(d);
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "corrupt-", 8) != 0) continue;
+        assert_int_equal(found, 0);
+        snprintf(out, size, "%s/%s", f->dir, e->d_name);
+        found = 1;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Replays after a damage: no error, exactly recs[0..keep) back, the files
+ * are exactly those records, and the log goes on from there (an append of
+ * the next seq, back after a reopen). The log is left closed. */
+static void check_kept(fx_t *f, const rec_t *recs, size_t keep) {
+    if (f->w) wclose(f);
+    wopen(f, 0);
+    uint64_t last = 77;
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(last, keep ? recs[keep - 1].seq : 0);
+    assert_got(f, 0, recs, keep);
+    assert_int_equal(wal_bytes(f->w), bytes_of(recs, keep));
+    assert_int_equal(files_bytes(f), bytes_of(recs, keep));
+    uint64_t next = keep ? recs[keep - 1].seq + 1 : 1000;
+    assert_int_equal(append(f, next, 9), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+    rec_t more[MAX_RECS];
+    assert_true(keep < MAX_RECS);
+    memcpy(more, recs, keep * sizeof *recs);
+    more[keep] = (rec_t){next, 9};
+    reopen_check(f, 0, 0, more, keep + 1, next);
+    wclose(f);
+}
+
 enum damage { FLIP_MIDDLE_OF_OLDEST, FLIP_LAST_OF_OLDER, FLIP_SEQ_OF_OLDER, CUT_OLDER };
 
 static void corrupt_case(fx_t *f, enum damage kind) {
@@ -767,32 +826,51 @@ static void corrupt_case(fx_t *f, enum damage kind) {
     four_segments(f, recs);
     char path[128];
     const uint64_t rec = HDR + 40;
+    size_t keep = 0, later = 0;
     switch (kind) {
     case FLIP_MIDDLE_OF_OLDEST: /* a payload byte of seq 2 */
         seg_path(f, 1, path, sizeof path);
         flip_byte(path, 1 * rec + HDR + 5);
+        keep = 1, later = 3;
         break;
     case FLIP_LAST_OF_OLDER: /* a payload byte of seq 8, the end of segment 5 */
         seg_path(f, 5, path, sizeof path);
         flip_byte(path, 3 * rec + HDR + 39);
+        keep = 7, later = 2;
         break;
     case FLIP_SEQ_OF_OLDER: /* the seq of 10, in segment 9 (the CRC covers it) */
         seg_path(f, 9, path, sizeof path);
         flip_byte(path, 1 * rec + 15);
+        keep = 9, later = 1;
         break;
     case CUT_OLDER: /* segment 5 loses half of its last record */
         seg_path(f, 5, path, sizeof path);
         assert_int_equal(truncate(path, (off_t)(4 * rec - rec / 2)), 0);
+        keep = 7, later = 2;
         break;
     }
-    uint64_t size = file_size(path);
     wopen(f, 0);
     uint64_t last = 0;
-    assert_int_equal(replay(f, 0, &last), -EBADMSG);
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(last, keep);
+    assert_got(f, 0, recs, keep);
+    wal_dropped_t d;
+    wal_replay_dropped(f->w, &d);
+    assert_true(d.damage);
+    assert_int_equal(d.from_seq, keep + 1);
+    assert_int_equal(d.segments, later);
+    assert_true(d.records >= 16 - keep - 1); /* the bad one may not count */
+    assert_true(d.folder[0] != '\0');
     wclose(f);
-    /* reported, not repaired: the damaged older file is left alone */
-    assert_int_equal(file_size(path), size);
-    assert_int_equal(count_segs(f), 4);
+    /* the later segments moved aside whole, the damaged tail copied */
+    char dir[320], moved[400];
+    assert_true(aside_dir(f, dir, sizeof dir));
+    for (size_t s = 4 - later; s < 4; s++) {
+        snprintf(moved, sizeof moved, "%s/%016llx.wal", dir, (unsigned long long)(4 * s + 1));
+        assert_int_equal(file_size(moved), 4 * rec);
+    }
+    assert_int_equal(count_segs(f), 4 - later);
+    check_kept(f, recs, keep);
 }
 
 static void corrupt_middle_of_oldest(void **state) {
@@ -808,6 +886,8 @@ static void corrupt_cut_older(void **state) {
     corrupt_case(*state, CUT_OLDER);
 }
 
+/* A missing segment: the log is kept up to it, the segments after it go
+ * aside. */
 static void gap(void **state) {
     fx_t *f = *state;
     const uint64_t victims[] = {5, 9};
@@ -817,18 +897,345 @@ static void gap(void **state) {
         char path[128];
         seg_path(f, victims[v], path, sizeof path);
         assert_int_equal(unlink(path), 0);
+        check_kept(f, recs, victims[v] - 1);
+        wal_dropped_t d;
         wopen(f, 0);
-        uint64_t last = 0;
-        assert_int_equal(replay(f, 0, &last), -EBADMSG);
+        wal_replay_dropped(f->w, &d);
+        assert_int_equal(d.bytes, 0); /* nothing dropped yet on a fresh open */
         wclose(f);
-        /* start over in an emptied folder */
-        uint64_t segs[MAX_SEGS];
-        size_t n = list_segs(f, segs);
-        for (size_t i = 0; i < n; i++) {
-            seg_path(f, segs[i], path, sizeof path);
-            assert_int_equal(unlink(path), 0);
+        clear_dir(f);
+    }
+}
+
+/* ---- records written by hand (the layout in wal.h) ---- */
+
+/* Appends to *p one record: seq, its payload, and a header whose length is
+ * `len_field` (normally len) and whose CRC is right for what it says. */
+static void put_record(uint8_t **p, uint64_t seq, const uint8_t *data, size_t len, uint32_t len_field) {
+    uint8_t *h = *p;
+    const uint32_t magic = 0x4d574c31u;
+    for (int i = 0; i < 4; i++) h[i] = (uint8_t)(magic >> (24 - 8 * i));
+    for (int i = 0; i < 4; i++) h[4 + i] = (uint8_t)(len_field >> (24 - 8 * i));
+    for (int i = 0; i < 8; i++) h[8 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    uLong c = crc32(0L, Z_NULL, 0);
+    c = crc32(c, h + 4, 12);
+    c = crc32(c, data, (uInt)len);
+    for (int i = 0; i < 4; i++) h[16 + i] = (uint8_t)((uint32_t)c >> (24 - 8 * i));
+    memcpy(h + HDR, data, len);
+    *p += HDR + len;
+}
+
+static void write_file(const char *path, const void *data, size_t n) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, n), (ssize_t)n);
+    close(fd);
+}
+
+/* Writes segment `first` holding records with the given seqs, payloads by
+ * pattern, lengths 30 + i. */
+static void write_seg(const fx_t *f, uint64_t first, const uint64_t *seqs, size_t n) {
+    uint8_t buf[4096], *p = buf, data[64];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 30 + i;
+        for (size_t j = 0; j < len; j++) data[j] = pat(seqs[i], j);
+        put_record(&p, seqs[i], data, len, (uint32_t)len);
+    }
+    char path[128];
+    seg_path(f, first, path, sizeof path);
+    write_file(path, buf, (size_t)(p - buf));
+}
+
+/* Seqs that skip (3 missing), repeat, or go back: kept up to the first
+ * that does not follow. */
+static void seq_gaps(void **state) {
+    fx_t *f = *state;
+    const struct {
+        uint64_t seqs[5];
+        size_t keep;
+    } cases[] = {
+        {{1, 2, 4, 5, 6}, 2}, {{1, 2, 2, 3, 4}, 2}, {{1, 2, 3, 1, 2}, 3}, {{1, 2, 3, 4, 99}, 4},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        write_seg(f, 1, cases[c].seqs, 5);
+        rec_t recs[5];
+        for (size_t i = 0; i < 5; i++) recs[i] = (rec_t){cases[c].seqs[i], 30 + i};
+        wopen(f, 0);
+        uint64_t last;
+        assert_int_equal(replay(f, 0, &last), 0);
+        assert_int_equal(last, cases[c].keep);
+        assert_got(f, 0, recs, cases[c].keep);
+        wal_dropped_t d;
+        wal_replay_dropped(f->w, &d);
+        assert_true(d.damage);
+        assert_int_equal(d.from_seq, cases[c].keep + 1);
+        assert_int_equal(d.records, 5 - cases[c].keep);
+        wclose(f);
+        assert_int_equal(files_bytes(f), bytes_of(recs, cases[c].keep));
+        clear_dir(f);
+    }
+}
+
+/* A length field past the file, or past WAL_RECORD_MAX, with a CRC that is
+ * right for it: record 1 is kept, nothing huge is allocated. */
+static void huge_length(void **state) {
+    fx_t *f = *state;
+    const uint32_t lens[] = {0xffffffffu, WAL_RECORD_MAX, WAL_RECORD_MAX + 1u, 31, 100000};
+    for (size_t c = 0; c < sizeof lens / sizeof lens[0]; c++) {
+        uint8_t buf[512], *p = buf, data[64];
+        for (size_t j = 0; j < 30; j++) data[j] = pat(1, j);
+        put_record(&p, 1, data, 30, 30);
+        for (size_t j = 0; j < 30; j++) data[j] = pat(2, j);
+        put_record(&p, 2, data, 30, lens[c]); /* says lens[c], holds 30 */
+        char path[128];
+        seg_path(f, 1, path, sizeof path);
+        write_file(path, buf, (size_t)(p - buf));
+        const rec_t one = {1, 30};
+        wopen(f, 0);
+        uint64_t last;
+        assert_int_equal(replay(f, 0, &last), 0);
+        assert_int_equal(last, 1);
+        assert_got(f, 0, &one, 1);
+        wclose(f);
+        assert_int_equal(files_bytes(f), HDR + 30);
+        clear_dir(f);
+    }
+}
+
+/* Content is bytes: zeros, and a whole forged record (header and CRC right,
+ * the next seq) inside a payload round-trip as content; cut anywhere inside
+ * the carrier, the forged record never comes back as a record. */
+static void forged_record_in_content(void **state) {
+    fx_t *f = *state;
+    uint8_t carrier[200], inner[40], zeros[100] = {0};
+    memset(carrier, 'x', sizeof carrier);
+    for (size_t j = 0; j < sizeof inner; j++) inner[j] = (uint8_t)('A' + j % 26);
+    uint8_t *p = carrier + 10;
+    put_record(&p, 3, inner, sizeof inner, sizeof inner); /* a valid record for seq 3 */
+    wopen(f, 0);
+    uint64_t last;
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(wal_append(f->w, 1, zeros, sizeof zeros), 0);
+    assert_int_equal(wal_append(f->w, 2, carrier, sizeof carrier), 0);
+    assert_int_equal(wal_append(f->w, 3, zeros, 0), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+    wopen(f, 0);
+    memset(&f->got, 0, sizeof f->got);
+    assert_int_equal(wal_replay(f->w, 0, collect, &f->got, &last), 0);
+    assert_int_equal(last, 3);
+    assert_int_equal(f->got.n, 3);
+    assert_int_equal(f->got.recs[1].len, sizeof carrier);
+    wclose(f);
+    /* the payloads themselves: read them back through a checking callback */
+    char path[128];
+    seg_path(f, 1, path, sizeof path);
+    uint64_t carrier_at = HDR + sizeof zeros;
+    for (uint64_t cut = carrier_at + 1; cut < carrier_at + HDR + sizeof carrier; cut += 7) {
+        assert_int_equal(truncate(path, (off_t)cut), 0);
+        const rec_t one = {1, sizeof zeros};
+        wopen(f, 0);
+        memset(&f->got, 0, sizeof f->got);
+        assert_int_equal(wal_replay(f->w, 0, collect, &f->got, &last), 0);
+        assert_int_equal(last, 1);
+        assert_int_equal(f->got.n, 1);
+        assert_int_equal(f->got.recs[0].seq, one.seq);
+        wclose(f);
+        assert_int_equal(file_size(path), carrier_at);
+        clear_dir(f);
+        /* rebuild the three records for the next cut */
+        wopen(f, 0);
+        assert_int_equal(replay(f, 0, &last), 0);
+        assert_int_equal(wal_append(f->w, 1, zeros, sizeof zeros), 0);
+        assert_int_equal(wal_append(f->w, 2, carrier, sizeof carrier), 0);
+        assert_int_equal(wal_append(f->w, 3, zeros, 0), 0);
+        assert_int_equal(wal_sync(f->w), 0);
+        wclose(f);
+    }
+}
+
+/* The payloads come back byte for byte (zeros, a forged header inside). */
+typedef struct exact {
+    const uint8_t *want[4];
+    size_t len[4];
+    size_t n, bad;
+} exact_t;
+
+static int check_exact(void *ctx, uint64_t seq, const void *data, size_t len) {
+    exact_t *x = ctx;
+    size_t i = x->n++;
+    if (i >= 4 || seq != i + 1 || len != x->len[i] || (len && memcmp(data, x->want[i], len) != 0)) x->bad++;
+    return 0;
+}
+
+static void content_bytes_roundtrip(void **state) {
+    fx_t *f = *state;
+    uint8_t zeros[64] = {0}, forged[120], header_like[HDR];
+    memset(forged, 0, sizeof forged);
+    uint8_t *p = forged + 3, inner[16] = "not a record!!!";
+    put_record(&p, 2, inner, sizeof inner, sizeof inner);
+    memcpy(header_like, forged + 3, HDR); /* a header alone, as the whole content */
+    exact_t x = {.want = {zeros, forged, header_like, zeros}, .len = {sizeof zeros, sizeof forged, HDR, 1}};
+    wopen(f, 0);
+    uint64_t last;
+    assert_int_equal(replay(f, 0, &last), 0);
+    for (size_t i = 0; i < 4; i++) assert_int_equal(wal_append(f->w, i + 1, x.want[i], x.len[i]), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+    wopen(f, 0);
+    assert_int_equal(wal_replay(f->w, 0, check_exact, &x, &last), 0);
+    assert_int_equal(x.n, 4);
+    assert_int_equal(x.bad, 0);
+    assert_int_equal(last, 4);
+    wal_dropped_t d;
+    wal_replay_dropped(f->w, &d);
+    assert_int_equal(d.bytes, 0);
+    wclose(f);
+}
+
+/* ---- every offset of a small log ---- */
+
+/* The files of the log's folder, kept in memory to be written back. */
+typedef struct snap {
+    uint64_t first[8];
+    uint8_t *data[8];
+    size_t size[8];
+    size_t n;
+} snap_t;
+
+static void snap_take(const fx_t *f, snap_t *s) {
+    uint64_t segs[MAX_SEGS];
+    s->n = list_segs(f, segs);
+    assert_true(s->n <= 8);
+    for (size_t i = 0; i < s->n; i++) {
+        char path[128];
+        seg_path(f, segs[i], path, sizeof path);
+        s->first[i] = segs[i];
+        s->size[i] = file_size(path);
+        s->data[i] = malloc(s->size[i]);
+        assert_non_null(s->data[i]);
+        FILE *fp = fopen(path, "rb");
+        assert_non_null(fp);
+        assert_int_equal(fread(s->data[i], 1, s->size[i], fp), s->size[i]);
+        fclose(fp);
+    }
+}
+
+static void snap_put(fx_t *f, const snap_t *s) {
+    clear_dir(f);
+    for (size_t i = 0; i < s->n; i++) {
+        char path[128];
+        seg_path(f, s->first[i], path, sizeof path);
+        write_file(path, s->data[i], s->size[i]);
+    }
+}
+
+static void snap_free(snap_t *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->data[i]);
+}
+
+static size_t every_len(size_t i) {
+    static const size_t lens[] = {12, 0, 33, 5, 20, 1, 40, 7, 25, 3, 16};
+    return lens[i];
+}
+
+/* 1..4 | 5..8 | 9..11 with the lengths above. */
+static void small_log(fx_t *f, rec_t *recs, snap_t *s) {
+    make_recs(recs, 11, 1, every_len);
+    wopen(f, 0);
+    uint64_t last, total = 0;
+    assert_int_equal(replay(f, 0, &last), 0);
+    append_all(f, recs, 4, &total);
+    assert_int_equal(wal_rotate(f->w), 0);
+    append_all(f, recs + 4, 4, &total);
+    assert_int_equal(wal_rotate(f->w), 0);
+    append_all(f, recs + 8, 3, &total);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+    snap_take(f, s);
+    assert_int_equal(s->n, 3);
+}
+
+/* Whole records that lie before byte `off` of segment `seg` (by index),
+ * counting every earlier segment whole. */
+static size_t records_before(const snap_t *s, const rec_t *recs, size_t seg, uint64_t off) {
+    size_t k = 0;
+    for (size_t i = 0; i < seg; i++)
+        for (uint64_t o = 0; o < s->size[i]; k++) o += HDR + recs[k].len;
+    for (uint64_t o = 0; o + HDR + recs[k].len <= off; k++) o += HDR + recs[k].len;
+    return k;
+}
+
+/* A segment cut at every offset: exactly the whole records before the cut
+ * come back, later segments go aside, and the log goes on. */
+static void truncated_at_every_offset(void **state) {
+    fx_t *f = *state;
+    rec_t recs[16];
+    snap_t s;
+    small_log(f, recs, &s);
+    for (size_t seg = 0; seg < s.n; seg++) {
+        for (uint64_t off = 0; off < s.size[seg]; off++) {
+            snap_put(f, &s);
+            char path[128];
+            seg_path(f, s.first[seg], path, sizeof path);
+            assert_int_equal(truncate(path, (off_t)off), 0);
+            size_t keep = records_before(&s, recs, seg, off);
+            check_kept(f, recs, keep);
+            char dir[320];
+            /* damage (a copy kept) exactly when whole records were dropped */
+            assert_int_equal(aside_dir(f, dir, sizeof dir), seg + 1 < s.n);
         }
     }
+    snap_free(&s);
+}
+
+/* A byte flipped at every offset: exactly the records before the one that
+ * holds it come back, never a record that was not written. */
+static void flipped_at_every_offset(void **state) {
+    fx_t *f = *state;
+    rec_t recs[16];
+    snap_t s;
+    small_log(f, recs, &s);
+    for (size_t seg = 0; seg < s.n; seg++) {
+        for (uint64_t off = 0; off < s.size[seg]; off++) {
+            snap_put(f, &s);
+            char path[128];
+            seg_path(f, s.first[seg], path, sizeof path);
+            flip_byte(path, off);
+            check_kept(f, recs, records_before(&s, recs, seg, off));
+        }
+    }
+    snap_free(&s);
+}
+
+/* The reader refuses a record (WAL_REPLAY_BAD): the log ends before it. */
+static void reader_refuses(void **state) {
+    fx_t *f = *state;
+    rec_t recs[10];
+    make_recs(recs, 10, 1, small_len);
+    wopen(f, 0);
+    uint64_t last = 0, total = 0;
+    assert_int_equal(replay(f, 0, &last), 0);
+    append_all(f, recs, 5, &total);
+    assert_int_equal(wal_rotate(f->w), 0);
+    append_all(f, recs + 5, 5, &total);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+    wopen(f, 0);
+    memset(&f->got, 0, sizeof f->got);
+    f->got.stop_at = 4;
+    f->got.stop_ret = WAL_REPLAY_BAD;
+    assert_int_equal(wal_replay(f->w, 0, collect, &f->got, &last), 0);
+    assert_int_equal(f->got.calls, 4);
+    assert_int_equal(last, 3);
+    wal_dropped_t d;
+    wal_replay_dropped(f->w, &d);
+    assert_true(d.damage);
+    assert_int_equal(d.from_seq, 4);
+    assert_int_equal(d.segments, 1);
+    assert_int_equal(d.records, 7);
+    wclose(f);
+    check_kept(f, recs, 3);
 }
 
 /* ---- the callback stops the replay ---- */
@@ -1012,8 +1419,8 @@ static void prepared_zero_tail_then_next(void **state) {
     assert_got(f, 85, recs, 90);
 }
 
-/* Damage in a prepared segment with whole records after it is corruption,
- * whatever zeros follow. */
+/* Damage in a prepared segment with whole records after it: the log ends
+ * before that segment, which goes aside whole. */
 static void prepared_damage(void **state) {
     fx_t *f = *state;
     const size_t seg = 16384;
@@ -1025,7 +1432,18 @@ static void prepared_damage(void **state) {
     pwrite_seg(f, recs[k].seq, 0, zeros, HDR); /* the segment's first header */
     wopen(f, seg);
     uint64_t last;
-    assert_int_equal(replay(f, 0, &last), -EBADMSG);
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(last, recs[k - 1].seq);
+    assert_got(f, 0, recs, k);
+    wal_dropped_t d;
+    wal_replay_dropped(f->w, &d);
+    assert_true(d.damage);
+    assert_int_equal(d.records, 80 - k - 1);
+    wclose(f);
+    char dir[320], moved[400];
+    assert_true(aside_dir(f, dir, sizeof dir));
+    snprintf(moved, sizeof moved, "%s/%016llx.wal", dir, (unsigned long long)recs[k].seq);
+    assert_int_equal(file_size(moved), seg);
 }
 
 int main(void) {
@@ -1049,6 +1467,13 @@ int main(void) {
         cmocka_unit_test_setup_teardown(corrupt_seq_of_older, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_cut_older, setup, teardown),
         cmocka_unit_test_setup_teardown(gap, setup, teardown),
+        cmocka_unit_test_setup_teardown(seq_gaps, setup, teardown),
+        cmocka_unit_test_setup_teardown(huge_length, setup, teardown),
+        cmocka_unit_test_setup_teardown(forged_record_in_content, setup, teardown),
+        cmocka_unit_test_setup_teardown(content_bytes_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(truncated_at_every_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(flipped_at_every_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(reader_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(callback_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(prepared_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(prepared_torn_tail, setup, teardown),
