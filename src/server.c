@@ -83,7 +83,9 @@ int server_run(const config_t *cfg) {
         .token_ttl_s = cfg->token_ttl_s,
         .sse_max_pending = cfg->sse_max_pending,
     };
-    if (events_open(cfg->broker, cfg->sse_heartbeat_s, &srv.api.events) != 0) {
+    events_config_t ec = {.broker_url = cfg->broker, .heartbeat_s = cfg->sse_heartbeat_s,
+                          .max_per_user = cfg->max_streams_per_user, .accept = events_accept_message};
+    if (events_open(&ec, &srv.api.events) != 0) {
         store_close(srv.store);
         return 1;
     }
@@ -103,6 +105,7 @@ int server_run(const config_t *cfg) {
         .threads = cfg->threads,
         .max_body = cfg->max_body,
         .max_connections = cfg->max_connections,
+        .max_connections_per_address = cfg->max_connections_per_address,
         .idle_timeout_s = cfg->idle_timeout_s,
         .connection_memory = cfg->connection_memory,
     };

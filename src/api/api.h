@@ -54,12 +54,18 @@ typedef struct api_call {
     bool has_caller;
     uuid_t caller;
     uint8_t token_hash[TOKEN_HASH_BYTES];
+    int64_t token_expires_ms; /* the caller's session ends then (Unix ms) */
     _Alignas(16) unsigned char state[64]; /* the handler's own */
 } api_call_t;
 
 api_call_t *api_call(http_request_t *req);
 
 void api_handle(http_request_t *req, void *app);
+
+/* events_config_t's accept: whether an event from the broker is exactly
+ * what events_publish_message renders for that message. */
+bool events_accept_message(const uuid_t *sender, const uuid_t *receiver, const uuid_t *id, const char *event,
+                           size_t len);
 
 typedef struct api_limits {
     const char *web_dir;

@@ -260,8 +260,14 @@ void auth_login(http_request_t *req, void *app, const http_params_t *p) {
 static void on_revoked(void *ctx, int err, const store_token_t *t) {
     (void)t;
     http_request_t *req = ctx;
-    if (err) respond_store_error(req, err, "Invalid or expired token");
-    else http_respond_static(req, 204, "text/plain", "", 0);
+    if (err) {
+        respond_store_error(req, err, "Invalid or expired token");
+        return;
+    }
+    /* The session is over everywhere: its event streams end too. */
+    const api_call_t *call = api_call(req);
+    if (call->has_caller && call->api->events) events_end_session(call->api->events, &call->caller, call->token_hash);
+    http_respond_static(req, 204, "text/plain", "", 0);
 }
 
 void auth_logout(http_request_t *req, void *app, const http_params_t *p) {

@@ -22,6 +22,8 @@
 #include "api/render.h"
 #include "util/log.h"
 
+#include <jansson.h>
+
 #define CATCHUP_MAX 1000      /* missed messages sent; beyond that: reset */
 #define CATCHUP_BYTES_MAX (4u << 20) /* and their bytes at most */
 #define CATCHUP_CONVS_MAX 100000
@@ -50,6 +52,7 @@ typedef struct sse {
     int refs;
     http_stream_t *stream;    /* NULL before it exists and after on_closed */
     bool closed;
+    bool session_over;        /* ended by the hub: end the stream as soon as it exists */
     bool live;                /* catch-up over: events go straight out */
     held_t *held, **held_tail;
     size_t held_bytes;
@@ -138,6 +141,13 @@ static bool sent_by_catchup(sse_t *c, const uuid_t *id) {
     return bsearch(&k, c->sent, c->n_sent, sizeof k, missed_cmp) != NULL;
 }
 
+/* Whether obj[key] is the string form of id. */
+static bool member_is(json_t *obj, const char *key, const uuid_t *id) {
+    const char *v = json_string_value(json_object_get(obj, key));
+    uuid_t u;
+    return v && uuid_parse(&u, v, strlen(v)) == 0 && uuid_cmp(&u, id) == 0;
+}
+
 /* ---- the hub's sink ---- */
 
 static void sink_deliver(void *ctx, const uuid_t *id, const char *event, size_t len) {
@@ -175,10 +185,14 @@ static void sink_heartbeat(void *ctx) {
     pthread_mutex_unlock(&c->mu);
 }
 
-static void sink_reset(void *ctx) {
+/* Events may have been lost, or the session is over: either way the
+ * stream ends (after what is queued), and the client reconnects, resuming
+ * from its last event if it still may. */
+static void sink_end(void *ctx) {
     sse_t *c = ctx;
     pthread_mutex_lock(&c->mu);
     if (c->stream && !c->closed) http_stream_end(c->stream);
+    c->session_over = true;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -384,6 +398,54 @@ static void drive(sse_t *c) {
     }
 }
 
+/* ---- the session ---- */
+
+/* A logout that completed between this stream's token check and its
+ * subscription found nothing to end: so the token is read once more now
+ * that the stream is in the hub, and a token gone by then ends it. */
+static void on_recheck(void *ctx, int err, const store_token_t *t) {
+    (void)t;
+    sse_t *c = ctx;
+    if (err == STORE_ENOTFOUND) sink_end(c);
+    sse_unref(c);
+}
+
+static void recheck_token(sse_t *c, const uint8_t *token_hash) {
+    pthread_mutex_lock(&c->mu);
+    c->refs++;
+    pthread_mutex_unlock(&c->mu);
+    store_token_get(c->api->store, token_hash, on_recheck, c);
+}
+
+/* ---- events from the broker ---- */
+
+bool events_accept_message(const uuid_t *sender, const uuid_t *receiver, const uuid_t *id, const char *event,
+                           size_t len) {
+    if (uuid_version(id) != 1) return false;
+    char prefix[64], want[UUID_STR_LEN + 1];
+    uuid_format(id, want);
+    int n = snprintf(prefix, sizeof prefix, "id: %s\nevent: message\ndata: ", want);
+    size_t plen = (size_t)n;
+    if (len < plen + 2 || memcmp(event, prefix, plen) != 0 || memcmp(event + len - 2, "\n\n", 2) != 0) return false;
+    const char *data = event + plen;
+    size_t dlen = len - plen - 2;
+    /* One data line: a line break would let the payload add fields or
+     * events of its own to every client's stream. */
+    if (memchr(data, '\n', dlen) || memchr(data, '\r', dlen) || memchr(data, '\0', dlen)) return false;
+    json_t *j = json_loadb(data, dlen, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return false;
+    }
+    uuid_t conv;
+    conversation_id_derive(sender, receiver, &conv);
+    bool ok = json_is_string(json_object_get(j, "content")) && json_is_string(json_object_get(j, "created_at")) &&
+              member_is(j, "message_id", id) && member_is(j, "sender_id", sender) &&
+              member_is(j, "receiver_id", receiver) && member_is(j, "conversation_id", &conv);
+    json_decref(j);
+    return ok;
+}
+
 /* ---- the handler ---- */
 
 static int parse_last_event_id(http_request_t *req, bool *has, uuid_t *out, input_err_t *e) {
@@ -438,10 +500,16 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
         c->after = after;
         c->after_ms = ticks_to_unix_ms(uuid_time_ticks(&after));
     }
-    events_sink_t sink = {.deliver = sink_deliver, .heartbeat = sink_heartbeat, .reset = sink_reset, .ctx = c};
+    events_sink_t sink = {.deliver = sink_deliver, .heartbeat = sink_heartbeat, .reset = sink_end,
+                          .end = sink_end, .ctx = c};
+    events_session_t session;
+    if (call->has_caller) {
+        memcpy(session.token_hash, call->token_hash, sizeof session.token_hash);
+        session.expires_at_ms = call->token_expires_ms;
+    }
     /* Into the hub first: from here on no event is lost (held until the
      * stream exists and the catch-up is over). */
-    if (events_subscribe(api->events, &user, &sink, &c->sub) != 0) {
+    if (events_subscribe(api->events, &user, call->has_caller ? &session : NULL, &sink, &c->sub) != 0) {
         pthread_mutex_destroy(&c->mu);
         free(c);
         http_respond_error(req, 503, "server out of memory; try again");
@@ -459,6 +527,7 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
     if (!c->closed) {
         c->stream = s;
         put(c, "retry: 2000\n\n", 13);
+        if (c->session_over) http_stream_end(s); /* displaced or logged out meanwhile */
         if (c->live) { /* events that came before the stream existed */
             for (held_t *h = c->held, *n; h; h = n) {
                 n = h->next;
@@ -473,6 +542,7 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
     }
     pthread_mutex_unlock(&c->mu);
     if (s) http_stream_release(s); /* closed before we got here */
+    if (call->has_caller) recheck_token(c, call->token_hash);
     if (has_after) drive(c);
     sse_unref(c); /* this function's reference */
 }

@@ -70,6 +70,7 @@ static void on_token(void *ctx, int err, const store_token_t *t) {
     }
     call->has_caller = true;
     call->caller = t->user_id;
+    call->token_expires_ms = t->expires_at_ms;
     call->route->handler(req, call->api, &call->params);
 }
 

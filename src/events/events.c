@@ -12,6 +12,7 @@
 
 #include "events/broker.h"
 #include "util/log.h"
+#include "util/timefmt.h"
 
 #define BUCKETS 4096
 #define PAYLOAD_HDR 48 /* sender 16, receiver 16, message id 16; then the event */
@@ -21,13 +22,19 @@ struct events_sub {
     events_sub_t *next;
     uuid_t user;
     events_sink_t sink;
+    uint64_t serial;            /* order of subscription: the lowest is the oldest */
+    bool has_session, ended;
+    events_session_t session;
 };
 
 struct events {
-    pthread_mutex_t mu;         /* guards the table */
+    pthread_mutex_t mu;         /* guards the table and next_serial */
     events_sub_t *table[BUCKETS];
+    uint64_t next_serial;
     broker_t *broker;           /* NULL: publish straight to the table */
     unsigned heartbeat_s;
+    unsigned max_per_user;
+    bool (*accept)(const uuid_t *, const uuid_t *, const uuid_t *, const char *, size_t);
     pthread_t heart;
     pthread_mutex_t heart_mu;
     pthread_cond_t heart_cv;
@@ -52,7 +59,7 @@ static events_sub_t *sub_next(events_t *ev, const uuid_t *user, events_sub_t *s)
 /* Delivers to the local subscribers of one user. Called with ev->mu held. */
 static void deliver_to(events_t *ev, const uuid_t *user, const uuid_t *id, const char *event, size_t len) {
     for (events_sub_t *s = sub_next(ev, user, NULL); s; s = sub_next(ev, user, s))
-        s->sink.deliver(s->sink.ctx, id, event, len);
+        if (!s->ended) s->sink.deliver(s->sink.ctx, id, event, len);
 }
 
 /* Called with ev->mu held. */
@@ -85,19 +92,67 @@ static void for_each_sub(events_t *ev, void (*fn)(const events_sink_t *)) {
 static void call_heartbeat(const events_sink_t *k) { k->heartbeat(k->ctx); }
 static void call_reset(const events_sink_t *k) { k->reset(k->ctx); }
 
+/* Ends one subscription: nothing is delivered to it from here on. Called
+ * with ev->mu held. */
+static void end_sub(events_sub_t *s) {
+    if (s->ended) return;
+    s->ended = true;
+    s->sink.end(s->sink.ctx);
+}
+
+/* Ends the subscriptions of user's session token_hash here. */
+static void end_session_local(events_t *ev, const uuid_t *user, const uint8_t *token_hash) {
+    pthread_mutex_lock(&ev->mu);
+    for (events_sub_t *s = sub_next(ev, user, NULL); s; s = sub_next(ev, user, s))
+        if (s->has_session && memcmp(s->session.token_hash, token_hash, 32) == 0) end_sub(s);
+    pthread_mutex_unlock(&ev->mu);
+}
+
+/* Ends every subscription whose session has expired. */
+static void end_expired(events_t *ev, int64_t now_ms) {
+    pthread_mutex_lock(&ev->mu);
+    for (size_t i = 0; i < BUCKETS; i++)
+        for (events_sub_t *s = ev->table[i]; s; s = s->next)
+            if (s->has_session && s->session.expires_at_ms <= now_ms) end_sub(s);
+    pthread_mutex_unlock(&ev->mu);
+}
+
 /* ---- the broker's side ---- */
+
+/* Every payload on the channel is one of two kinds, told apart by the
+ * header's third id:
+ *   a message:    sender | receiver | message id (a timeuuid) | the event
+ *   a session end: user  | user     | nil        | SESSION_END | token hash
+ * Anything else is dropped with a warning: the channel is input too. */
+#define SESSION_END "session-end\n"
+#define SESSION_END_LEN (sizeof SESSION_END - 1)
 
 static void on_broker_message(void *ctx, const char *payload, size_t len) {
     events_t *ev = ctx;
+    static const uuid_t nil;
     if (len <= PAYLOAD_HDR) {
-        log_warn("events", "broker payload of %zu bytes ignored", len);
+        log_warn("events", "broker payload of %zu bytes dropped: too short", len);
         return;
     }
     uuid_t sender, receiver, id;
     memcpy(sender.b, payload, 16);
     memcpy(receiver.b, payload + 16, 16);
     memcpy(id.b, payload + 32, 16);
-    deliver_local(ev, &sender, &receiver, &id, payload + PAYLOAD_HDR, len - PAYLOAD_HDR);
+    const char *rest = payload + PAYLOAD_HDR;
+    size_t n = len - PAYLOAD_HDR;
+    if (uuid_cmp(&id, &nil) == 0) {
+        if (n == SESSION_END_LEN + 32 && memcmp(rest, SESSION_END, SESSION_END_LEN) == 0 &&
+            uuid_cmp(&sender, &receiver) == 0)
+            end_session_local(ev, &sender, (const uint8_t *)rest + SESSION_END_LEN);
+        else
+            log_warn("events", "broker payload of %zu bytes dropped: not a session end", len);
+        return;
+    }
+    if (!ev->accept(&sender, &receiver, &id, rest, n)) {
+        log_warn("events", "broker payload of %zu bytes dropped: not a message event", len);
+        return;
+    }
+    deliver_local(ev, &sender, &receiver, &id, rest, n);
 }
 
 static void on_broker_reset(void *ctx) {
@@ -107,19 +162,26 @@ static void on_broker_reset(void *ctx) {
 
 /* ---- heartbeats ---- */
 
+/* Once a second: sessions that expired end (the contract is "within one
+ * second"); every heartbeat_s seconds: a keep-alive on every stream. */
 static void *heart_main(void *arg) {
     events_t *ev = arg;
     pthread_setname_np(pthread_self(), "sse-heartbeat");
+    unsigned ticks = 0;
     pthread_mutex_lock(&ev->heart_mu);
     while (!ev->closing) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += ev->heartbeat_s;
+        until.tv_sec += 1;
         int rc = 0;
         while (!ev->closing && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&ev->heart_cv, &ev->heart_mu, &until);
         if (ev->closing) break;
         pthread_mutex_unlock(&ev->heart_mu);
-        for_each_sub(ev, call_heartbeat);
+        end_expired(ev, time_now_ms());
+        if (++ticks >= ev->heartbeat_s) {
+            ticks = 0;
+            for_each_sub(ev, call_heartbeat);
+        }
         pthread_mutex_lock(&ev->heart_mu);
     }
     pthread_mutex_unlock(&ev->heart_mu);
@@ -128,13 +190,16 @@ static void *heart_main(void *arg) {
 
 /* ---- public ---- */
 
-int events_open(const char *broker_url, unsigned heartbeat_s, events_t **out) {
+int events_open(const events_config_t *cfg, events_t **out) {
+    const char *broker_url = cfg->broker_url;
     events_t *ev = calloc(1, sizeof *ev);
     if (!ev) return -1;
     pthread_mutex_init(&ev->mu, NULL);
     pthread_mutex_init(&ev->heart_mu, NULL);
     pthread_cond_init(&ev->heart_cv, NULL);
-    ev->heartbeat_s = heartbeat_s ? heartbeat_s : 15;
+    ev->heartbeat_s = cfg->heartbeat_s ? cfg->heartbeat_s : 15;
+    ev->max_per_user = cfg->max_per_user ? cfg->max_per_user : 16;
+    ev->accept = cfg->accept;
     if (broker_url) {
         broker_callbacks_t cb = {.on_message = on_broker_message, .on_reset = on_broker_reset, .ctx = ev};
         int rc = broker_open(broker_url, CHANNEL, &cb, &ev->broker);
@@ -174,18 +239,54 @@ void events_close(events_t *ev) {
     free(ev);
 }
 
-int events_subscribe(events_t *ev, const uuid_t *user, const events_sink_t *sink, events_sub_t **out) {
+/* Ends user's oldest live subscriptions until fewer than max_per_user are
+ * left. Called with ev->mu held. */
+static void make_room(events_t *ev, const uuid_t *user) {
+    for (;;) {
+        unsigned live = 0;
+        events_sub_t *oldest = NULL;
+        for (events_sub_t *s = sub_next(ev, user, NULL); s; s = sub_next(ev, user, s)) {
+            if (s->ended) continue;
+            live++;
+            if (!oldest || s->serial < oldest->serial) oldest = s;
+        }
+        if (live < ev->max_per_user) return;
+        end_sub(oldest);
+    }
+}
+
+int events_subscribe(events_t *ev, const uuid_t *user, const events_session_t *session,
+                     const events_sink_t *sink, events_sub_t **out) {
     events_sub_t *s = calloc(1, sizeof *s);
     if (!s) return -1;
     s->user = *user;
     s->sink = *sink;
+    if (session) {
+        s->has_session = true;
+        s->session = *session;
+    }
     size_t b = bucket_of(user);
     pthread_mutex_lock(&ev->mu);
+    make_room(ev, user);
+    s->serial = ev->next_serial++;
     s->next = ev->table[b];
     ev->table[b] = s;
     pthread_mutex_unlock(&ev->mu);
     *out = s;
     return 0;
+}
+
+void events_end_session(events_t *ev, const uuid_t *user, const uint8_t token_hash[32]) {
+    end_session_local(ev, user, token_hash);
+    if (!ev->broker) return;
+    static const uuid_t nil;
+    char p[PAYLOAD_HDR + SESSION_END_LEN + 32];
+    memcpy(p, user->b, 16);
+    memcpy(p + 16, user->b, 16);
+    memcpy(p + 32, nil.b, 16);
+    memcpy(p + PAYLOAD_HDR, SESSION_END, SESSION_END_LEN);
+    memcpy(p + PAYLOAD_HDR + SESSION_END_LEN, token_hash, 32);
+    broker_publish(ev->broker, p, sizeof p);
 }
 
 void events_unsubscribe(events_t *ev, events_sub_t *sub) {

@@ -15,7 +15,9 @@
 #ifndef MESSENGER_EVENTS_EVENTS_H
 #define MESSENGER_EVENTS_EVENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model/uuid.h"
 #include "util/buf.h"
@@ -29,19 +31,48 @@ typedef struct events_sink {
     /* Events may have been lost (the broker reconnected): the subscriber
      * should make its client catch up from the store. */
     void (*reset)(void *ctx);
+    /* The subscription is over: its session ended (logout, expiry) or a
+     * newer subscription of the same user displaced it. The subscriber
+     * should end its stream; the hub delivers nothing more to it. */
+    void (*end)(void *ctx);
     void *ctx;
 } events_sink_t;
 
-/* broker_url: NULL (this process only) or "redis://host:port". Starts the
- * heartbeat thread. 0, or -1 with the reason logged. */
-int events_open(const char *broker_url, unsigned heartbeat_s, events_t **out);
+/* The login session a subscription belongs to (with auth on). */
+typedef struct events_session {
+    uint8_t token_hash[32];
+    int64_t expires_at_ms;      /* Unix ms; the subscription ends then */
+} events_session_t;
+
+typedef struct events_config {
+    const char *broker_url;     /* NULL (this process only) or "redis://[:password@]host:port" */
+    unsigned heartbeat_s;
+    unsigned max_per_user;      /* subscriptions of one user; a further one ends the oldest */
+    /* Whether an event that came from the broker is one this process could
+     * have rendered for that message (the API layer knows the format): the
+     * broker's channel is input like any other, and a foreign or damaged
+     * payload must never reach a client's stream. */
+    bool (*accept)(const uuid_t *sender, const uuid_t *receiver, const uuid_t *message_id,
+                   const char *event, size_t len);
+} events_config_t;
+
+/* Starts the heartbeat thread (which also ends expired sessions, once a
+ * second). 0, or -1 with the reason logged. */
+int events_open(const events_config_t *cfg, events_t **out);
 /* Stops the broker and the heartbeat thread; every subscriber must have
  * unsubscribed. */
 void events_close(events_t *ev);
 
-/* 0, or -1 when out of memory. */
-int events_subscribe(events_t *ev, const uuid_t *user, const events_sink_t *sink, events_sub_t **out);
+/* session: NULL for none (auth off). When the user already has
+ * max_per_user subscriptions, the oldest is ended (its sink's end()).
+ * 0, or -1 when out of memory. */
+int events_subscribe(events_t *ev, const uuid_t *user, const events_session_t *session,
+                     const events_sink_t *sink, events_sub_t **out);
 void events_unsubscribe(events_t *ev, events_sub_t *sub);
+
+/* Ends every subscription of user's session token_hash (a logout), here at
+ * once and, through the broker, on every other instance. */
+void events_end_session(events_t *ev, const uuid_t *user, const uint8_t token_hash[32]);
 
 /* Appends a message's event to b (which may already hold a header). */
 typedef void (*events_render_fn)(void *arg, buf_t *b);

@@ -599,6 +599,9 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        /* One client must not take every connection (event streams stay
+         * open): libmicrohttpd refuses more from one address at accept. */
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_address,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout_s,
         /* Every open connection holds this pool, idle or not: it bounds the
          * memory of many idle keep-alive clients (bodies are copied out of

@@ -30,6 +30,7 @@ typedef struct http_server_config {
     unsigned threads;       /* event-loop threads */
     size_t max_body;        /* bytes; larger bodies get 413 */
     unsigned max_connections;
+    unsigned max_connections_per_address; /* 0: no limit */
     unsigned idle_timeout_s; /* idle keep-alive connections are closed after this */
     size_t connection_memory; /* per-connection pool: request line and headers */
 } http_server_config_t;
