@@ -127,6 +127,15 @@ int input_json_object(const char *body, size_t len, json_t **out, input_err_t *e
     /* JSON_ALLOW_NUL: "\u0000" is valid JSON, and content may carry it.
      * jansson also rejects invalid UTF-8 anywhere in the document. */
     v = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
+    err->status = 400;
+    if (!v && json_error_code(&jerr) == json_error_invalid_utf8) {
+        /* Well-formed but not text: a client's mistake about the content,
+         * as every other invalid UTF-8 in input is (422). */
+        err->status = 422;
+        snprintf(err->detail, sizeof err->detail, "request body is not valid UTF-8 (line %d, column %d)",
+                 jerr.line, jerr.column);
+        return -1;
+    }
     if (!v) {
         /* jansson's text is at most 160 bytes; cut it to fit, on purpose. */
         snprintf(err->detail, sizeof err->detail, "request body is not valid JSON: %.160s (line %d, column %d)",
@@ -146,7 +155,7 @@ json_t *input_body_or_400(http_request_t *req) {
     input_err_t e;
     json_t *body;
     if (input_body_object(req, &body, &e) == 0) return body;
-    http_respond_error(req, 400, e.detail);
+    http_respond_error(req, e.status, e.detail);
     return NULL;
 }
 

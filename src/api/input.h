@@ -23,6 +23,7 @@
 
 typedef struct input_err {
     char detail[256];
+    unsigned status;    /* of a body that is not a JSON object: 400, or 422 for invalid UTF-8 */
 } input_err_t;
 
 /* The fast path of input_body_object(): a JSON object whose members are

@@ -150,5 +150,11 @@ void users_find(http_request_t *req, void *app, const http_params_t *p) {
         http_respond_error(req, 422, "username: query parameter required");
         return;
     }
+    /* Text reaches the store only as valid UTF-8 (Cassandra rejects the
+     * rest with an error of its own). */
+    if (!utf8_valid(name, strlen(name))) {
+        http_respond_error(req, 422, "username: not valid UTF-8");
+        return;
+    }
     store_user_find(api->store, name, strlen(name), on_found, req);
 }

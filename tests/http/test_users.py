@@ -63,6 +63,14 @@ def test_find_user_by_name_case_insensitive(client):
         assert body == u, (q, body)
 
 
+@pytest.mark.parametrize("raw", ["%FF", "a%C3%28b", "%ED%A0%80", "%F4%90%80%80"])
+def test_find_invalid_utf8_username_422(client, lib, raw):
+    # Cassandra rejects invalid UTF-8 text itself: it must never get there.
+    status, body, _ = client.call("GET", "/api/users?username=" + raw)
+    assert status == 422, body
+    lib.check_error(body)
+
+
 def test_find_unknown_username_404(client, lib):
     status, body, _ = client.call("GET", f"/api/users?username={uname('nobody')}")
     assert status == 404, body
