@@ -74,7 +74,9 @@ int64_t ticks_to_unix_ms(uint64_t ticks) {
 }
 
 uint64_t unix_ms_to_ticks(int64_t ms) {
-    return (uint64_t)(ms * 10000 + (int64_t)UUID_TICKS_UNIX_EPOCH);
+    if (ms < 0) ms = 0;
+    if (ms > TIME_MS_MAX) ms = TIME_MS_MAX;
+    return (uint64_t)ms * 10000 + UUID_TICKS_UNIX_EPOCH;
 }
 
 void uuid_make_v1(uuid_t *out, uint64_t ticks, uint16_t clock_seq, uint64_t node) {
@@ -141,7 +143,7 @@ static uint64_t now_ticks(void) {
 
 void idgen_next_after(idgen_t *g, uint64_t min_ticks, uuid_t *out) {
     uint64_t now = now_ticks();
-    if (now < min_ticks) now = min_ticks;
+    if (now < min_ticks && min_ticks - now <= (uint64_t)IDGEN_MAX_AHEAD_MS * 10000) now = min_ticks;
     uint64_t last = atomic_load_explicit(&g->last_ticks, memory_order_relaxed);
     uint64_t next;
     do {

@@ -37,7 +37,15 @@ static inline int uuid_version(const uuid_t *u) { return u->b[6] >> 4; }
 #define UUID_TICKS_UNIX_EPOCH 0x01B21DD213814000ULL /* ticks at 1970-01-01 */
 uint64_t uuid_time_ticks(const uuid_t *u); /* timestamp field of a v1 uuid */
 int64_t ticks_to_unix_ms(uint64_t ticks);
+/* ms is clamped to [0, TIME_MS_MAX] first: never an overflow. */
 uint64_t unix_ms_to_ticks(int64_t ms);
+
+/* The times this system stores: 1970-01-01 to 2200-01-01 (Unix ms). A time
+ * read back from a store outside this range is damage, never trusted (the
+ * arithmetic on it could overflow, and a far-future value would pin the id
+ * generator). */
+#define TIME_MS_MAX INT64_C(7258118400000)
+static inline bool time_ms_valid(int64_t ms) { return ms >= 0 && ms <= TIME_MS_MAX; }
 
 /* A v1 uuid from explicit fields (clock_seq: 14 bits, node: 48 bits). */
 void uuid_make_v1(uuid_t *out, uint64_t ticks, uint16_t clock_seq, uint64_t node);
@@ -64,7 +72,11 @@ int idgen_init(idgen_t *g);
 /* Next id: timestamp = max(now, last + 1), so ids never repeat or go back. */
 void idgen_next(idgen_t *g, uuid_t *out);
 /* Same, but never earlier than min_ticks (used to keep a conversation's
- * messages ordered if the wall clock steps back). */
+ * messages ordered if the wall clock steps back). A floor more than
+ * IDGEN_MAX_AHEAD_MS ahead of the clock is ignored: no clock is that
+ * wrong, so it is damage, and taking it would make every later id of the
+ * process (and created_at) as far in the future. */
+#define IDGEN_MAX_AHEAD_MS (24 * 3600 * 1000)
 void idgen_next_after(idgen_t *g, uint64_t min_ticks, uuid_t *out);
 
 #endif

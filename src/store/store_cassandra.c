@@ -240,6 +240,22 @@ static void probe(cass_store_t *s, join_t *j, probe_t *p, const char *what, cons
 /* Reads column `col` of the current row as a uuid. */
 static bool row_uuid(cql_result *r, int col, uuid_t *out) { return cql_row_get_uuid(r, col, out->b) == CQL_OK; }
 
+/* Reads column `col` of the current row as a time in Unix ms (a timestamp
+ * or a bigint of ms): CQL_OK only for a time within time_ms_valid(). What a
+ * node sends is input: a value outside it is logged and read as absent. */
+static int row_time_ms(cql_result *r, int col, int64_t *out) {
+    int64_t v;
+    int rc = cql_row_get_timestamp(r, col, &v);
+    if (rc == CQL_ETYPE) rc = cql_row_get_bigint(r, col, &v);
+    if (rc != CQL_OK) return rc;
+    if (!time_ms_valid(v)) {
+        log_warn("store", "a time of %lld ms read from Cassandra is out of range: row ignored", (long long)v);
+        return CQL_ERANGE;
+    }
+    *out = v;
+    return CQL_OK;
+}
+
 static int64_t ticks_to_unix_us(uint64_t ticks) { return ((int64_t)ticks - (int64_t)UUID_TICKS_UNIX_EPOCH) / 10; }
 
 /* conversation_metadata and conversation_participants are immutable, and the
@@ -260,9 +276,9 @@ static bool decode_message(cql_result *r, const uuid_t *conv, message_t *m) {
         m->content = "";
         m->content_len = 0;
     }
-    if (cql_row_get_timestamp(r, 4, &m->created_at_ms) != CQL_OK)
+    if (row_time_ms(r, 4, &m->created_at_ms) != CQL_OK)
         m->created_at_ms = ticks_to_unix_ms(uuid_time_ticks(&m->id));
-    return true;
+    return uuid_version(&m->id) == 1 && time_ms_valid(m->created_at_ms); /* else damage: skipped */
 }
 
 /* ------------------------------------------------------------------ users */
@@ -441,7 +457,7 @@ static void on_token_row(void *arg, int status, cql_result *r) {
     /* The row's TTL ends with the token; the time check covers the last
      * second and clocks that disagree. */
     if (!err && (cql_result_next_row(r) != 1 || !row_uuid(r, 0, &op->t.user_id) ||
-                 cql_row_get_timestamp(r, 1, &op->t.expires_at_ms) != CQL_OK ||
+                 row_time_ms(r, 1, &op->t.expires_at_ms) != CQL_OK ||
                  op->t.expires_at_ms <= time_now_ms()))
         err = STORE_ENOTFOUND;
     token_op_finish(op, err);
@@ -508,7 +524,7 @@ static void send_reads_done(void *arg, int err) {
 static void on_send_activity(void *arg, int status, cql_result *r) {
     send_op_t *op = arg;
     int err = map_cql(status, r, "conversation read");
-    if (!err && cql_result_next_row(r) == 1 && cql_row_get_timestamp(r, 2, &op->old_activity) == CQL_OK)
+    if (!err && cql_result_next_row(r) == 1 && row_time_ms(r, 2, &op->old_activity) == CQL_OK)
         op->has_old = true;
     join_arrive(&op->reads, err);
 }
@@ -855,7 +871,7 @@ static void on_cbu_in(void *arg, int status, cql_result *r) {
     while (!err && cql_result_next_row(r) == 1) {
         uuid_t conv, other;
         int64_t updated;
-        if (!row_uuid(r, 0, &conv) || !row_uuid(r, 1, &other) || cql_row_get_timestamp(r, 3, &updated) != CQL_OK)
+        if (!row_uuid(r, 0, &conv) || !row_uuid(r, 1, &other) || row_time_ms(r, 3, &updated) != CQL_OK)
             continue;
         for (size_t i = 0; i < op->n_rows; i++) {
             if (state[i] != MISSING || uuid_cmp(&op->row_conv[i], &conv) != 0) continue;
@@ -937,7 +953,7 @@ static void on_recency(void *arg, int status, cql_result *r) {
         int64_t a;
         const uint8_t *key;
         size_t key_len;
-        if (cql_row_get_bigint(r, 0, &a) != CQL_OK || cql_row_get_blob(r, 1, &key, &key_len) != CQL_OK ||
+        if (row_time_ms(r, 0, &a) != CQL_OK || cql_row_get_blob(r, 1, &key, &key_len) != CQL_OK ||
             key_len != 16)
             continue;
         memcpy(op->row_conv[op->n_rows].b, key, 16);
@@ -972,7 +988,7 @@ static void conv_start_done(void *arg, int err) {
 static void on_conv_cursor(void *arg, int status, cql_result *r) {
     conv_page_op_t *op = arg;
     int err = map_cql(status, r, "cursor conversation read");
-    if (!err && (cql_result_next_row(r) != 1 || cql_row_get_timestamp(r, 2, &op->pos_activity) != CQL_OK))
+    if (!err && (cql_result_next_row(r) != 1 || row_time_ms(r, 2, &op->pos_activity) != CQL_OK))
         err = STORE_EBADCURSOR;
     op->cursor_set = op->has_start = true;
     op->pos_id = op->start_id = op->q.cursor_id;
@@ -1036,7 +1052,7 @@ static void on_get_meta(void *arg, int status, cql_result *r) {
     int err = map_cql(status, r, "metadata read");
     if (!err && cql_result_next_row(r) == 1) {
         op->has_meta = true;
-        if (cql_row_get_timestamp(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
+        if (row_time_ms(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
     }
     join_arrive(&op->reads, err);
 }
@@ -1145,7 +1161,7 @@ static void on_open_meta(void *arg, int status, cql_result *r) {
     int err = map_cql(status, r, "metadata read");
     if (!err && cql_result_next_row(r) == 1) {
         op->exists = true;
-        if (cql_row_get_timestamp(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
+        if (row_time_ms(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
         op->conv.last_message_at_ms = op->conv.created_at_ms;
     }
     join_arrive(&op->reads, err);
@@ -1465,7 +1481,7 @@ static void migrate_conv_row(void *arg, cql_result *r) {
     migrate_ctx_t *m = arg;
     uuid_t user, conv;
     int64_t updated;
-    if (!row_uuid(r, 0, &user) || !row_uuid(r, 1, &conv) || cql_row_get_timestamp(r, 2, &updated) != CQL_OK) return;
+    if (!row_uuid(r, 0, &user) || !row_uuid(r, 1, &conv) || row_time_ms(r, 2, &updated) != CQL_OK) return;
     cql_value v[4] = {v_uuid(&user), cql_value_bigint(updated), v_conv_key(&conv), cql_value_bigint(updated * 1000)};
     migrate_submit(m, Q_REC_PUT, v, 4, false);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/uuid.h"
+#include "util/timefmt.h"
 #include "unit.h"
 
 static void parse_format_round_trip(void **state) {
@@ -176,6 +177,33 @@ static void generator_bits_and_floor(void **state) {
     assert_true(uuid_time_ticks(&u) > floor); /* and the generator never goes back */
 }
 
+/* Times read back from a store are input: no value makes the conversion
+ * overflow, and a far-future floor does not pin the generator (fuzz finding:
+ * 10979320782827102 ms from conversations_by_user). */
+static void hostile_times_are_contained(void **state) {
+    (void)state;
+    assert_false(time_ms_valid(-1));
+    assert_false(time_ms_valid(INT64_C(10979320782827102)));
+    assert_true(time_ms_valid(0));
+    assert_true(time_ms_valid(TIME_MS_MAX));
+    assert_int_equal(unix_ms_to_ticks(INT64_MIN), UUID_TICKS_UNIX_EPOCH);
+    assert_int_equal(unix_ms_to_ticks(-5), UUID_TICKS_UNIX_EPOCH);
+    assert_int_equal(unix_ms_to_ticks(INT64_MAX), unix_ms_to_ticks(TIME_MS_MAX));
+    assert_int_equal(ticks_to_unix_ms(unix_ms_to_ticks(TIME_MS_MAX)), TIME_MS_MAX);
+
+    idgen_t g;
+    assert_int_equal(idgen_init(&g), 0);
+    uuid_t a, b;
+    /* A year ahead: ignored. */
+    idgen_next_after(&g, unix_ms_to_ticks(time_now_ms() + INT64_C(365) * 86400 * 1000), &a);
+    int64_t at = ticks_to_unix_ms(uuid_time_ticks(&a));
+    assert_true(at <= time_now_ms() + 1000);
+    /* A minute ahead: a clock that is behind another node's; honoured. */
+    int64_t minute = time_now_ms() + 60 * 1000;
+    idgen_next_after(&g, unix_ms_to_ticks(minute), &b);
+    assert_true(ticks_to_unix_ms(uuid_time_ticks(&b)) >= minute);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parse_format_round_trip),
@@ -187,6 +215,7 @@ int main(void) {
         cmocka_unit_test(random_v4),
         cmocka_unit_test(generator_monotonic_under_threads),
         cmocka_unit_test(generator_bits_and_floor),
+        cmocka_unit_test(hostile_times_are_contained),
     };
     return cmocka_run_group_tests_name("uuid", tests, NULL, NULL);
 }
