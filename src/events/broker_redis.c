@@ -58,6 +58,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -74,7 +75,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "model/model.h"
+#include "model/uuid.h"
 #include "util/log.h"
+#include "util/timefmt.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -99,6 +103,13 @@
 
 #define HOST_MAX 255
 #define CHANNEL_MAX 1024
+#define AUTH_MAX 512             /* bytes of a user name or password, decoded */
+
+/* What one reply from Redis may make us hold (broker.h, trust boundary):
+ * our replies are flat arrays of two or three elements, and a payload is at
+ * most PAYLOAD_MAX bytes. */
+#define REPLY_ARRAY_MAX 8
+#define READER_MAX (PAYLOAD_MAX + ((size_t)64 << 10))
 
 typedef struct qnode {
     struct qnode *next;
@@ -114,6 +125,9 @@ typedef struct ratelimit {
 struct broker {
     char host[HOST_MAX + 1];
     int port;
+    bool has_pass;             /* the url carried a password: AUTH first */
+    char user[AUTH_MAX + 1], pass[AUTH_MAX + 1];
+    size_t user_len, pass_len; /* user_len 0: AUTH with the password alone */
     char url[HOST_MAX + 20];   /* "redis://host:port", for log lines */
     char *channel;
     size_t channel_len;
@@ -155,6 +169,7 @@ typedef struct link {
     ratelimit_t rl_lost;     /* "connection lost" lines (a flapping Redis) */
     ratelimit_t rl_batch;    /* publisher: batches lost with their connection */
     ratelimit_t rl_err;      /* error replies */
+    ratelimit_t rl_payload;  /* subscriber: payloads dropped as invalid */
     char err[160];           /* why the last operation failed */
 } link_t;
 
@@ -279,12 +294,69 @@ static void backoff_sleep(link_t *l) {
     }
 }
 
+/* ---- what a reply may cost (broker.h, trust boundary) ----
+ *
+ * hiredis 0.14 builds replies through the reader's redisReplyObjectFunctions
+ * and allocates an array's element pointers as soon as its header arrives,
+ * for whatever count the header announces. Ours are hiredis's own functions
+ * except createArray, which first refuses what we never receive: a count
+ * below 0 or above REPLY_ARRAY_MAX, or an array inside an array. A NULL from
+ * createArray makes the reader fail (it reports "out of memory"; the reason
+ * is kept in reader_refused), and the connection is dropped. Bulk strings
+ * are allocated only once all their bytes are in; the reader's buffer, which
+ * holds them until then, is capped by reader_too_full(). */
+
+static redisReplyObjectFunctions guarded_fns;
+static void *(*default_create_array)(const redisReadTask *, int);
+static pthread_once_t guarded_once = PTHREAD_ONCE_INIT;
+/* Why the reader refused the last reply on this thread, or NULL. */
+static _Thread_local const char *reader_refused;
+
+static void *guarded_create_array(const redisReadTask *task, int elements) {
+    if (task->parent) reader_refused = "a nested array";
+    else if (elements < 0 || elements > REPLY_ARRAY_MAX) reader_refused = "an array of a hostile size";
+    else return default_create_array(task, elements);
+    return NULL;
+}
+
+static void guarded_init(void) {
+    /* hiredis's default functions are static: a fresh reader points to them. */
+    redisReader *r = redisReaderCreate();
+    if (!r) return;
+    guarded_fns = *r->fn;
+    default_create_array = guarded_fns.createArray;
+    guarded_fns.createArray = guarded_create_array;
+    redisReaderFree(r);
+}
+
+/* The guarded functions, or NULL when they could not be set up. */
+static redisReplyObjectFunctions *guarded_functions(void) {
+    pthread_once(&guarded_once, guarded_init);
+    return default_create_array ? &guarded_fns : NULL;
+}
+
+/* True when the reader holds more unparsed bytes than any reply of ours can
+ * take: reading more would only grow its buffer. */
+static bool reader_too_full(const redisReader *r) {
+    return r->len - r->pos > READER_MAX;
+}
+
+/* After a reader failure: the refusal's reason, or the reader's own error
+ * (a protocol error; on a non-blocking context redisGetReply does no I/O). */
+static void set_reader_err(link_t *l, const char *what, const redisReader *r) {
+    if (reader_refused) set_err(l, "reply refused", reader_refused);
+    else set_err(l, what, r->errstr[0] ? r->errstr : "malformed reply");
+    reader_refused = NULL;
+}
+
 /* ---- one connection ---- */
 
 static void link_close(link_t *l) {
     if (l->c) redisFree(l->c);
     l->c = NULL;
 }
+
+static int link_auth(link_t *l);
 
 /* Connects without blocking past CONNECT_TIMEOUT_MS or broker_close.
  * Returns 0 or -1 (l->err says why). Name resolution (getaddrinfo, inside
@@ -321,7 +393,18 @@ static int link_connect(link_t *l) {
         link_close(l);
         return -1;
     }
+    redisReplyObjectFunctions *fns = guarded_functions();
+    if (!fns) {
+        set_err(l, "connect", "out of memory");
+        link_close(l);
+        return -1;
+    }
+    l->c->reader->fn = fns;
     l->last_rx_ms = now_ms();
+    if (link_auth(l) != 0) {
+        link_close(l);
+        return -1;
+    }
     return 0;
 }
 
@@ -345,14 +428,19 @@ static int link_flush(link_t *l, int64_t deadline) {
 static int link_read(link_t *l, int64_t deadline, redisReply **out) {
     for (;;) {
         void *reply = NULL;
+        reader_refused = NULL;
         /* On a non-blocking context this only parses what was read already. */
         if (redisGetReply(l->c, &reply) != REDIS_OK) {
-            set_ctx_err(l, "read");
+            set_reader_err(l, "read", l->c->reader);
             return -1;
         }
         if (reply) {
             *out = reply;
             return 1;
+        }
+        if (reader_too_full(l->c->reader)) {
+            set_err(l, "reply refused", "more than 8 MiB without a whole reply");
+            return -1;
         }
         int r = wait_ready(l, POLLIN, deadline);
         if (r <= 0) return r;
@@ -362,6 +450,36 @@ static int link_read(link_t *l, int64_t deadline, redisReply **out) {
         }
         l->last_rx_ms = now_ms();
     }
+}
+
+/* AUTH, when the url carried a password; the password itself is never
+ * logged (l->err gets Redis's answer). Returns 0 or -1. */
+static int link_auth(link_t *l) {
+    broker_t *b = l->b;
+    if (!b->has_pass) return 0;
+    int rc = b->user_len ? redisAppendCommand(l->c, "AUTH %b %b", b->user, b->user_len, b->pass, b->pass_len)
+                         : redisAppendCommand(l->c, "AUTH %b", b->pass, b->pass_len);
+    if (rc != REDIS_OK) {
+        set_ctx_err(l, "AUTH");
+        return -1;
+    }
+    if (link_flush(l, now_ms() + IO_TIMEOUT_MS) != 0) return -1;
+    redisReply *r = NULL;
+    int got = link_read(l, now_ms() + IO_TIMEOUT_MS, &r);
+    if (got <= 0) {
+        if (got == 0) set_err(l, "AUTH", "no answer");
+        return -1;
+    }
+    rc = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        set_err(l, "AUTH refused", r->str);
+        rc = -1;
+    } else if (r->type != REDIS_REPLY_STATUS) {
+        set_err(l, "AUTH", "unexpected answer");
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
 }
 
 /* A connect attempt failed: say so, at most once per LOG_INTERVAL_MS. */
@@ -407,6 +525,95 @@ static bool str_is(const redisReply *r, const char *s) {
     return r->type == REDIS_REPLY_STRING && r->len == n && memcmp(r->str, s, n) == 0;
 }
 
+/* ---- payloads (broker.h: the format and the trust boundary) ---- */
+
+/* Consumes the literal lit from [*p, end), or returns false. */
+static bool eat(const char **p, const char *end, const char *lit, size_t n) {
+    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0) return false;
+    *p += n;
+    return true;
+}
+#define EAT(p, end, lit) eat(p, end, lit, sizeof lit - 1)
+
+/* `"<canonical form of u>"` (quoted when asked), or false. */
+static bool eat_uuid(const char **p, const char *end, const uuid_t *u, bool quoted) {
+    char want[UUID_STR_LEN + 3];
+    uuid_format(u, want + 1);
+    want[0] = want[UUID_STR_LEN + 1] = '"';
+    return quoted ? eat(p, end, want, UUID_STR_LEN + 2) : eat(p, end, want + 1, UUID_STR_LEN);
+}
+
+/* The JSON string at *p (quote to quote). Our renderer writes printable
+ * ASCII only (everything else as \u escapes, invalid UTF-8 as U+FFFD), so
+ * any other byte is refused: no raw line break can end the SSE data line.
+ * jansson then checks the escapes (lone surrogates refused) and decodes. */
+static const char *eat_content(const char **p, const char *end) {
+    const char *s = *p;
+    if (s == end || *s != '"') return "no content string";
+    const char *q = s + 1;
+    while (q < end && *q != '"') {
+        unsigned char c = (unsigned char)*q;
+        if (c < 0x20 || c > 0x7e) return "content with raw bytes our renderer escapes";
+        if (*q == '\\' && end - q < 2) return "an unterminated content string";
+        q += *q == '\\' ? 2 : 1;
+    }
+    if (q == end) return "an unterminated content string";
+    json_error_t jerr;
+    json_t *v = json_loadb(s, (size_t)(q + 1 - s), JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    const char *why = !v || !json_is_string(v)                   ? "content that is not a valid JSON string of UTF-8"
+                      : json_string_length(v) > BROKER_CONTENT_MAX ? "content longer than any instance accepts"
+                                                                   : NULL;
+    json_decref(v);
+    if (!why) *p = q + 1;
+    return why;
+}
+
+static bool two_digits(const char *s, int lo, int hi) {
+    if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9') return false;
+    int v = (s[0] - '0') * 10 + (s[1] - '0');
+    return v >= lo && v <= hi;
+}
+
+/* `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, as time_format_ms writes it. */
+static bool eat_time(const char **p, const char *end) {
+    const char *t = *p;
+    if (end - t < TIME_STR_LEN + 2 || t[0] != '"' || t[TIME_STR_LEN + 1] != '"') return false;
+    t++;
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    for (int i = 0; i < TIME_STR_LEN; i++)
+        if (shape[i] == 'd' ? t[i] < '0' || t[i] > '9' : t[i] != shape[i]) return false;
+    if (!two_digits(t + 5, 1, 12) || !two_digits(t + 8, 1, 31) || !two_digits(t + 11, 0, 23) ||
+        !two_digits(t + 14, 0, 59) || !two_digits(t + 17, 0, 59))
+        return false;
+    *p += TIME_STR_LEN + 2;
+    return true;
+}
+
+const char *broker_payload_check(const char *payload, size_t len) {
+    if (len <= BROKER_PAYLOAD_HDR || len > PAYLOAD_MAX) return "a payload of an impossible size";
+    uuid_t sender, receiver, id, conv;
+    memcpy(sender.b, payload, 16);
+    memcpy(receiver.b, payload + 16, 16);
+    memcpy(id.b, payload + 32, 16);
+    if (uuid_version(&id) != 1) return "a message id that is not a version-1 UUID";
+    if (uuid_cmp(&sender, &receiver) == 0) return "a message to its own sender";
+    conversation_id_derive(&sender, &receiver, &conv);
+    const char *p = payload + BROKER_PAYLOAD_HDR, *end = payload + len;
+    if (!EAT(&p, end, "id: ") || !eat_uuid(&p, end, &id, false) || !EAT(&p, end, "\nevent: message\ndata: "))
+        return "not a message event for its id";
+    if (!EAT(&p, end, "{\"message_id\":") || !eat_uuid(&p, end, &id, true) ||
+        !EAT(&p, end, ",\"conversation_id\":") || !eat_uuid(&p, end, &conv, true) ||
+        !EAT(&p, end, ",\"sender_id\":") || !eat_uuid(&p, end, &sender, true) ||
+        !EAT(&p, end, ",\"receiver_id\":") || !eat_uuid(&p, end, &receiver, true) ||
+        !EAT(&p, end, ",\"content\":"))
+        return "ids that disagree, or not a message";
+    const char *why = eat_content(&p, end);
+    if (why) return why;
+    if (!EAT(&p, end, ",\"created_at\":") || !eat_time(&p, end) || !EAT(&p, end, "}\n\n") || p != end)
+        return "no well-formed time, or bytes after the event";
+    return NULL;
+}
+
 /* ---- subscriber ---- */
 
 /* SUBSCRIBE and wait for ["subscribe", channel, count]. Returns 0 or -1. */
@@ -437,17 +644,38 @@ static int sub_subscribe(link_t *l) {
     return rc;
 }
 
+static void drop_payload(link_t *l, const char *why) {
+    uint64_t suppressed;
+    char buf[48];
+    if (rl_allow(&l->rl_payload, now_ms(), &suppressed))
+        log_warn("broker", "subscriber: dropped a payload from redis (%s)%s", why, note(suppressed, buf, sizeof buf));
+}
+
+/* A "message" reply: its channel must be ours and its payload valid, else it
+ * is dropped with a warning (broker.h, trust boundary). */
+static void sub_message(link_t *l, const redisReply *r) {
+    broker_t *b = l->b;
+    const redisReply *ch = r->element[1], *pl = r->element[2];
+    const char *why = NULL;
+    if (ch->type != REDIS_REPLY_STRING || ch->len != b->channel_len || memcmp(ch->str, b->channel, ch->len) != 0)
+        why = "a message from another channel";
+    else if (pl->type != REDIS_REPLY_STRING)
+        why = "a payload that is not a string";
+    else
+        why = broker_payload_check(pl->str, pl->len);
+    if (why) drop_payload(l, why);
+    else b->cb.on_message(b->cb.ctx, pl->str, pl->len);
+}
+
 /* One reply on an established subscription. Returns 0, or -1 when the
  * subscription is gone. */
 static int sub_handle(link_t *l, const redisReply *r) {
-    broker_t *b = l->b;
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_STRING) {
         const redisReply *kind = r->element[0];
         if (str_is(kind, "message")) {
-            if (r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING) {
-                b->cb.on_message(b->cb.ctx, r->element[2]->str, r->element[2]->len);
-                return 0;
-            }
+            if (r->elements == 3) sub_message(l, r);
+            else drop_payload(l, "a message reply of the wrong shape");
+            return 0;
         } else if (str_is(kind, "pong") || str_is(kind, "subscribe")) {
             return 0;
         } else if (str_is(kind, "unsubscribe")) {
@@ -687,14 +915,62 @@ static bool host_char(char ch) {
            ch == '.' || ch == '-' || ch == '_';
 }
 
-/* "redis://HOST[:PORT][/[DB]]": HOST a name, an IPv4 address, or an IPv6
- * address in brackets; PORT 1-65535, default 6379. A database number is
- * accepted and ignored: pub/sub channels are not per database. User info,
- * query strings and other schemes (rediss, unix) are refused. */
-static int parse_url(const char *url, char *host, int *port) {
+typedef struct url {
+    char host[HOST_MAX + 1];
+    int port;
+    bool has_pass;
+    char user[AUTH_MAX + 1], pass[AUTH_MAX + 1];
+    size_t user_len, pass_len;
+} url_t;
+
+/* Percent-decodes s[0..n) into out (AUTH_MAX bytes and a NUL). Raw spaces
+ * and control characters are refused: a url is one printable word. */
+static int pct_decode(const char *s, size_t n, char *out, size_t *len) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            int hi = n - i >= 3 ? uuid_hex_digit(s[i + 1]) : -1, lo = n - i >= 3 ? uuid_hex_digit(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) return -1;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        } else if ((unsigned char)c <= ' ' || c == 0x7f) {
+            return -1;
+        }
+        if (k == AUTH_MAX) return -1;
+        out[k++] = c;
+    }
+    out[k] = '\0';
+    *len = k;
+    return 0;
+}
+
+/* "[USER]:PASSWORD@" at *p, up to the last '@' before the first '/' (an '@'
+ * or '/' inside them must be percent-encoded). Absent: nothing to do. */
+static int parse_userinfo(const char **p, url_t *u) {
+    size_t auth_len = strcspn(*p, "/");
+    const char *at = memrchr(*p, '@', auth_len);
+    if (!at) return 0;
+    const char *colon = memchr(*p, ':', (size_t)(at - *p));
+    if (!colon || colon + 1 == at) return -EINVAL; /* a user needs a password */
+    if (pct_decode(*p, (size_t)(colon - *p), u->user, &u->user_len) != 0 ||
+        pct_decode(colon + 1, (size_t)(at - colon - 1), u->pass, &u->pass_len) != 0)
+        return -EINVAL;
+    u->has_pass = true;
+    *p = at + 1;
+    return 0;
+}
+
+/* "redis://[[USER]:PASSWORD@]HOST[:PORT][/[DB]]": HOST a name, an IPv4
+ * address, or an IPv6 address in brackets; PORT 1-65535, default 6379. A
+ * database number is accepted and ignored: pub/sub channels are not per
+ * database. Query strings and other schemes (rediss, unix) are refused. */
+static int parse_url(const char *url, url_t *u) {
     static const char scheme[] = "redis://";
+    memset(u, 0, sizeof *u);
     if (strncasecmp(url, scheme, sizeof scheme - 1) != 0) return -EINVAL;
     const char *p = url + sizeof scheme - 1;
+    if (parse_userinfo(&p, u) != 0) return -EINVAL;
     const char *h = p;
     size_t hlen;
     if (*p == '[') {
@@ -710,8 +986,8 @@ static int parse_url(const char *url, char *host, int *port) {
         hlen = (size_t)(p - h);
     }
     if (hlen == 0 || hlen > HOST_MAX) return -EINVAL;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
+    memcpy(u->host, h, hlen);
+    u->host[hlen] = '\0';
     long v = 6379;
     if (*p == ':') {
         p++;
@@ -728,7 +1004,7 @@ static int parse_url(const char *url, char *host, int *port) {
         while (*p >= '0' && *p <= '9') p++;
     }
     if (*p != '\0') return -EINVAL;
-    *port = (int)v;
+    u->port = (int)v;
     return 0;
 }
 
@@ -740,6 +1016,7 @@ static void broker_free(broker_t *b) {
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     free(b->channel);
+    explicit_bzero(b->pass, sizeof b->pass); /* no copy of it left in freed memory */
     free(b);
 }
 
@@ -756,56 +1033,24 @@ static void stop_threads(broker_t *b) {
     b->sub_started = b->pub_started = false;
 }
 
-int broker_open(const char *url, const char *channel, const broker_callbacks_t *cb, broker_t **out) {
-    if (!out) return -EINVAL;
-    *out = NULL;
-    if (!url || !channel || !cb || !cb->on_message) return -EINVAL;
-    char host[HOST_MAX + 1];
-    int port;
-    if (parse_url(url, host, &port) != 0) return -EINVAL;
-    size_t chlen = strnlen(channel, CHANNEL_MAX + 1);
-    if (chlen == 0 || chlen > CHANNEL_MAX) return -EINVAL;
+/* Copies the parsed url into b (credentials included) and names b in log
+ * lines without them. */
+static void take_url(broker_t *b, const url_t *u) {
+    memcpy(b->host, u->host, sizeof b->host);
+    b->port = u->port;
+    b->has_pass = u->has_pass;
+    memcpy(b->user, u->user, sizeof b->user);
+    memcpy(b->pass, u->pass, sizeof b->pass);
+    b->user_len = u->user_len;
+    b->pass_len = u->pass_len;
+    if (strchr(b->host, ':')) snprintf(b->url, sizeof b->url, "redis://[%s]:%d", b->host, b->port);
+    else snprintf(b->url, sizeof b->url, "redis://%s:%d", b->host, b->port);
+}
 
-    broker_t *b = calloc(1, sizeof *b);
-    if (!b) return -ENOMEM;
-    b->sub_wake = b->pub_wake = -1;
-    memcpy(b->host, host, strlen(host) + 1);
-    b->port = port;
-    if (strchr(host, ':')) snprintf(b->url, sizeof b->url, "redis://[%s]:%d", host, port);
-    else snprintf(b->url, sizeof b->url, "redis://%s:%d", host, port);
-    b->cb = *cb;
-    b->channel_len = chlen;
-    atomic_init(&b->stopping, false);
-    atomic_init(&b->subscribed, 0);
-    pthread_mutex_init(&b->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&b->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc != 0) {
-        pthread_mutex_destroy(&b->mu);
-        free(b);
-        return -rc;
-    }
-    b->channel = malloc(chlen + 1);
-    if (!b->channel) {
-        broker_free(b);
-        return -ENOMEM;
-    }
-    memcpy(b->channel, channel, chlen + 1);
-    b->sub_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    b->pub_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (b->sub_wake < 0 || b->pub_wake < 0) {
-        rc = -errno;
-        broker_free(b);
-        return rc;
-    }
-
-    log_info("broker", "%s channel %s", b->url, b->channel);
-
-    /* The threads inherit the signal mask: block everything asynchronous
-     * (see the top of the file); faults stay deliverable, for sanitizers. */
+/* The two threads. The threads inherit the signal mask: block everything
+ * asynchronous (see the top of the file); faults stay deliverable, for
+ * sanitizers. Returns 0 or a positive errno (threads stopped again). */
+static int start_threads(broker_t *b) {
     sigset_t all, old;
     sigfillset(&all);
     sigdelset(&all, SIGSEGV);
@@ -815,17 +1060,58 @@ int broker_open(const char *url, const char *channel, const broker_callbacks_t *
     sigdelset(&all, SIGTRAP);
     sigdelset(&all, SIGABRT);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&b->sub_thread, NULL, sub_main, b);
+    int rc = pthread_create(&b->sub_thread, NULL, sub_main, b);
     b->sub_started = rc == 0;
     if (rc == 0) {
         rc = pthread_create(&b->pub_thread, NULL, pub_main, b);
         b->pub_started = rc == 0;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) stop_threads(b);
+    return rc;
+}
+
+int broker_open(const char *url, const char *channel, const broker_callbacks_t *cb, broker_t **out) {
+    if (!out) return -EINVAL;
+    *out = NULL;
+    if (!url || !channel || !cb || !cb->on_message) return -EINVAL;
+    url_t u;
+    int rc = parse_url(url, &u);
+    size_t chlen = strnlen(channel, CHANNEL_MAX + 1);
+    broker_t *b = rc == 0 && chlen >= 1 && chlen <= CHANNEL_MAX ? calloc(1, sizeof *b) : NULL;
+    if (b) take_url(b, &u);
+    explicit_bzero(&u, sizeof u); /* the password lives in b only */
+    if (rc != 0 || chlen == 0 || chlen > CHANNEL_MAX) return -EINVAL;
+    if (!b) return -ENOMEM;
+    b->sub_wake = b->pub_wake = -1;
+    b->cb = *cb;
+    b->channel_len = chlen;
+    atomic_init(&b->stopping, false);
+    atomic_init(&b->subscribed, 0);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&b->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (rc != 0) {
-        stop_threads(b);
-        broker_free(b);
+        pthread_mutex_destroy(&b->mu);
+        explicit_bzero(b->pass, sizeof b->pass);
+        free(b);
         return -rc;
+    }
+    b->channel = malloc(chlen + 1);
+    b->sub_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    b->pub_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    rc = !b->channel ? -ENOMEM : b->sub_wake < 0 || b->pub_wake < 0 ? -errno : 0;
+    if (rc == 0) {
+        memcpy(b->channel, channel, chlen + 1);
+        log_info("broker", "%s channel %s%s", b->url, b->channel, b->has_pass ? " (with AUTH)" : "");
+        rc = -start_threads(b);
+    }
+    if (rc != 0) {
+        broker_free(b);
+        return rc;
     }
     *out = b;
     return 0;
@@ -895,4 +1181,42 @@ void broker_close(broker_t *b) {
                  b->q_items);
     log_info("broker", "closed");
     broker_free(b);
+}
+
+/* ---- tests and fuzzing ---- */
+
+int broker_feed_subscriber(const char *channel, const char *bytes, size_t len, const broker_callbacks_t *cb) {
+    redisReplyObjectFunctions *fns = guarded_functions();
+    redisReader *rd = fns ? redisReaderCreate() : NULL;
+    if (!rd) return -1;
+    rd->fn = fns;
+    /* A broker and a link without threads or connection: what sub_handle
+     * touches (the channel, the callbacks, the error and log state). */
+    broker_t b = {.channel = (char *)channel, .channel_len = strlen(channel), .cb = *cb};
+    link_t l = {.b = &b, .role = "subscriber", .is_sub = true};
+    int handled = 0;
+    size_t off = 0;
+    while (handled >= 0) {
+        void *reply = NULL;
+        reader_refused = NULL;
+        if (redisReaderGetReply(rd, &reply) != REDIS_OK) {
+            set_reader_err(&l, "read", rd);
+            handled = -1;
+        } else if (reply) {
+            int rc = sub_handle(&l, reply);
+            freeReplyObject(reply);
+            handled = rc == 0 ? handled + 1 : -1;
+        } else if (off == len) {
+            break;
+        } else if (reader_too_full(rd)) {
+            handled = -1;
+        } else {
+            /* As redisBufferRead: at most 16 KiB a read. */
+            size_t n = len - off < 16384 ? len - off : 16384;
+            if (redisReaderFeed(rd, bytes + off, n) != REDIS_OK) handled = -1;
+            off += n;
+        }
+    }
+    redisReaderFree(rd);
+    return handled;
 }
