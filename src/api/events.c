@@ -25,9 +25,13 @@
 #include <jansson.h>
 
 #define CATCHUP_MAX 1000      /* missed messages sent; beyond that: reset */
-#define CATCHUP_BYTES_MAX (4u << 20) /* and their bytes at most */
-#define CATCHUP_CONVS_MAX 100000
 #define PAGE 100
+/* The catch-up sends in chunks of this many messages, and starts a chunk
+ * only once at most CHUNK_QUEUE_BELOW bytes are still queued for the
+ * client: a stream's memory is a chunk and that queue, however much it
+ * missed and however slowly its client reads. */
+#define CHUNK 32
+#define CHUNK_QUEUE_BELOW (16u << 10)
 
 typedef struct held {
     struct held *next;
@@ -36,13 +40,25 @@ typedef struct held {
     char event[];
 } held_t;
 
+/* A missed message, as the catch-up knows it: its key only, until its
+ * chunk is read again and rendered. */
 typedef struct missed {
-    uint8_t key[16];          /* timeuuid sort key: the order to send in */
-    char *event;
+    uint8_t key[16];          /* timeuuid sort key: the order to send in (first: missed_cmp) */
+    uint32_t conv;            /* index into sse_t.convs */
+    char *event;              /* rendered, while its chunk is being sent */
     size_t len;
 } missed_t;
 
-typedef enum { CU_CONVS, CU_MESSAGES, CU_DONE } cu_phase_t;
+/* The catch-up, step by step (each step one store read):
+ *   CU_CONVS  the caller's conversations with activity since the last event;
+ *   CU_KEYS   the keys of every message missed in them (no content kept);
+ *             more than CATCHUP_MAX: "reset" instead;
+ *   CU_CHUNK  the next CHUNK keys in global order: each conversation among
+ *             them is read again from its own cursor, exactly that many
+ *             messages, rendered, sorted, written; then wait until the
+ *             client has read all but CHUNK_QUEUE_BELOW bytes;
+ *   CU_DONE   the held live events go out (those not sent already). */
+typedef enum { CU_CONVS, CU_KEYS, CU_CHUNK, CU_DONE } cu_phase_t;
 
 typedef struct sse {
     api_t *api;
@@ -73,12 +89,18 @@ typedef struct sse {
     bool has_conv_cursor;
     uint64_t conv_cursor_activity;
     uuid_t conv_cursor_id;
-    uuid_t *convs;
+    uuid_t *convs;            /* with activity since the last event */
+    uuid_t *conv_sent;        /* per conversation: the newest message sent (CU_CHUNK) */
     size_t n_convs, cap_convs, conv_i;
     uuid_t msg_after;
-    missed_t *missed;
+    missed_t *missed;         /* CATCHUP_MAX of them, sorted once CU_KEYS is over */
     size_t n_missed;
-    size_t missed_bytes;
+    size_t chunk_start, chunk_end; /* [start, end) of missed: the chunk being read */
+    size_t chunk_read;        /* conversations of the chunk read so far */
+    uint32_t chunk_convs[CHUNK]; /* the chunk's conversations, each once */
+    uint32_t chunk_count[CHUNK]; /* and how many of its messages it holds */
+    size_t n_chunk_convs;
+    bool chunk_written;
 } sse_t;
 
 /* ---- rendering ---- */
@@ -113,6 +135,7 @@ static void sse_unref(sse_t *c) {
     free(c->missed);
     free(c->sent);
     free(c->convs);
+    free(c->conv_sent);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -216,9 +239,8 @@ static bool was_missed(const sse_t *c, const uuid_t *id) {
     return c->n_missed && bsearch(&k, c->missed, c->n_missed, sizeof k, missed_cmp) != NULL;
 }
 
-/* Sends what was missed, then the held live events; goes live. */
+/* Sends the reset or nothing, then the held live events; goes live. */
 static void catchup_finish(sse_t *c) {
-    if (c->n_missed) qsort(c->missed, c->n_missed, sizeof *c->missed, missed_cmp);
     pthread_mutex_lock(&c->mu);
     if (c->err) {
         if (c->stream) http_stream_end(c->stream); /* the client retries from the same id */
@@ -226,12 +248,6 @@ static void catchup_finish(sse_t *c) {
         static const char reset[] = "event: reset\ndata: {\"detail\":\"more than 1000 messages were missed: "
                                     "reload conversations through the REST API\"}\n\n";
         put(c, reset, sizeof reset - 1);
-    } else if (c->stream && !c->closed) {
-        /* The catch-up is bounded by CATCHUP_MAX and CATCHUP_BYTES_MAX, not
-         * by the queue limit meant for live events. */
-        size_t limit = c->api->sse_max_pending + CATCHUP_BYTES_MAX;
-        for (size_t i = 0; i < c->n_missed; i++)
-            http_stream_write_limit(c->stream, c->missed[i].event, c->missed[i].len, limit);
     }
     for (held_t *h = c->held, *n; h; h = n) {
         n = h->next;
@@ -242,14 +258,11 @@ static void catchup_finish(sse_t *c) {
     c->held_tail = &c->held;
     c->held_bytes = 0;
     c->live = true;
-    for (size_t i = 0; i < c->n_missed; i++) {
-        free(c->missed[i].event);
-        c->missed[i].event = NULL;
-    }
-    if (!c->overflow && c->n_missed) { /* the keys stay, for sent_by_catchup */
+    if (!c->overflow && !c->err && c->n_missed) { /* the keys stay, for sent_by_catchup */
         c->sent = c->missed;
         c->n_sent = c->n_missed;
     } else {
+        for (size_t i = 0; i < c->n_missed; i++) free(c->missed[i].event);
         free(c->missed);
     }
     c->missed = NULL;
@@ -259,13 +272,23 @@ static void catchup_finish(sse_t *c) {
 
 static void drive(sse_t *c);
 
+/* Appends a conversation to c->convs; false when out of memory. */
+static bool add_conv(sse_t *c, const uuid_t *id) {
+    if (c->n_convs == c->cap_convs) {
+        size_t cap = c->cap_convs ? c->cap_convs * 2 : 16;
+        uuid_t *p = realloc(c->convs, cap * sizeof *p);
+        if (!p) return false;
+        c->convs = p;
+        c->cap_convs = cap;
+    }
+    c->convs[c->n_convs++] = *id;
+    return true;
+}
+
 static void on_convs(void *ctx, int err, const store_conv_page_t *page) {
     sse_t *c = ctx;
-    bool done = false;
-    if (err) {
-        c->err = err;
-        done = true;
-    }
+    bool done = err != 0;
+    c->err = err;
     for (size_t i = 0; !err && i < page->count; i++) {
         const conversation_t *cv = &page->items[i];
         /* In ms, the unit both stores give (activity's unit is the store's own). */
@@ -274,74 +297,173 @@ static void on_convs(void *ctx, int err, const store_conv_page_t *page) {
             done = true; /* older than the last event: nothing missed there, nor further on */
             break;
         }
-        if (c->n_convs == c->cap_convs) {
-            size_t cap = c->cap_convs ? c->cap_convs * 2 : 16;
-            uuid_t *p = cap <= CATCHUP_CONVS_MAX ? realloc(c->convs, cap * sizeof *p) : NULL;
-            if (!p) {
-                c->overflow = true;
-                done = true;
-                break;
-            }
-            c->convs = p;
-            c->cap_convs = cap;
+        /* Each such conversation holds a missed message: more of them than
+         * CATCHUP_MAX is a reset whatever they hold. */
+        if (c->n_convs == CATCHUP_MAX) {
+            c->overflow = done = true;
+            break;
         }
-        c->convs[c->n_convs++] = cv->id;
+        if (!add_conv(c, &cv->id)) {
+            c->err = STORE_ENOMEM;
+            done = true;
+            break;
+        }
     }
-    if (!err && !done && page->more && page->count) {
+    if (!done && page->more && page->count) {
         c->has_conv_cursor = true;
         c->conv_cursor_activity = page->items[page->count - 1].activity;
         c->conv_cursor_id = page->items[page->count - 1].id;
     } else {
-        c->phase = c->overflow || c->err ? CU_DONE : CU_MESSAGES;
+        c->phase = c->overflow || c->err ? CU_DONE : CU_KEYS;
         c->msg_after = c->after;
     }
     drive(c);
 }
 
-static void on_messages(void *ctx, int err, const store_msg_page_t *page) {
+/* The key pass is over: sort the keys, and start every conversation's
+ * cursor at the last event. */
+static void keys_done(sse_t *c) {
+    c->phase = CU_CHUNK;
+    if (!c->n_missed) {
+        c->phase = CU_DONE;
+        return;
+    }
+    qsort(c->missed, c->n_missed, sizeof *c->missed, missed_cmp);
+    if (!(c->conv_sent = malloc(c->n_convs * sizeof *c->conv_sent))) {
+        c->err = STORE_ENOMEM;
+        c->phase = CU_DONE;
+        return;
+    }
+    for (size_t i = 0; i < c->n_convs; i++) c->conv_sent[i] = c->after;
+    c->chunk_start = c->chunk_end = 0;
+    c->chunk_written = true; /* nothing to write before the first chunk */
+}
+
+static void on_keys(void *ctx, int err, const store_msg_page_t *page) {
     sse_t *c = ctx;
     if (err == STORE_ENOTFOUND) err = 0, page = NULL; /* gone meanwhile: nothing to send */
+    size_t count = page ? page->count : 0;
+    if (!err && !c->missed && !(c->missed = calloc(CATCHUP_MAX, sizeof *c->missed))) err = STORE_ENOMEM;
     if (err) {
         c->err = err;
         c->phase = CU_DONE;
         drive(c);
         return;
     }
-    size_t count = page ? page->count : 0;
     for (size_t i = 0; i < count; i++) {
-        if (c->n_missed == CATCHUP_MAX || c->missed_bytes > CATCHUP_BYTES_MAX) {
+        if (c->n_missed == CATCHUP_MAX) {
             c->overflow = true;
             c->phase = CU_DONE;
-            break;
-        }
-        if (!c->missed && !(c->missed = malloc(CATCHUP_MAX * sizeof *c->missed))) {
-            c->err = STORE_ENOMEM;
-            c->phase = CU_DONE;
-            break;
-        }
-        buf_t b;
-        buf_init(&b);
-        render_event((void *)&page->items[i], &b);
-        if (!buf_ok(&b)) {
-            buf_free(&b);
-            c->err = STORE_ENOMEM;
-            c->phase = CU_DONE;
-            break;
+            drive(c);
+            return;
         }
         missed_t *m = &c->missed[c->n_missed++];
         uuid_sort_key(&page->items[i].id, m->key);
-        m->event = buf_steal(&b, &m->len);
-        c->missed_bytes += m->len;
+        m->conv = (uint32_t)c->conv_i;
     }
-    if (c->phase != CU_DONE) {
-        if (page && page->more && count) {
-            c->msg_after = page->items[count - 1].id;
-        } else {
-            c->conv_i++;
-            c->msg_after = c->after;
-        }
+    if (page && page->more && count) {
+        c->msg_after = page->items[count - 1].id;
+    } else {
+        c->msg_after = c->after;
+        if (++c->conv_i == c->n_convs) keys_done(c);
     }
     drive(c);
+}
+
+/* Marks out the next chunk of c->missed and the conversations it needs. */
+static void chunk_plan(sse_t *c) {
+    c->chunk_start = c->chunk_end;
+    c->chunk_end = c->chunk_start + CHUNK < c->n_missed ? c->chunk_start + CHUNK : c->n_missed;
+    c->n_chunk_convs = 0;
+    c->chunk_read = 0;
+    c->chunk_written = false;
+    for (size_t i = c->chunk_start; i < c->chunk_end; i++) {
+        size_t j = 0;
+        while (j < c->n_chunk_convs && c->chunk_convs[j] != c->missed[i].conv) j++;
+        if (j == c->n_chunk_convs) {
+            c->chunk_convs[j] = c->missed[i].conv;
+            c->chunk_count[j] = 0;
+            c->n_chunk_convs++;
+        }
+        c->chunk_count[j]++;
+    }
+}
+
+/* Puts a message read again into its place in the chunk (by its key); a
+ * message the key pass did not see (it came later) is left for the live
+ * stream. False when out of memory. */
+static bool chunk_fill(sse_t *c, const message_t *m) {
+    missed_t k;
+    uuid_sort_key(&m->id, k.key);
+    missed_t *slot = bsearch(&k, c->missed + c->chunk_start, c->chunk_end - c->chunk_start, sizeof k, missed_cmp);
+    if (!slot || slot->event) return true;
+    buf_t b;
+    buf_init(&b);
+    render_event((void *)m, &b);
+    if (!buf_ok(&b)) {
+        buf_free(&b);
+        return false;
+    }
+    slot->event = buf_steal(&b, &slot->len);
+    return true;
+}
+
+static void on_chunk_messages(void *ctx, int err, const store_msg_page_t *page) {
+    sse_t *c = ctx;
+    if (err == STORE_ENOTFOUND) err = 0, page = NULL;
+    uint32_t conv = c->chunk_convs[c->chunk_read];
+    for (size_t i = 0; !err && page && i < page->count; i++) {
+        if (!chunk_fill(c, &page->items[i])) err = STORE_ENOMEM;
+        c->conv_sent[conv] = page->items[i].id;
+    }
+    if (err) {
+        c->err = err;
+        c->phase = CU_DONE;
+    } else {
+        c->chunk_read++;
+    }
+    drive(c);
+}
+
+static void on_drained(void *ctx) { drive(ctx); }
+
+/* Writes the chunk that has been read, in key order, and frees its events.
+ * True when the client has not read enough of it yet: drive() resumes when
+ * it has (or the stream is gone). */
+static bool chunk_write(sse_t *c) {
+    pthread_mutex_lock(&c->mu);
+    http_stream_t *s = c->closed ? NULL : c->stream;
+    for (size_t i = c->chunk_start; i < c->chunk_end; i++) {
+        missed_t *m = &c->missed[i];
+        /* Bounded by CHUNK and the wait below, not by the limit for live events. */
+        if (s && m->event) http_stream_write_limit(s, m->event, m->len, c->api->sse_max_pending + CHUNK_QUEUE_BELOW);
+        free(m->event);
+        m->event = NULL;
+    }
+    if (c->chunk_end == c->n_missed) c->phase = CU_DONE;
+    /* Holding a reference to s past c->mu is safe: the connection's own
+     * reference goes only in on_closed, which takes c->mu first. */
+    bool wait = s && http_stream_when_drained(s, CHUNK_QUEUE_BELOW, on_drained, c) == 0;
+    pthread_mutex_unlock(&c->mu);
+    return wait;
+}
+
+/* Issues the next store read of the chunk phase, or writes the chunk. True
+ * when a read was issued or the client is being waited for. */
+static bool chunk_step(sse_t *c) {
+    if (c->chunk_read == c->n_chunk_convs) {
+        if (!c->chunk_written) {
+            c->chunk_written = true;
+            if (chunk_write(c)) return true;
+        }
+        if (c->phase != CU_CHUNK) return false; /* the last chunk was written */
+        chunk_plan(c);
+    }
+    uint32_t conv = c->chunk_convs[c->chunk_read];
+    store_msg_query_t q = {.conversation_id = c->convs[conv], .limit = (int)c->chunk_count[c->chunk_read],
+                           .has_after = true, .after = c->conv_sent[conv]};
+    store_messages_list(c->api->store, &q, on_chunk_messages, c);
+    return true;
 }
 
 /* Issues the next store read of the catch-up; true when the catch-up is
@@ -351,7 +473,6 @@ static bool step(sse_t *c) {
     bool gone = c->closed;
     pthread_mutex_unlock(&c->mu);
     if (gone) c->phase = CU_DONE;
-    if (c->phase == CU_MESSAGES && c->conv_i == c->n_convs) c->phase = CU_DONE;
     switch (c->phase) {
     case CU_CONVS: {
         store_conv_query_t q = {.user_id = c->user, .limit = PAGE, .has_cursor = c->has_conv_cursor,
@@ -359,12 +480,15 @@ static bool step(sse_t *c) {
         store_conversations_list(c->api->store, &q, on_convs, c);
         return false;
     }
-    case CU_MESSAGES: {
+    case CU_KEYS: {
         store_msg_query_t q = {.conversation_id = c->convs[c->conv_i], .limit = PAGE, .has_after = true,
                                .after = c->msg_after};
-        store_messages_list(c->api->store, &q, on_messages, c);
+        store_messages_list(c->api->store, &q, on_keys, c);
         return false;
     }
+    case CU_CHUNK:
+        if (chunk_step(c)) return false;
+        break;
     case CU_DONE:
         break;
     }
@@ -373,9 +497,10 @@ static bool step(sse_t *c) {
     return true;
 }
 
-/* Runs steps until one completes later on another thread. A store may
- * answer inline (LMDB) or later (Cassandra): inline answers come back here
- * as `again` instead of recursing, so a long catch-up needs no deep stack. */
+/* Runs steps until one completes later. Every store answer comes back
+ * through drive(), after the step that asked returned (util/defer.h), or
+ * on another thread while it is still returning: `again` hands the next
+ * step to whichever drive() is running, so exactly one runs at a time. */
 static void drive(sse_t *c) {
     pthread_mutex_lock(&c->mu);
     if (c->driving) {

@@ -71,6 +71,9 @@ struct http_stream {
     int refs;                    /* the connection's and the application's */
     http_stream_closed_fn on_closed;
     void *ctx;
+    http_stream_drained_fn on_drained; /* http_stream_when_drained, while armed */
+    void *drained_ctx;
+    size_t drained_below;
     http_stream_t *prev, *next;  /* srv->streams */
 };
 
@@ -218,11 +221,53 @@ static void stream_wake(http_stream_t *s) {
     }
 }
 
+/* Disarms the drain callback if its moment has come (closed, or the queue
+ * is short enough) and returns it. Called with s->mu held. */
+static http_stream_drained_fn take_drained(http_stream_t *s, void **ctx) {
+    http_stream_drained_fn fn = s->on_drained;
+    if (!fn || (s->conn && !s->cut && s->pending.len - s->off > s->drained_below)) return NULL;
+    s->on_drained = NULL;
+    *ctx = s->drained_ctx;
+    return fn;
+}
+
+/* Runs a drain callback taken by take_drained, without s->mu. */
+static void run_drained(http_stream_drained_fn fn, void *ctx) {
+    if (!fn) return;
+    defer_scope_enter();
+    fn(ctx);
+    defer_scope_leave();
+}
+
+int http_stream_when_drained(http_stream_t *s, size_t below, http_stream_drained_fn fn, void *ctx) {
+    pthread_mutex_lock(&s->mu);
+    int rc = 1;
+    if (s->conn && !s->cut && !s->ended && s->pending.len - s->off > below) {
+        s->on_drained = fn;
+        s->drained_ctx = ctx;
+        s->drained_below = below;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static ssize_t stream_read_locked(http_stream_t *s, char *out, size_t max);
+
 /* MHD asks for more of the body (on the connection's thread). */
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
     (void)pos;
     http_stream_t *s = cls;
     pthread_mutex_lock(&s->mu);
+    ssize_t n = stream_read_locked(s, out, max);
+    void *ctx = NULL;
+    http_stream_drained_fn fn = take_drained(s, &ctx);
+    pthread_mutex_unlock(&s->mu);
+    run_drained(fn, ctx);
+    return n;
+}
+
+static ssize_t stream_read_locked(http_stream_t *s, char *out, size_t max) {
     ssize_t n;
     size_t avail = s->pending.len - s->off;
     if (s->cut) {
@@ -246,7 +291,6 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
         MHD_suspend_connection(s->conn);
         n = 0;
     }
-    pthread_mutex_unlock(&s->mu);
     return n;
 }
 
@@ -261,8 +305,13 @@ static void stream_done(void *cls) {
     pthread_mutex_lock(&s->mu);
     s->conn = NULL;
     s->ended = true;
+    void *ctx = NULL;
+    http_stream_drained_fn fn = take_drained(s, &ctx);
     pthread_mutex_unlock(&s->mu);
+    run_drained(fn, ctx);
+    defer_scope_enter();
     s->on_closed(s->ctx);
+    defer_scope_leave();
     stream_unref(s);
 }
 
@@ -329,6 +378,15 @@ int http_stream_write_limit(http_stream_t *s, const char *data, size_t len, size
         stream_cut(s); /* the client is not reading: drop it */
         rc = -1;
     } else {
+        /* Sent bytes are dropped from the front once they are at least half
+         * of the buffer: a stream that is written to as fast as it drains
+         * (a catch-up) never empties its queue, and would otherwise keep
+         * everything it ever sent. */
+        if (s->off && s->off >= s->pending.len / 2) {
+            memmove(s->pending.data, s->pending.data + s->off, s->pending.len - s->off);
+            s->pending.len -= s->off;
+            s->off = 0;
+        }
         buf_append(&s->pending, data, len);
         if (!buf_ok(&s->pending)) {
             stream_cut(s);

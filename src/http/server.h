@@ -107,6 +107,14 @@ int http_stream_write(http_stream_t *s, const char *data, size_t len);
 /* Same with another bound on the queue than max_pending, for a burst that
  * the application has bounded itself (a resumed stream's catch-up). */
 int http_stream_write_limit(http_stream_t *s, const char *data, size_t len, size_t limit);
+/* Calls fn(ctx) once, on a server thread (in a defer scope), when at most
+ * `below` bytes are left queued, or when the connection is done with the
+ * stream (writes then fail). Returns 0 when fn will be called; 1 when at
+ * most `below` bytes are queued already, or the stream is closed: fn is not
+ * called, go on now. One at a time per stream. For a producer that must not
+ * queue faster than its client reads (a resumed stream's catch-up). */
+typedef void (*http_stream_drained_fn)(void *ctx);
+int http_stream_when_drained(http_stream_t *s, size_t below, http_stream_drained_fn fn, void *ctx);
 /* Ends the body once what is queued has been sent. */
 void http_stream_end(http_stream_t *s);
 void http_stream_release(http_stream_t *s);
