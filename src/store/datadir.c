@@ -79,7 +79,9 @@ void datadir_state_read(const char *dir, datadir_state_t *out) {
     int clean = 0, load = 0;
     int parsed = fscanf(f, "boot %63s clean %d load %d", boot, &clean, &load); /* no load line: older */
     fclose(f);
-    if (parsed < 2) return; /* unreadable: the safe side */
+    /* Read back from disk: checked like input. Unreadable, or a flag that
+     * is neither 0 nor 1, is the safe side (untrusted). */
+    if (parsed < 2 || (clean != 0 && clean != 1) || (load != 0 && load != 1)) return;
     out->load_unfinished = clean != 1 && load == 1;
     if (clean == 1) {
         out->trusted = true;

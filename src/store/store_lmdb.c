@@ -76,6 +76,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -184,6 +185,18 @@ typedef struct lmdb_store {
      * was logged, or a log sync failed): writes are refused until a restart
      * sorts it out (recover()). */
     atomic_bool failed;
+    /* Disk space (see "disk space"); the writer's, but for `ro`: */
+    int data_fd;            /* data.mdb (LMDB's own descriptor); -1: no write-map, nothing to reserve */
+    uint64_t psize, map_bytes;
+    uint64_t reserved;      /* data.mdb's blocks are allocated up to here */
+    uint64_t batch_end;     /* where the database ended when the open batch began */
+    uint64_t batch_pages;   /* the most pages the open batch can add beyond batch_end */
+    uint64_t depth;         /* the deepest tree when the open batch began, plus growth room */
+    /* Read-only for lack of space: 0, or the RO_* reason (any thread reads it). */
+    atomic_int ro;
+    bool ro_state_pending;  /* the state file does not say "clean 0" yet */
+    bool ro_base_pending;   /* no base copy yet (then commits stay synced) */
+    int64_t ro_next_try_us;
     /* Committed batches waiting for their log sync and callbacks, oldest
      * first: the completer thread's queue. */
     pthread_mutex_t done_mu;
@@ -314,21 +327,61 @@ static int seq_put(lmdb_store_t *s, MDB_txn *txn, uint64_t seq) {
     return map_err(mdb_put(txn, s->dbi[DB_META], &k, &v, 0));
 }
 
+/* ------------------------------------------------------------------ decoding
+ *
+ * Values read back from the database are input, like a request: every
+ * time, length and id is checked where it is decoded, and a row that fails
+ * is logged and then skipped (in a page), answered STORE_EIO (a single
+ * read, a write that needs it: nothing is written then), or taken as absent
+ * where a fresh write replaces it (an idempotency row, a token). Times must
+ * lie in [2000, 2200) (Unix ms; ids' timestamps likewise in 100-ns ticks);
+ * lengths come from LMDB's own value sizes, each checked against the fixed
+ * part of its row before anything is read. */
+#define TIME_MIN_MS 946684800000LL  /* 2000-01-01T00:00:00Z */
+#define TIME_MAX_MS 7258118400000LL /* 2200-01-01T00:00:00Z */
+#define SEQ_MAX (1ull << 48)        /* more batches than a log ever holds: no wrap of seq + 1 */
+#define HASH_MAX 4096               /* an encoded password hash (about 100 bytes) */
+
+/* A bad row met by a write before it wrote anything: refused like a missing
+ * user (the batch goes on), answered STORE_EIO. Never leaves this file. */
+#define STORE_EBADROW (-100)
+
+static bool time_ok(int64_t ms) {
+    return ms >= TIME_MIN_MS && ms < TIME_MAX_MS;
+}
+
+static bool ticks_ok(uint64_t ticks) {
+    return ticks >= unix_ms_to_ticks(TIME_MIN_MS) && ticks < unix_ms_to_ticks(TIME_MAX_MS);
+}
+
+static bool message_id_ok(const uuid_t *id) {
+    return uuid_version(id) == 1 && ticks_ok(uuid_time_ticks(id));
+}
+
+static int bad_row(const char *table, const char *why) {
+    log_error("store", "%s: a bad row (%s): not used", table, why);
+    return STORE_EIO;
+}
+
 static int seq_get(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq) {
     MDB_val k = val(WAL_SEQ_KEY, sizeof WAL_SEQ_KEY - 1), v;
     int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
     *seq = 0;
     if (rc == MDB_NOTFOUND) return STORE_OK;
-    if (rc == 0 && v.mv_size != 8) {
-        log_error("store", "store_meta: wal_seq has %zu bytes, not 8", v.mv_size);
-        return STORE_EIO;
-    }
-    if (rc == 0) *seq = be64_get(v.mv_data);
-    return map_err(rc);
+    if (rc) return map_err(rc);
+    if (v.mv_size != 8) return bad_row("store_meta", "wal_seq is not 8 bytes");
+    *seq = be64_get(v.mv_data);
+    if (*seq >= SEQ_MAX) return bad_row("store_meta", "wal_seq out of range");
+    return STORE_OK;
 }
 
-static void decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
+/* Decodes a messages_by_conversation row: key conv . sort key, value
+ * sender, receiver, created_ms, content (the rest). */
+static int decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
+    const char *t = "messages_by_conversation";
+    if (k->mv_size != 32 || v->mv_size < MSG_HDR) return bad_row(t, "too short");
     const uint8_t *kp = k->mv_data, *vp = v->mv_data;
+    if (!ticks_ok(be64_get(kp + 16))) return bad_row(t, "a message id's time out of range");
     memcpy(m->conversation_id.b, kp, 16);
     uuid_from_sort_key(&m->id, kp + 16);
     memcpy(m->sender_id.b, vp, 16);
@@ -336,11 +389,16 @@ static void decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
     m->created_at_ms = (int64_t)be64_get(vp + 32);
     m->content = (const char *)vp + MSG_HDR;
     m->content_len = v->mv_size - MSG_HDR;
+    if (!time_ok(m->created_at_ms)) return bad_row(t, "created_at out of range");
+    if (uuid_is_nil(&m->sender_id) || uuid_is_nil(&m->receiver_id)) return bad_row(t, "a nil user");
+    return STORE_OK;
 }
 
-/* Fills c from a conv_rec (a conversations_by_recency value) of `user`. */
+/* Fills c from a conv_rec (a conversations_by_recency value) of `user`
+ * (see fill_conv_rec). */
 static int decode_conv_rec(const uuid_t *user, const uuid_t *conv_id, const MDB_val *v, conversation_t *c) {
-    if (v->mv_size < CONV_REC_HDR) return STORE_EIO;
+    const char *t = "conversations_by_recency";
+    if (v->mv_size < CONV_REC_HDR) return bad_row(t, "too short");
     const uint8_t *p = v->mv_data;
     memset(c, 0, sizeof *c);
     c->id = *conv_id;
@@ -353,6 +411,25 @@ static int decode_conv_rec(const uuid_t *user, const uuid_t *conv_id, const MDB_
     c->last_message_at_ms = (int64_t)be64_get(p + 49);
     c->last_message_content = (const char *)p + CONV_REC_HDR;
     c->last_message_len = v->mv_size - CONV_REC_HDR;
+    if (p[32] > 1) return bad_row(t, "has_last is neither 0 nor 1");
+    if (!ticks_ok(c->activity)) return bad_row(t, "activity out of range");
+    if (!time_ok(c->created_at_ms) || !time_ok(c->last_message_at_ms)) return bad_row(t, "a time out of range");
+    if (c->has_last_message && !message_id_ok(&c->last_message_id)) return bad_row(t, "a bad last message id");
+    if (!c->has_last_message && c->last_message_len) return bad_row(t, "content without a message");
+    if (uuid_is_nil(&c->user2_id)) return bad_row(t, "a nil user");
+    return STORE_OK;
+}
+
+/* Decodes conversation_metadata's value: created_ms, user_lo, user_hi. */
+static int decode_meta(const MDB_val *v, int64_t *created_ms, uuid_t *lo, uuid_t *hi) {
+    const char *t = "conversation_metadata";
+    if (v->mv_size < META_LEN) return bad_row(t, "too short");
+    const uint8_t *p = v->mv_data;
+    *created_ms = (int64_t)be64_get(p);
+    if (lo) memcpy(lo->b, p + 8, 16);
+    if (hi) memcpy(hi->b, p + 24, 16);
+    if (!time_ok(*created_ms)) return bad_row(t, "created_at out of range");
+    if (lo && hi && (uuid_is_nil(lo) || uuid_is_nil(hi))) return bad_row(t, "a nil user");
     return STORE_OK;
 }
 
@@ -364,19 +441,35 @@ static int read_begin(lmdb_store_t *s, MDB_txn **txn) {
     return map_err(rc);
 }
 
+/* Reads u->id's name and, with want_hash, its password hash (NULL when it
+ * has none) in txn; the pointers are into the map. */
+static int user_read(lmdb_store_t *s, MDB_txn *txn, user_t *u, bool want_hash) {
+    MDB_val k = val(u->id.b, 16), v;
+    int rc = mdb_get(txn, s->dbi[DB_USERS], &k, &v);
+    if (rc) return map_err(rc);
+    if (v.mv_size == 0 || v.mv_size > USERNAME_MAX * 4) return bad_row("users", "a name of a bad length");
+    u->name = v.mv_data;
+    u->name_len = v.mv_size;
+    u->password_hash = NULL;
+    u->password_hash_len = 0;
+    if (!want_hash) return STORE_OK;
+    rc = mdb_get(txn, s->dbi[DB_CREDENTIALS], &k, &v);
+    if (rc == MDB_NOTFOUND) return STORE_OK;
+    if (rc) return map_err(rc);
+    if (v.mv_size == 0 || v.mv_size > HASH_MAX) return bad_row("credentials", "a hash of a bad length");
+    u->password_hash = v.mv_data;
+    u->password_hash_len = v.mv_size;
+    return STORE_OK;
+}
+
 static void lmdb_user_get(store_t *base, const uuid_t *id, store_user_cb cb, void *ctx) {
     lmdb_store_t *s = (lmdb_store_t *)base;
     MDB_txn *txn;
     int err = read_begin(s, &txn);
     if (err) { cb(ctx, err, NULL); return; }
-    MDB_val k = val(id->b, 16), v;
-    int rc = mdb_get(txn, s->dbi[DB_USERS], &k, &v);
-    if (rc) {
-        cb(ctx, map_err(rc), NULL);
-    } else {
-        user_t u = {.id = *id, .name = v.mv_data, .name_len = v.mv_size};
-        cb(ctx, STORE_OK, &u);
-    }
+    user_t u = {.id = *id};
+    err = user_read(s, txn, &u, false);
+    cb(ctx, err, err ? NULL : &u);
     mdb_txn_abort(txn);
 }
 
@@ -388,36 +481,24 @@ static void lmdb_user_find(store_t *base, const char *name, size_t len, store_us
     MDB_txn *txn;
     int err = read_begin(s, &txn);
     if (err) { cb(ctx, err, NULL); return; }
-    MDB_val k = val(folded, len), idv, v;
+    MDB_val k = val(folded, len), idv;
     int rc = mdb_get(txn, s->dbi[DB_USERS_BY_NAME], &k, &idv);
-    if (rc == 0 && idv.mv_size == 16) {
-        user_t u;
+    user_t u;
+    if (rc) {
+        err = map_err(rc);
+    } else if (idv.mv_size != 16) {
+        err = bad_row("users_by_name", "an id that is not 16 bytes");
+    } else {
         memcpy(u.id.b, idv.mv_data, 16);
-        k = val(u.id.b, 16);
-        rc = mdb_get(txn, s->dbi[DB_USERS], &k, &v);
-        if (rc == 0) {
-            u.name = v.mv_data;
-            u.name_len = v.mv_size;
-            u.password_hash = NULL;
-            u.password_hash_len = 0;
-            rc = mdb_get(txn, s->dbi[DB_CREDENTIALS], &k, &v);
-            if (rc == 0) {
-                u.password_hash = v.mv_data;
-                u.password_hash_len = v.mv_size;
-            } else if (rc != MDB_NOTFOUND) {
-                cb(ctx, map_err(rc), NULL);
-                mdb_txn_abort(txn);
-                return;
-            }
-            cb(ctx, STORE_OK, &u);
-            mdb_txn_abort(txn);
-            return;
-        }
+        err = user_read(s, txn, &u, true);
     }
-    cb(ctx, rc ? map_err(rc) : STORE_EIO, NULL);
+    cb(ctx, err, err ? NULL : &u);
     mdb_txn_abort(txn);
 }
 
+/* A token row that cannot be used (a bad length, an expiry out of range, a
+ * nil user) reads as absent: no session, the client logs in again, and its
+ * logout or expiry purges the row. */
 static void lmdb_token_get(store_t *base, const uint8_t *hash, store_token_cb cb, void *ctx) {
     lmdb_store_t *s = (lmdb_store_t *)base;
     MDB_txn *txn;
@@ -426,14 +507,19 @@ static void lmdb_token_get(store_t *base, const uint8_t *hash, store_token_cb cb
     MDB_val k = val(hash, STORE_TOKEN_HASH_LEN), v;
     int rc = mdb_get(txn, s->dbi[DB_TOKENS], &k, &v);
     store_token_t t;
-    if (rc == 0 && v.mv_size == TOKEN_LEN) {
+    if (rc == 0 && v.mv_size != TOKEN_LEN) {
+        bad_row("auth_tokens", "not 24 bytes");
+        rc = MDB_NOTFOUND;
+    } else if (rc == 0) {
         memcpy(t.hash, hash, STORE_TOKEN_HASH_LEN);
         t.expires_at_ms = (int64_t)be64_get(v.mv_data);
         memcpy(t.user_id.b, (const uint8_t *)v.mv_data + 8, 16);
-        /* Expired rows are purged by the writer; until then they are absent. */
-        if (t.expires_at_ms <= time_now_ms()) rc = MDB_NOTFOUND;
-    } else if (rc == 0) {
-        rc = MDB_CORRUPTED;
+        if (!time_ok(t.expires_at_ms) || uuid_is_nil(&t.user_id)) {
+            bad_row("auth_tokens", "an expiry out of range or a nil user");
+            rc = MDB_NOTFOUND;
+        } else if (t.expires_at_ms <= time_now_ms()) {
+            rc = MDB_NOTFOUND; /* expired rows are purged by the writer; until then they are absent */
+        }
     }
     mdb_txn_abort(txn);
     if (rc) cb(ctx, map_err(rc), NULL);
@@ -486,20 +572,17 @@ static int conversation_read(lmdb_store_t *s, MDB_txn *txn, MDB_cursor *c, const
     MDB_val k = val(id->b, 16), v;
     int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
     if (rc) return map_err(rc);
-    if (v.mv_size < META_LEN) return STORE_EIO;
-    const uint8_t *p = v.mv_data;
     memset(out, 0, sizeof *out);
     out->id = *id;
-    out->created_at_ms = (int64_t)be64_get(p);
-    memcpy(out->user1_id.b, p + 8, 16);
-    memcpy(out->user2_id.b, p + 24, 16);
+    int err = decode_meta(&v, &out->created_at_ms, &out->user1_id, &out->user2_id);
+    if (err) return err;
     out->activity = conv_activity(out->created_at_ms, 0);
     out->last_message_at_ms = out->created_at_ms;
     rc = newest_message(c, id, &k, &v);
     if (rc == MDB_NOTFOUND) return STORE_OK;
     if (rc) return map_err(rc);
     message_t m;
-    decode_message(&k, &v, &m);
+    if ((err = decode_message(&k, &v, &m))) return err;
     out->activity = conv_activity(out->created_at_ms, uuid_time_ticks(&m.id));
     out->has_last_message = true;
     out->last_message_id = m.id;
@@ -537,9 +620,9 @@ static void lmdb_messages_list(store_t *base, const store_msg_query_t *q, store_
         rc = seek_below(c, key, 32, &k, &v);
     }
     MDB_cursor_op step = q->has_after ? MDB_NEXT : MDB_PREV;
-    while (rc == 0 && has_prefix(&k, key, 16) && k.mv_size == 32 && v.mv_size >= MSG_HDR) {
+    while (rc == 0 && has_prefix(&k, key, 16)) { /* decode_message checks the sizes */
         if (page.count == (size_t)limit) { page.more = true; break; }
-        decode_message(&k, &v, &items[page.count++]);
+        if (decode_message(&k, &v, &items[page.count]) == STORE_OK) page.count++; /* a bad row is skipped */
         rc = mdb_cursor_get(c, &k, &v, step);
     }
     if (rc && rc != MDB_NOTFOUND) { err = map_err(rc); goto done; }
@@ -603,12 +686,14 @@ static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, 
         if (page.count == (size_t)limit) { page.more = true; break; }
         uuid_t conv_id;
         memcpy(conv_id.b, (const uint8_t *)k.mv_data + 24, 16);
-        if (decode_conv_rec(&q->user_id, &conv_id, &v, &items[page.count]) != STORE_OK) {
-            log_error("store", "conversations_by_recency holds a row of %zu bytes", v.mv_size);
-            err = STORE_EIO;
-            goto done;
+        conversation_t *item = &items[page.count];
+        if (decode_conv_rec(&q->user_id, &conv_id, &v, item) != STORE_OK) {
+            /* skipped (logged) */
+        } else if (item->activity != be64_get((const uint8_t *)k.mv_data + 16)) {
+            bad_row("conversations_by_recency", "its key's activity is not its value's");
+        } else {
+            page.count++;
         }
-        page.count++;
         rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
     }
     if (rc && rc != MDB_NOTFOUND) { err = map_err(rc); goto done; }
@@ -847,20 +932,23 @@ static int conv_find(lmdb_store_t *s, MDB_txn *txn, const uuid_t *conv, const uu
         MDB_val rkv = recency_key(rk, user, newest, conv), rv;
         rc = mdb_cursor_get(s->cur_recency, &rkv, &rv, MDB_SET);
         if (rc && rc != MDB_NOTFOUND) return map_err(rc);
-        if (rc == 0 && rv.mv_size >= CONV_REC_HDR) {
+        /* A bad row here falls through to the metadata, and the send's
+         * recency_move replaces it. */
+        int64_t created = rc == 0 && rv.mv_size >= CONV_REC_HDR ? (int64_t)be64_get((const uint8_t *)rv.mv_data + 24) : 0;
+        if (time_ok(created) && ticks_ok(newest)) {
             out->exists = true;
             out->activity = newest;
-            out->created_ms = (int64_t)be64_get((const uint8_t *)rv.mv_data + 24);
+            out->created_ms = created;
             return STORE_OK;
         }
+        if (!ticks_ok(newest)) newest = 0;
     }
     k = val(conv->b, 16);
     rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
     if (rc == MDB_NOTFOUND) return STORE_OK;
     if (rc) return map_err(rc);
-    if (v.mv_size < META_LEN) return STORE_EIO;
+    if (decode_meta(&v, &out->created_ms, NULL, NULL)) return STORE_EBADROW;
     out->exists = true;
-    out->created_ms = (int64_t)be64_get(v.mv_data);
     out->activity = conv_activity(out->created_ms, newest);
     return STORE_OK;
 }
@@ -901,8 +989,17 @@ static int idem_lookup(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     int rc = mdb_get(txn, s->dbi[DB_IDEM], &k, &v);
     if (rc == MDB_NOTFOUND) return 0;
     if (rc) return map_err(rc);
-    if (v.mv_size < IDEM_LEN) return 0;
+    /* A row that cannot be used counts as absent: the send goes on and
+     * its idem_record replaces it. */
+    if (v.mv_size < IDEM_LEN) {
+        bad_row("idempotency", "too short");
+        return 0;
+    }
     const uint8_t *p = v.mv_data;
+    if (!time_ok((int64_t)be64_get(p))) {
+        bad_row("idempotency", "a time out of range");
+        return 0;
+    }
     if ((int64_t)be64_get(p) < now - IDEMPOTENCY_WINDOW_MS) return 0;
     uint8_t mk[32];
     memcpy(mk, p + 8, 16);
@@ -911,10 +1008,16 @@ static int idem_lookup(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     uuid_sort_key(&mid, mk + 16);
     MDB_val mkv = val(mk, 32), mv;
     rc = mdb_get(txn, s->dbi[DB_MESSAGES], &mkv, &mv);
-    if (rc == MDB_NOTFOUND || (rc == 0 && mv.mv_size < MSG_HDR)) return 0;
+    if (rc == MDB_NOTFOUND) return 0;
     if (rc) return map_err(rc);
     message_t old;
-    decode_message(&mkv, &mv, &old);
+    if (decode_message(&mkv, &mv, &old)) return 0;
+    /* It must be this sender's message (the key is per sender): else it
+     * would hand them someone else's. */
+    if (uuid_cmp(&old.sender_id, &r->sender_id) != 0) {
+        bad_row("idempotency", "another sender's message");
+        return 0;
+    }
     if (uuid_cmp(&old.receiver_id, &r->receiver_id) != 0 || old.content_len != r->content_len ||
         (r->content_len && memcmp(old.content, r->content, r->content_len) != 0))
         return STORE_ECONFLICT;
@@ -1044,9 +1147,8 @@ static int apply_open(lmdb_store_t *s, MDB_txn *txn, op_t *op, int64_t now) {
     int64_t created = op->open_at_ms ? op->open_at_ms : now;
     MDB_val k = val(conv.b, 16), v;
     int rc = mdb_get(txn, s->dbi[DB_CONV_META], &k, &v);
-    if (rc == 0 && v.mv_size < META_LEN) return STORE_EIO;
     if (rc == 0) {
-        created = (int64_t)be64_get(v.mv_data); /* it exists: as it is */
+        if (decode_meta(&v, &created, NULL, NULL)) return STORE_EBADROW; /* it exists: as it is */
     } else if (rc == MDB_NOTFOUND) {
         if (!user_exists(s, txn, &op->open_a) || !user_exists(s, txn, &op->open_b)) return STORE_ENOTFOUND;
         conv_state_t none = {.exists = false};
@@ -1109,6 +1211,224 @@ static int errno_to_store(int neg_errno) {
     return neg_errno == -ENOSPC || neg_errno == -EDQUOT ? STORE_EFULL : neg_errno == -ENOMEM ? STORE_ENOMEM : STORE_EIO;
 }
 
+/* ------------------------------------------------------------------ disk space
+ *
+ * MDB_WRITEMAP writes the database through a shared, writable map of
+ * data.mdb, which LMDB makes as large as the map size with ftruncate (16 GiB
+ * by default): a sparse file. The first write to a page past the blocks the
+ * file has makes the kernel allocate one then and there, and on a full disk
+ * it answers that page fault with SIGBUS: the process dies. So the writer
+ * never touches a page that is not allocated. Before it applies writes it
+ * reserves data.mdb's blocks (fallocate, which allocates without writing
+ * and leaves the size alone) up to the end of the database plus the most
+ * those writes can add (write_pages: a worst case), and RESERVE_AHEAD beyond
+ * when the disk has it, so that a fallocate is rare. A reservation that
+ * fails is a full disk: those writes are refused with STORE_EFULL (507) and
+ * the store turns read-only (below). Pages LMDB reuses from its free list
+ * lie below the end of the database: written before, so allocated.
+ *
+ * Why keep write-map and reserve, rather than drop write-map: without it
+ * every commit writes each dirty page with its own pwrite (a third of the
+ * writer's CPU when it was measured, and write-map took durable sends from
+ * 13,200 to 18,900/s then). Reserving costs one mdb_env_info and a dozen
+ * mdb_stat per batch. Measured on a 1M-message set, `messenger bench-store
+ * --requests send.txt --duration 5` (durable sends, store alone), builds
+ * alternated in one session: see the commit that added this. Where the
+ * file system cannot fallocate (EOPNOTSUPP), the store opens without
+ * write-map: LMDB's pwrite then fails cleanly on a full disk.
+ *
+ * Read-only. When the disk is full (a reservation, the log or, at open, the
+ * state file or the first base copy cannot get space), the store serves
+ * reads and answers every write STORE_EFULL at once, without touching the
+ * disk. Every RO_RETRY_US the writer tries again: the state file and base
+ * copy that are still owed, then a reservation, and with free space it takes
+ * writes again by itself. store_lmdb_read_only() tells /health.
+ */
+#define RESERVE_AHEAD (64ull << 20)
+#define BATCH_PAGES_MAX (32768ull)       /* 128 MiB of 4 KiB pages at worst: a batch stops growing there */
+#define BULK_BATCH_PAGES_MAX (262144ull) /* 1 GiB: a bulk load takes far larger batches */
+#define RO_RETRY_US 1000000
+#define RESUME_FREE_BYTES (4ull << 20) /* less free than this stays read-only (no flapping) */
+
+enum { RO_NONE, RO_SPACE, RO_LOG, RO_STATE, RO_BASE, RO_COUNT };
+static const char *const RO_WHY[RO_COUNT] = {
+    NULL, "disk full: the database file cannot grow", "disk full: the write-ahead log cannot grow",
+    "disk full: the state file cannot be written", "disk full: the first base copy cannot be written",
+};
+
+static bool space_errno(int neg_errno) {
+    return neg_errno == -ENOSPC || neg_errno == -EDQUOT;
+}
+
+/* The most pages one put or delete of a value of vlen bytes can add beyond
+ * the end of the database: a copy of every page on its path (copy on
+ * write), a split at every level and a new root, or a sibling touched at
+ * every level by a rebalance, and the value's overflow pages. */
+static uint64_t write_pages(const lmdb_store_t *s, size_t vlen) {
+    return 2 * (s->depth + 1) + 2 + vlen / s->psize;
+}
+
+/* The most pages one queued write can add: none of them writes more than
+ * eight rows (a send: message, metadata, two recency rows moved, two
+ * idempotency rows), each at most its input plus a fixed header. */
+static uint64_t op_pages(const lmdb_store_t *s, const op_t *op) {
+    if (s->data_fd < 0) return 0;
+    size_t v = 128;
+    if (op->kind == OP_SEND) v += op->send.content_len + (op->send.client_message_id ? op->send.client_message_id_len : 0);
+    if (op->kind == OP_USER_CREATE) v += op->user.name_len + op->user.password_hash_len;
+    return 8 * write_pages(s, v);
+}
+
+/* The end of the database: its last committed page. */
+static uint64_t db_end(const lmdb_store_t *s) {
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    return ((uint64_t)info.me_last_pgno + 1) * s->psize;
+}
+
+/* The deepest tree (txn's view), plus one level a batch may add. */
+static uint64_t tree_depth(const lmdb_store_t *s, MDB_txn *txn) {
+    uint64_t d = 1;
+    MDB_stat st;
+    if (mdb_stat(txn, 1, &st) == 0 && st.ms_depth > d) d = st.ms_depth; /* LMDB's main tree */
+    for (int i = 0; i < DB_COUNT; i++)
+        if (mdb_stat(txn, s->dbi[i], &st) == 0 && st.ms_depth > d) d = st.ms_depth;
+    return d + 1;
+}
+
+/* Allocates data.mdb's blocks up to `end`, and RESERVE_AHEAD beyond when the
+ * disk has it. STORE_OK, STORE_EFULL (no space) or STORE_EIO. */
+static int reserve(lmdb_store_t *s, uint64_t end) {
+    if (s->data_fd < 0 || end <= s->reserved) return STORE_OK;
+    if (end > s->map_bytes) end = s->map_bytes; /* past the map LMDB says MDB_MAP_FULL itself */
+    uint64_t ahead = s->map_bytes - end > RESERVE_AHEAD ? end + RESERVE_AHEAD : s->map_bytes;
+    int rc = fallocate(s->data_fd, 0, (off_t)s->reserved, (off_t)(ahead - s->reserved));
+    if (rc != 0 && (errno == ENOSPC || errno == EDQUOT) && ahead > end) {
+        ahead = end; /* the need alone, then */
+        rc = fallocate(s->data_fd, 0, (off_t)s->reserved, (off_t)(ahead - s->reserved));
+    }
+    if (rc == 0) {
+        s->reserved = ahead;
+        return STORE_OK;
+    }
+    if (errno == ENOSPC || errno == EDQUOT) return STORE_EFULL;
+    log_error("store", "cannot allocate space in data.mdb: %s", strerror(errno));
+    return STORE_EIO;
+}
+
+/* A new batch: where the database ends, how deep its trees are. */
+static void batch_space_begin(lmdb_store_t *s) {
+    s->batch_pages = 0;
+    if (s->data_fd < 0) return;
+    s->batch_end = db_end(s);
+    s->depth = tree_depth(s, s->txn);
+}
+
+/* Reserves room for `pages` more in the open batch (with its commit's own
+ * pages: the free list and meta page, growing with the batch). */
+static int batch_space_add(lmdb_store_t *s, uint64_t pages) {
+    if (s->data_fd < 0) return STORE_OK;
+    uint64_t total = s->batch_pages + pages, fixed = 64 + 2 * write_pages(s, 0) + total / 256;
+    int err = reserve(s, s->batch_end + (total + fixed) * s->psize);
+    if (!err) s->batch_pages = total;
+    return err;
+}
+
+/* Turns the store read-only for lack of space (reason RO_*). */
+static void go_read_only(lmdb_store_t *s, int why) {
+    s->ro_next_try_us = mono_us() + RO_RETRY_US;
+    if (atomic_exchange(&s->ro, why) == RO_NONE)
+        log_warn("store", "%s: the store is READ-ONLY (reads served, writes answer 507) until space returns "
+                 "(it tries again every %d s by itself)", RO_WHY[why], RO_RETRY_US / 1000000);
+}
+
+static int base_now(lmdb_store_t *s);
+
+/* The writer, while read-only and between batches: takes writes again when
+ * the disk has room for them, once what is owed is written. */
+static void ro_try_leave(lmdb_store_t *s) {
+    s->ro_next_try_us = mono_us() + RO_RETRY_US;
+    struct statvfs v;
+    if (statvfs(s->dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < RESUME_FREE_BYTES) return;
+    int rc;
+    if (s->ro_state_pending && (rc = datadir_state_write(s->dir, false, s->bulk))) {
+        log_debug("store", "still cannot write the state file: %s", strerror(-rc));
+        return;
+    }
+    s->ro_state_pending = false;
+    if (s->ro_base_pending) {
+        if (base_now(s) || mdb_env_set_flags(s->env, MDB_NOSYNC, 1)) return;
+        s->ro_base_pending = false;
+    }
+    if (s->data_fd >= 0 && reserve(s, db_end(s) + (64 + 64 * write_pages(s, 4096)) * s->psize)) return;
+    atomic_store(&s->ro, RO_NONE);
+    log_warn("store", "disk space is back: the store takes writes again (it was read-only)");
+}
+
+/* Reserves room to replay one redo record (wal recovery, before the writer
+ * runs): a put or delete's worst case per entry. */
+static int replay_space(lmdb_store_t *s, const uint8_t *p, size_t len) {
+    if (s->data_fd < 0) return STORE_OK;
+    uint64_t pages = 64 + 2 * write_pages(s, 0);
+    while (len >= REDO_HDR) {
+        size_t klen = (size_t)p[2] << 8 | p[3];
+        size_t vlen = (size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7];
+        if (len - REDO_HDR < klen || len - REDO_HDR - klen < vlen) break; /* redo_apply refuses it */
+        pages += write_pages(s, klen + vlen);
+        p += REDO_HDR + klen + vlen;
+        len -= REDO_HDR + klen + vlen;
+    }
+    pages += pages / 256;
+    return reserve(s, db_end(s) + pages * s->psize);
+}
+
+/* Sets up reserving after the environment is open: its page size, map
+ * size, deepest tree, data.mdb's descriptor (with write-map only); and
+ * lock.mdb, which LMDB maps too (the readers' table) and makes sparse as
+ * well: allocated whole (best effort: its first page, the one in use, was
+ * written when it was made). */
+static void space_init(lmdb_store_t *s) {
+    MDB_stat st;
+    MDB_envinfo info;
+    unsigned flags = 0;
+    mdb_env_stat(s->env, &st);
+    mdb_env_info(s->env, &info);
+    mdb_env_get_flags(s->env, &flags);
+    s->psize = st.ms_psize;
+    s->map_bytes = info.me_mapsize;
+    s->data_fd = -1;
+    if (flags & MDB_WRITEMAP) mdb_env_get_fd(s->env, &s->data_fd);
+    MDB_txn *txn;
+    s->depth = 8;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {
+        s->depth = tree_depth(s, txn);
+        mdb_txn_abort(txn);
+    }
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s/lock.mdb", s->dir) >= (int)sizeof p) return;
+    int fd = open(p, O_RDWR | O_CLOEXEC);
+    struct stat lst;
+    if (fd >= 0 && fstat(fd, &lst) == 0 && fallocate(fd, 0, 0, lst.st_size) != 0)
+        log_warn("store", "cannot allocate lock.mdb's blocks: %s", strerror(errno));
+    if (fd >= 0) close(fd);
+}
+
+/* Whether the file system of dir can allocate a file's blocks without
+ * writing them, which write-map needs to be safe on a full disk (above). A
+ * full disk answers ENOSPC: it can, just not now. */
+static bool can_reserve(const char *dir) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s/fallocate.probe", dir) >= (int)sizeof p) return false;
+    int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return true; /* cannot tell (no room even for the probe): the common case */
+    bool ok = fallocate(fd, 0, 0, 4096) == 0 || errno == ENOSPC || errno == EDQUOT;
+    if (!ok) log_warn("store", "%s cannot allocate a file's blocks (fallocate: %s): LMDB runs without write-map",
+                      dir, strerror(errno));
+    close(fd);
+    unlink(p);
+    return ok;
+}
+
 /* Appends the batch in txn to the log, then commits it (without fsync).
  * Returns the batch's error (on error txn is gone either way), and sets
  * *seq to the batch's log record (0: it wrote nothing) and *log_us to the
@@ -1128,6 +1448,7 @@ static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out, int64
         if (rc) {
             log_error("store", "write-ahead log: %s", strerror(-rc));
             err = errno_to_store(rc);
+            if (space_errno(rc)) go_read_only(s, RO_LOG);
         }
     }
     if (err) {
@@ -1248,23 +1569,41 @@ static void *completer_main(void *arg) {
  * may leave a write half-done, so it fails the whole batch, and nothing of
  * it is written. */
 
+/* Opens a batch: its transaction and cursors, unless the store refuses
+ * writes (then open_err answers every write of the batch). */
+static void batch_open(lmdb_store_t *s) {
+    buf_reset(&s->redo);
+    s->open_apply_us = 0;
+    s->txn = NULL;
+    s->open_err = atomic_load(&s->failed) ? STORE_EUNAVAILABLE
+                : atomic_load(&s->ro)     ? STORE_EFULL
+                                          : map_err(mdb_txn_begin(s->env, NULL, 0, &s->txn));
+    if (!s->open_err) s->open_err = map_err(mdb_cursor_open(s->txn, s->dbi[DB_MESSAGES], &s->cur_msgs));
+    if (!s->open_err) s->open_err = map_err(mdb_cursor_open(s->txn, s->dbi[DB_RECENCY], &s->cur_recency));
+    if (!s->open_err) batch_space_begin(s);
+}
+
 /* Applies the chain `ops` (n writes) to the open batch, opening one if
- * there is none. */
+ * there is none. Room for the chain's worst case is reserved first (see
+ * "disk space"): without it, its writes are refused (STORE_EFULL) and the
+ * rest of the batch goes on. */
 static void batch_apply(lmdb_store_t *s, op_t *ops, size_t n) {
     int64_t now = time_now_ms(), t0 = mono_us();
-    if (!s->open_n) {
-        buf_reset(&s->redo);
-        s->open_apply_us = 0;
-        s->txn = NULL;
-        s->open_err = atomic_load(&s->failed) ? STORE_EUNAVAILABLE : map_err(mdb_txn_begin(s->env, NULL, 0, &s->txn));
-        if (!s->open_err) s->open_err = map_err(mdb_cursor_open(s->txn, s->dbi[DB_MESSAGES], &s->cur_msgs));
-        if (!s->open_err) s->open_err = map_err(mdb_cursor_open(s->txn, s->dbi[DB_RECENCY], &s->cur_recency));
-    }
+    if (!s->open_n) batch_open(s);
+    uint64_t pages = 0;
+    for (op_t *op = ops; op; op = op->next) pages += op_pages(s, op);
+    int space = s->open_err               ? STORE_OK
+              : atomic_load(&s->ro)       ? STORE_EFULL
+                                          : batch_space_add(s, pages);
+    if (space == STORE_EFULL) go_read_only(s, RO_SPACE);
     op_t *last = ops;
     for (op_t *op = ops; op; op = op->next) {
-        if (!s->open_err) {
+        if (space) {
+            op->err = space;
+        } else if (!s->open_err) {
             op->err = apply_op(s, s->txn, op, now);
-            if (op->err && op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) s->open_err = op->err;
+            if (op->err == STORE_EBADROW) op->err = STORE_EIO; /* refused before it wrote: the batch goes on */
+            else if (op->err && op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) s->open_err = op->err;
         }
         last = op;
     }
@@ -1283,7 +1622,10 @@ static void batch_commit(lmdb_store_t *s) {
     /* A log sync failed while this batch grew: the store refuses writes
      * from then on, and this batch is not written either. */
     if (!err && atomic_load(&s->failed)) err = STORE_EUNAVAILABLE;
-    if (!err && !s->bulk) err = prune(s, s->txn, time_now_ms());
+    /* Pruning is housekeeping: skipped when there is no room for its worst
+     * case (it deletes, but deleting copies pages too). */
+    if (!err && !s->bulk && batch_space_add(s, 4 * PRUNE_PER_BATCH * write_pages(s, 0)) == STORE_OK)
+        err = prune(s, s->txn, time_now_ms());
     if (s->cur_msgs) mdb_cursor_close(s->cur_msgs);
     if (s->cur_recency) mdb_cursor_close(s->cur_recency);
     s->cur_msgs = s->cur_recency = NULL;
@@ -1295,7 +1637,10 @@ static void batch_commit(lmdb_store_t *s) {
     s->txn = NULL;
     op_t *batch = s->open_head;
     if (err) {
-        log_error("store", "commit of %zu writes failed: %s", s->open_n, store_strerror(err));
+        if (err == STORE_EFULL && atomic_load(&s->ro))
+            log_debug("store", "%zu writes refused: the store is read-only", s->open_n);
+        else
+            log_error("store", "commit of %zu writes failed: %s", s->open_n, store_strerror(err));
         for (op_t *op = batch; op; op = op->next)
             if (op->err != STORE_ENOTFOUND && op->err != STORE_ECONFLICT) op->err = err;
     } else {
@@ -1376,38 +1721,77 @@ static void base_tend(lmdb_store_t *s) {
     }
 }
 
+/* Takes queued writes for the open batch (s->mu held): up to a full batch,
+ * which is max_batch writes or, at worst, BATCH_PAGES_MAX pages (see "disk
+ * space": what a batch may add is reserved before it is applied, so a
+ * batch must not be unbounded). Sets *full when the open batch can take no
+ * more. */
+static op_t *take_chain(lmdb_store_t *s, size_t *n, bool *full) {
+    uint64_t max = s->bulk ? BULK_BATCH_PAGES_MAX : BATCH_PAGES_MAX, pages = s->open_n ? s->batch_pages : 0;
+    op_t *first = s->head, *last = NULL;
+    *n = 0;
+    *full = s->open_n >= s->max_batch;
+    for (op_t *op = first; op && !*full; op = op->next) {
+        uint64_t p = op_pages(s, op);
+        if ((s->open_n || *n) && pages + p > max) { *full = true; break; }
+        pages += p;
+        last = op;
+        if (s->open_n + ++*n >= s->max_batch) *full = true;
+    }
+    if (!last) return NULL;
+    s->head = last->next;
+    if (!s->head) s->tail = NULL;
+    last->next = NULL;
+    return first;
+}
+
+/* Waits (s->mu held) until there is something to do: queued writes, a
+ * closing store, a finished base copy, a free log for the open batch, or,
+ * while read-only, the time to try taking writes again. */
+static void writer_wait(lmdb_store_t *s) {
+    while (!s->head && !s->closing && !(s->base_running && s->base_done) &&
+           !(s->open_n && atomic_load(&s->log_idle))) {
+        if (!atomic_load(&s->ro)) {
+            pthread_cond_wait(&s->cv, &s->mu);
+            continue;
+        }
+        int64_t us = s->ro_next_try_us - mono_us();
+        if (us <= 0) return;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += us / 1000000;
+        ts.tv_nsec += (us % 1000000) * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+}
+
 /* The writer thread: applies queued writes to the open batch and commits
- * it when the log is free (see batch_apply), when it is full (max_batch),
- * when it failed, or when the store closes. */
+ * it when the log is free (see batch_apply), when it is full (take_chain),
+ * when it failed, or when the store closes. While read-only it tries to
+ * take writes again now and then (ro_try_leave). */
 static void *writer_main(void *arg) {
     lmdb_store_t *s = arg;
     pthread_setname_np(pthread_self(), "lmdb-writer");
     for (;;) {
         if (!s->bulk) base_tend(s);
+        if (atomic_load(&s->ro) && !s->open_n && mono_us() >= s->ro_next_try_us) ro_try_leave(s);
         pthread_mutex_lock(&s->mu);
-        while (!s->head && !s->closing && !(s->base_running && s->base_done) &&
-               !(s->open_n && atomic_load(&s->log_idle)))
-            pthread_cond_wait(&s->cv, &s->mu);
+        writer_wait(s);
         if (!s->head && s->closing && !s->open_n) {
             pthread_mutex_unlock(&s->mu);
             return NULL;
         }
-        /* Take what is queued, up to a full batch. */
-        op_t *batch = NULL;
         size_t n = 0;
-        if (s->head && s->open_n < s->max_batch) {
-            op_t *last = batch = s->head;
-            n = 1;
-            while (last->next && s->open_n + n < s->max_batch) { last = last->next; n++; }
-            s->head = last->next;
-            if (!s->head) s->tail = NULL;
-            last->next = NULL;
-        }
+        bool full = false;
+        op_t *batch = take_chain(s, &n, &full);
         bool closing = s->closing;
         pthread_mutex_unlock(&s->mu);
         if (batch) batch_apply(s, batch, n);
-        if (s->open_n && (atomic_load(&s->log_idle) || s->open_err || s->open_n >= s->max_batch || closing))
-            batch_commit(s);
+        if (s->open_n && (atomic_load(&s->log_idle) || s->open_err || full || closing)) batch_commit(s);
     }
 }
 
@@ -1433,7 +1817,8 @@ static int replay_one(void *arg, uint64_t seq, const void *data, size_t len) {
         return WAL_REPLAY_BAD;
     }
     MDB_txn *txn;
-    int err = map_err(mdb_txn_begin(r->s->env, NULL, 0, &txn));
+    int err = replay_space(r->s, data, len);
+    if (!err) err = map_err(mdb_txn_begin(r->s->env, NULL, 0, &txn));
     if (!err) {
         err = redo_apply(r->s, txn, data, len);
         if (!err) err = seq_put(r->s, txn, seq);
@@ -1461,7 +1846,7 @@ static int base_now(lmdb_store_t *s) {
     int rc = datadir_base_write(s->env, s->dir, &s->base_bytes);
     if (rc) {
         log_error("store", "cannot write the base copy in %s: %s", s->dir, strerror(-rc));
-        return STORE_EIO;
+        return space_errno(rc) ? STORE_EFULL : STORE_EIO;
     }
     wal_rotate(s->wal);
     rc = wal_forget(s->wal, s->seq);
@@ -1532,6 +1917,10 @@ static int migrate(lmdb_store_t *s) {
         return map_err(rc);
     }
     log_info("store", "moving %zu conversation rows to the recency index (once)", st.ms_entries);
+    if ((rc = reserve(s, db_end(s) + (st.ms_entries + 64) * write_pages(s, CONV_REC_HDR + 4096) * s->psize))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
     MDB_cursor *c;
     size_t filled = 0;
     if (!(rc = mdb_cursor_open(txn, s->dbi[DB_RECENCY], &c))) {
@@ -1614,8 +2003,9 @@ static int open_env(lmdb_store_t *s, const store_lmdb_config_t *cfg, bool has_ba
         return rc;
     /* Never an fsync per commit: the log makes writes durable (see the top).
      * Writes go straight into the shared map: a commit then costs no
-     * write(2) per dirty page (those were a third of the writer's CPU). */
-    unsigned flags = MDB_NOTLS | MDB_WRITEMAP | (has_base ? MDB_NOSYNC : 0);
+     * write(2) per dirty page (those were a third of the writer's CPU); safe
+     * on a full disk only where blocks can be reserved ("disk space"). */
+    unsigned flags = MDB_NOTLS | (can_reserve(cfg->dir) ? MDB_WRITEMAP : 0) | (has_base ? MDB_NOSYNC : 0);
     if ((rc = mdb_env_open(s->env, cfg->dir, flags, 0600))) return rc;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) return rc;
@@ -1626,6 +2016,26 @@ static int open_env(lmdb_store_t *s, const store_lmdb_config_t *cfg, bool has_ba
         }
     }
     return mdb_txn_commit(txn);
+}
+
+/* A store without a base (new, or written by an older version that synced
+ * every commit) gets one before it acknowledges anything, and commits
+ * without fsync only from then on; on a full disk it starts read-only and
+ * owes the base. A read-only start makes what recovery committed durable:
+ * the state file may still say "clean 1". */
+static int open_base(lmdb_store_t *s, bool has_base, int64_t base_size) {
+    int err = STORE_OK;
+    if (has_base) {
+        s->base_bytes = (uint64_t)base_size;
+    } else if ((err = base_now(s)) == STORE_OK) {
+        err = map_err(mdb_env_set_flags(s->env, MDB_NOSYNC, 1));
+    } else if (err == STORE_EFULL && !s->bulk) {
+        s->ro_base_pending = true;
+        go_read_only(s, RO_BASE);
+        err = STORE_OK;
+    }
+    if (!err && atomic_load(&s->ro)) err = map_err(mdb_env_sync(s->env, 1));
+    return err;
 }
 
 int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out) {
@@ -1641,6 +2051,7 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
     s->bulk = cfg->bulk_load;
     s->rebase_log_bytes = cfg->rebase_log_bytes ? cfg->rebase_log_bytes : REBASE_LOG_BYTES;
     s->lock_fd = -1;
+    s->data_fd = -1;
     buf_init(&s->redo);
     int err = STORE_EIO, rc;
     if (!(s->dir = strdup(cfg->dir))) { err = STORE_ENOMEM; goto fail; }
@@ -1673,29 +2084,27 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
         log_warn("store", "a bulk load into %s did not finish: keeping what it loaded", cfg->dir);
         rebase = true;
     }
-    /* From here on data.mdb holds unsynced commits until a clean close. */
+    /* From here on data.mdb holds unsynced commits until a clean close. On
+     * a full disk the store starts read-only instead, commits nothing of its
+     * own, and writes the state before it takes writes again. */
     if ((rc = datadir_state_write(cfg->dir, false, s->bulk))) {
         log_error("store", "cannot write the state file in %s: %s", cfg->dir, strerror(-rc));
-        goto fail;
+        if (s->bulk || !space_errno(rc)) goto fail;
+        s->ro_state_pending = true;
+        go_read_only(s, RO_STATE);
     }
     if ((rc = open_env(s, cfg, base_size >= 0))) {
         log_error("store", "cannot open lmdb store at %s: %s", cfg->dir, mdb_strerror(rc));
         err = map_err(rc) ? map_err(rc) : STORE_EIO;
         goto fail;
     }
-    if ((err = recover(s)) || (err = migrate(s))) goto fail;
-    /* A store without a base (new, or written by an older version that
-     * synced every commit) gets one before it acknowledges anything, and
-     * commits without fsync only from then on. */
-    if (base_size >= 0 && !rebase) {
-        s->base_bytes = (uint64_t)base_size;
-    } else {
-        if ((err = base_now(s))) goto fail;
-        if ((rc = mdb_env_set_flags(s->env, MDB_NOSYNC, 1))) {
-            err = map_err(rc);
-            goto fail;
-        }
+    space_init(s);
+    if ((err = reserve(s, db_end(s) + 64 * write_pages(s, 4096) * s->psize))) {
+        if (err != STORE_EFULL) goto fail;
+        go_read_only(s, RO_SPACE);
     }
+    if ((err = recover(s)) || (err = migrate(s)) || (err = open_base(s, base_size >= 0 && !rebase, base_size)))
+        goto fail;
     s->synced = s->seq;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -1750,3 +2159,9 @@ static const store_ops_t LMDB_OPS = {
     .health = lmdb_health,
     .close = lmdb_close,
 };
+
+const char *store_lmdb_read_only(store_t *base) {
+    if (!base || base->ops != &LMDB_OPS) return NULL;
+    int why = atomic_load(&((lmdb_store_t *)base)->ro);
+    return why > RO_NONE && why < RO_COUNT ? RO_WHY[why] : NULL;
+}

@@ -32,7 +32,17 @@ typedef struct store_lmdb_config {
 } store_lmdb_config_t;
 
 /* Opens (creating if needed) the store in cfg->dir. ids must outlive the
- * store. Returns 0, or a negative STORE_E* code with a message logged. */
+ * store. Returns 0, or a negative STORE_E* code with a message logged. On a
+ * full disk it opens READ-ONLY (below) rather than failing. */
 int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out);
+
+/* NULL while the store takes writes. While the disk is full it is
+ * read-only: reads are served, every write answers STORE_EFULL at once, a
+ * warning was logged, and it takes writes again by itself within about a
+ * second of space returning. Then this returns why, a static string such as
+ * "disk full: the write-ahead log cannot grow" (for GET /health to report
+ * "degraded"). Any thread, any time while the store is open; NULL for a
+ * store that is not this backend's. */
+const char *store_lmdb_read_only(store_t *s);
 
 #endif

@@ -1,19 +1,25 @@
 /* The LMDB store through the public storage interface: users, sends,
  * pages in both directions, recency order, cursors, idempotency, errors,
- * and durability across close/reopen. */
+ * and durability across close/reopen; rows planted with the LMDB API that
+ * the store never writes (times out of range, short values, impossible
+ * lengths, foreign idempotency rows, a wal_seq that would wrap), read back
+ * through the store; the state file's parsing. */
 #include <dirent.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "model/cursor.h"
+#include "store/datadir.h"
 #include "store/store_lmdb.h"
 #include "unit.h"
 #include "util/log.h"
+#include "util/timefmt.h"
 
 /* ---- a synchronous view of the asynchronous interface ---- */
 
@@ -695,6 +701,323 @@ static void migrates_conversations_by_user(void **state) {
     open_store(f);
 }
 
+/* ---- rows the store never writes, planted with the LMDB API: read back,
+ * they are checked like input (logged, then skipped, refused or absent) ---- */
+
+typedef struct raw {
+    MDB_env *env;
+    MDB_txn *txn;
+} raw_t;
+
+/* Closes the fixture's store and opens its data file directly. */
+static void raw_begin(fixture_t *f, raw_t *r) {
+    store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(mdb_env_create(&r->env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(r->env, 32), 0);
+    assert_int_equal(mdb_env_set_mapsize(r->env, 64u << 20), 0);
+    assert_int_equal(mdb_env_open(r->env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(r->env, NULL, 0, &r->txn), 0);
+}
+
+static MDB_dbi raw_dbi(raw_t *r, const char *table) {
+    MDB_dbi dbi;
+    assert_int_equal(mdb_dbi_open(r->txn, table, 0, &dbi), 0);
+    return dbi;
+}
+
+static void raw_put(raw_t *r, const char *table, const void *k, size_t kn, const void *v, size_t vn) {
+    MDB_val kv = {.mv_size = kn, .mv_data = (void *)k}, vv = {.mv_size = vn, .mv_data = (void *)v};
+    assert_int_equal(mdb_put(r->txn, raw_dbi(r, table), &kv, &vv, 0), 0);
+}
+
+/* Copies row k of table into out (at most cap bytes); returns its size. */
+static size_t raw_get(raw_t *r, const char *table, const void *k, size_t kn, uint8_t *out, size_t cap) {
+    MDB_val kv = {.mv_size = kn, .mv_data = (void *)k}, vv;
+    assert_int_equal(mdb_get(r->txn, raw_dbi(r, table), &kv, &vv), 0);
+    assert_true(vv.mv_size <= cap);
+    memcpy(out, vv.mv_data, vv.mv_size);
+    return vv.mv_size;
+}
+
+/* Commits, closes, and opens the store again. */
+static void raw_end(fixture_t *f, raw_t *r) {
+    assert_int_equal(mdb_txn_commit(r->txn), 0);
+    mdb_env_close(r->env);
+    open_store(f);
+}
+
+static void put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static void message_key(uint8_t key[32], const uuid_t *conv, const uuid_t *id) {
+    memcpy(key, conv->b, 16);
+    uuid_sort_key(id, key + 16);
+}
+
+#define YEAR_1970 0LL
+#define YEAR_3000 32503680000000LL
+
+/* Messages with a time out of range, or cut short, are skipped in pages;
+ * a bad newest message makes the conversation itself STORE_EIO. */
+static void bad_message_rows(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b");
+    uuid_t ids[5], conv;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(send(f->store, i % 2 ? &b : &a, i % 2 ? &a : &b, "hello", NULL), STORE_OK);
+        ids[i] = R->msg.id;
+        conv = R->msg.conversation_id;
+    }
+    raw_t r;
+    raw_begin(f, &r);
+    uint8_t key[32], v[256];
+    message_key(key, &conv, &ids[1]);
+    size_t n = raw_get(&r, "messages_by_conversation", key, 32, v, sizeof v);
+    put_be64(v + 32, YEAR_1970);
+    raw_put(&r, "messages_by_conversation", key, 32, v, n);
+    message_key(key, &conv, &ids[2]);
+    raw_put(&r, "messages_by_conversation", key, 32, v, 10); /* shorter than its header */
+    message_key(key, &conv, &ids[3]);
+    n = raw_get(&r, "messages_by_conversation", key, 32, v, sizeof v);
+    put_be64(v + 32, YEAR_3000);
+    raw_put(&r, "messages_by_conversation", key, 32, v, n);
+    raw_end(f, &r);
+
+    assert_int_equal(list_msgs(f->store, &conv, 10, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 2);
+    assert_memory_equal(&R->msgs[0].id, &ids[4], 16);
+    assert_memory_equal(&R->msgs[1].id, &ids[0], 16);
+    assert_int_equal(list_msgs(f->store, &conv, 10, NULL, &ids[0]), STORE_OK);
+    assert_int_equal(R->count, 1);
+    assert_int_equal(get_conv(f->store, &conv), STORE_OK);
+
+    raw_begin(f, &r);
+    message_key(key, &conv, &ids[4]);
+    n = raw_get(&r, "messages_by_conversation", key, 32, v, sizeof v);
+    memset(v, 0, 16); /* a nil sender */
+    raw_put(&r, "messages_by_conversation", key, 32, v, n);
+    raw_end(f, &r);
+    assert_int_equal(get_conv(f->store, &conv), STORE_EIO);
+    assert_int_equal(list_msgs(f->store, &conv, 10, NULL, NULL), STORE_OK);
+    assert_int_equal(R->count, 1);
+}
+
+/* Recency rows with a time out of range, a has_last that is not 0 or 1, or
+ * an activity other than their key's are skipped in the list; a send into
+ * such a conversation replaces its rows. */
+static void bad_recency_rows(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), others[3], convs[3];
+    const char *names[3] = {"b", "c", "d"};
+    for (int i = 0; i < 3; i++) {
+        others[i] = make_user(f->store, names[i]);
+        assert_int_equal(send(f->store, &a, &others[i], "hi", NULL), STORE_OK);
+        convs[i] = R->msg.conversation_id;
+    }
+    assert_int_equal(list_convs(f->store, &a, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 3);
+    uint64_t act[3];
+    for (int i = 0; i < 3; i++) act[i] = R->convs[2 - i].activity; /* convs[i]'s */
+    raw_t r;
+    raw_begin(f, &r);
+    uint8_t key[40], v[256];
+    for (int i = 0; i < 3; i++) {
+        memcpy(key, a.b, 16);
+        put_be64(key + 16, act[i]);
+        memcpy(key + 24, convs[i].b, 16);
+        size_t n = raw_get(&r, "conversations_by_recency", key, 40, v, sizeof v);
+        if (i == 0) put_be64(v + 24, YEAR_3000);  /* created */
+        if (i == 1) v[32] = 7;                    /* has_last */
+        if (i == 2) put_be64(v + 16, act[i] + 1); /* activity other than the key's */
+        raw_put(&r, "conversations_by_recency", key, 40, v, n);
+    }
+    raw_end(f, &r);
+    assert_int_equal(list_convs(f->store, &a, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 0);
+    assert_int_equal(list_convs(f->store, &others[0], 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 1); /* the other user's row is whole */
+    for (int i = 0; i < 3; i++) assert_int_equal(send(f->store, &others[i], &a, "mended", NULL), STORE_OK);
+    assert_int_equal(list_convs(f->store, &a, 10, NULL), STORE_OK);
+    assert_int_equal(R->count, 3);
+    for (int i = 0; i < 3; i++) assert_memory_equal(&R->convs[i].id, &convs[2 - i], 16);
+}
+
+/* Metadata with a time out of range: the conversation is STORE_EIO, a send
+ * that needs it is refused with STORE_EIO, and other writes go on. */
+static void bad_metadata_row(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b"), c = make_user(f->store, "c");
+    reset();
+    store_conversation_open(f->store, &a, &b, 1704067200000LL, on_conv, NULL);
+    assert_int_equal(wait_done(), STORE_OK);
+    uuid_t conv = R->convs[0].id;
+    raw_t r;
+    raw_begin(f, &r);
+    uint8_t v[64];
+    size_t n = raw_get(&r, "conversation_metadata", conv.b, 16, v, sizeof v);
+    put_be64(v, (uint64_t)-5);
+    raw_put(&r, "conversation_metadata", conv.b, 16, v, n);
+    raw_end(f, &r);
+    assert_int_equal(get_conv(f->store, &conv), STORE_EIO);
+    assert_int_equal(send(f->store, &a, &b, "into a bad conversation", NULL), STORE_EIO);
+    assert_int_equal(send(f->store, &a, &c, "elsewhere", NULL), STORE_OK);
+    reset();
+    store_conversation_open(f->store, &b, &a, 0, on_conv, NULL);
+    assert_int_equal(wait_done(), STORE_EIO);
+}
+
+static void on_token(void *ctx, int err, const store_token_t *t) {
+    (void)ctx;
+    (void)t;
+    signal_done(err);
+}
+
+static int token_op(store_t *s, int op, const store_token_t *t) {
+    reset();
+    if (op == 0) store_token_put(s, t, on_token, NULL);
+    else if (op == 1) store_token_get(s, t->hash, on_token, NULL);
+    else store_token_delete(s, t->hash, on_token, NULL);
+    return wait_done();
+}
+
+/* Token rows that cannot be used (an expiry out of range, a nil user, a
+ * bad length) read as absent: no session. */
+static void bad_token_rows(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a");
+    store_token_t t[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&t[i], 0, sizeof t[i]);
+        memset(t[i].hash, 'a' + i, sizeof t[i].hash);
+        t[i].user_id = a;
+        t[i].expires_at_ms = time_now_ms() + 3600000;
+        assert_int_equal(token_op(f->store, 0, &t[i]), STORE_OK);
+        assert_int_equal(token_op(f->store, 1, &t[i]), STORE_OK);
+    }
+    raw_t r;
+    raw_begin(f, &r);
+    uint8_t v[64];
+    size_t n = raw_get(&r, "auth_tokens", t[0].hash, 32, v, sizeof v);
+    put_be64(v, YEAR_3000); /* a session for ever */
+    raw_put(&r, "auth_tokens", t[0].hash, 32, v, n);
+    n = raw_get(&r, "auth_tokens", t[1].hash, 32, v, sizeof v);
+    memset(v + 8, 0, 16);
+    raw_put(&r, "auth_tokens", t[1].hash, 32, v, n);
+    raw_put(&r, "auth_tokens", t[2].hash, 32, v, 30);
+    raw_end(f, &r);
+    for (int i = 0; i < 3; i++) assert_int_equal(token_op(f->store, 1, &t[i]), STORE_ENOTFOUND);
+    assert_int_equal(token_op(f->store, 2, &t[0]), STORE_OK); /* logout still works */
+}
+
+/* An idempotency row with a time out of range, or pointing at another
+ * sender's message, is not used: the send writes a new message (never
+ * hands out the foreign one) and replaces the row. */
+static void bad_idempotency_rows(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a"), b = make_user(f->store, "b");
+    assert_int_equal(send(f->store, &a, &b, "first", "k1"), STORE_OK);
+    uuid_t first = R->msg.id;
+    assert_int_equal(send(f->store, &a, &b, "secret of a", "k2"), STORE_OK);
+    raw_t r;
+    raw_begin(f, &r);
+    uint8_t key[16 + 2], v[64], bkey[16 + 2];
+    memcpy(key, a.b, 16);
+    memcpy(key + 16, "k1", 2);
+    size_t n = raw_get(&r, "idempotency", key, sizeof key, v, sizeof v);
+    put_be64(v, YEAR_3000);
+    raw_put(&r, "idempotency", key, sizeof key, v, n);
+    memcpy(key + 16, "k2", 2);
+    n = raw_get(&r, "idempotency", key, sizeof key, v, sizeof v);
+    memcpy(bkey, b.b, 16);
+    memcpy(bkey + 16, "k2", 2);
+    raw_put(&r, "idempotency", bkey, sizeof bkey, v, n); /* b's key -> a's message */
+    raw_end(f, &r);
+    assert_int_equal(send(f->store, &a, &b, "first", "k1"), STORE_OK);
+    assert_false(R->replayed);
+    assert_memory_not_equal(&R->msg.id, &first, 16);
+    assert_int_equal(send(f->store, &a, &b, "first", "k1"), STORE_OK); /* the row was replaced */
+    assert_true(R->replayed);
+    assert_int_equal(send(f->store, &b, &a, "secret of a", "k2"), STORE_OK);
+    assert_false(R->replayed);
+    assert_memory_equal(&R->msg.sender_id, &b, 16);
+}
+
+/* A user row whose name or password hash has an impossible length, or a
+ * name index entry that is not an id: STORE_EIO, not a bad user. */
+static void bad_user_rows(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "alice"), b = make_user(f->store, "bob"), c = make_user(f->store, "carol");
+    raw_t r;
+    raw_begin(f, &r);
+    raw_put(&r, "users", a.b, 16, "", 0);
+    static uint8_t huge[5000];
+    raw_put(&r, "credentials", b.b, 16, huge, sizeof huge);
+    raw_put(&r, "users_by_name", "carol", 5, c.b, 5);
+    raw_end(f, &r);
+    reset();
+    store_user_get(f->store, &a, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_EIO);
+    reset();
+    store_user_find(f->store, "bob", 3, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_EIO);
+    reset();
+    store_user_get(f->store, &b, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_OK); /* the name alone is fine */
+    reset();
+    store_user_find(f->store, "carol", 5, on_user, NULL);
+    assert_int_equal(wait_done(), STORE_EIO);
+}
+
+/* The log's seq in the database out of range: the open refuses (it cannot
+ * know which records the database holds), it does not wrap. */
+static void bad_wal_seq(void **state) {
+    fixture_t *f = *state;
+    uuid_t a = make_user(f->store, "a");
+    (void)a;
+    raw_t r;
+    raw_begin(f, &r);
+    uint8_t v[8];
+    put_be64(v, UINT64_MAX);
+    raw_put(&r, "store_meta", "wal_seq", 7, v, 8);
+    assert_int_equal(mdb_txn_commit(r.txn), 0);
+    mdb_env_close(r.env);
+    store_lmdb_config_t cfg = {.dir = f->dir, .map_size_mb = 64, .max_batch = 64};
+    assert_int_equal(store_lmdb_open(&cfg, &f->ids, &f->store), STORE_EIO);
+    assert_null(f->store);
+    /* mended by hand, it opens */
+    raw_begin(f, &r);
+    put_be64(v, 1);
+    raw_put(&r, "store_meta", "wal_seq", 7, v, 8);
+    raw_end(f, &r);
+    assert_non_null(f->store);
+}
+
+/* The state file is read back like input: a flag that is not 0 or 1, or
+ * garbage, is untrusted (the safe side). */
+static void state_file_parsing(void **state) {
+    fixture_t *f = *state;
+    static const struct {
+        const char *text;
+        bool trusted;
+    } cases[] = {
+        {"boot x\nclean 1\nload 0\n", true},  {"boot x\nclean 7\nload 0\n", false},
+        {"boot x\nclean 1\nload 9\n", false}, {"boot x\nclean -1\n", false},
+        {"garbage", false},                   {"", false},
+        {"boot x\nclean 1\n", true},
+    };
+    char dir[96];
+    snprintf(dir, sizeof dir, "%s/statecheck", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_state(dir, cases[i].text);
+        datadir_state_t st;
+        datadir_state_read(dir, &st);
+        assert_int_equal(st.trusted, cases[i].trusted);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(users, setup, teardown),
@@ -708,6 +1031,14 @@ int main(void) {
         cmocka_unit_test_setup_teardown(unfinished_bulk_load, setup, teardown),
         cmocka_unit_test_setup_teardown(explicit_ids_out_of_order, setup, teardown),
         cmocka_unit_test_setup_teardown(migrates_conversations_by_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_message_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_recency_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_metadata_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_token_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_idempotency_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_user_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_wal_seq, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_file_parsing, setup, teardown),
     };
     return cmocka_run_group_tests_name("store_lmdb", tests, NULL, NULL);
 }
