@@ -62,10 +62,15 @@ def route_cases(w, srv):
     Path parameters are real ids; tokens are valid."""
     a, b = w["a"], w["b"]
     cid, mid = w["cid"], w["mid"]
+    # tokens for the logout route, logged in before any reset (so that
+    # nothing the resets do to the login limit stops the loop)
     login_client = srv.client()
+    spare = [login(login_client, a.username, a.password)["access_token"]
+             for _ in range(repeats("/api/auth/logout"))]
+    login_client.close()
 
     def fresh_token(i):
-        return login(login_client, a.username, a.password)["access_token"]
+        return spare[i]
 
     def msg(i):
         return {"receiver_id": b.user_id, "content": f"reset {i} {uuid.uuid4().hex}",
@@ -99,6 +104,37 @@ def route_cases(w, srv):
             "GET", f"/api/conversations/user/{a.user_id}", a.token, None, None),
         ("GET", "/api/conversations/{}"): lambda i: ("GET", f"/api/conversations/{cid}", a.token, None, None),
     }
+
+
+def test_a_right_password_login_reset_in_flight_is_not_a_failed_attempt(srv):
+    """A login with the right password whose client resets before the answer
+    (at once, or once the server has read it) is not a failed attempt:
+    6x --login-attempts of them, then the same password still logs in."""
+    acct = make_account(srv)
+    acct.close()
+    body = {"username": acct.username, "password": acct.password}
+    for i in range(60):
+        s = connect(srv, source=source(i))
+        try:
+            s.sendall(raw("POST", "/api/auth/login", None, body, None))
+            if i >= 40:
+                wait_server_read_all(srv, s)
+        finally:
+            reset(s)
+    # logins still in flight hold their attempt (429 meanwhile); once they
+    # are done, none of them counts as a failure
+    c = srv.client()
+    deadline = time.monotonic() + WAIT
+    try:
+        while True:
+            status, resp, headers = c.call("POST", "/api/auth/login", body)
+            if status != 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        c.close()
+    assert status == 200, ("the right password after 60 logins reset in flight", status, resp,
+                           headers.get("retry-after"))
 
 
 def raw(method, path, token, body, headers):
