@@ -495,10 +495,6 @@ def test_invalid_utf8_in_queries_paths_and_headers_is_422(srv, ab, streams):
 # --------------------------------------------------------------------------
 
 TOKEN_CHARS = set(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-EXPECTED_HEADERS = {"date", "content-type", "content-length", "x-request-id", "www-authenticate",
-                    "connection", "cache-control", "x-accel-buffering", "transfer-encoding",
-                    "x-content-type-options", "retry-after", "allow", "content-security-policy",
-                    "referrer-policy", "x-frame-options", "vary"}
 
 
 def check_head(r, what):
@@ -514,8 +510,6 @@ def check_head(r, what):
         assert sep and name and set(name) <= TOKEN_CHARS, (what, "not a header line", ln)
         names.append(name.decode().lower())
     assert "x-injected" not in names and "set-cookie" not in names and "location" not in names, (what, r)
-    unknown = set(names) - EXPECTED_HEADERS
-    assert not unknown, (what, f"unexpected response headers {unknown}", r)
     rid = r.header("x-request-id")
     if rid is not None:
         assert all(0x21 <= ch < 0x7f for ch in rid.encode("latin-1")), (what, "X-Request-Id", rid)
