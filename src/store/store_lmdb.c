@@ -63,7 +63,10 @@
  * the log, or a new one). A bulk load is not logged: the base is written
  * again when it ends, and after a load that did not end the next open
  * writes one before anything else. Invariant: base.mdb plus the log's
- * records after the base's seq are every acknowledged write.
+ * records after the base's seq are every acknowledged write. A damaged log
+ * is cut at its first torn or bad record (wal.h), a record that does not
+ * follow the database's seq or does not parse included, and the store
+ * starts with what is before it.
  */
 #include "store/store_lmdb.h"
 
@@ -394,15 +397,15 @@ static int decode_message(const MDB_val *k, const MDB_val *v, message_t *m) {
     return STORE_OK;
 }
 
-/* Fills c from a conv_rec (a conversations_by_recency value) of `user`
- * (see fill_conv_rec). */
-static int decode_conv_rec(const uuid_t *user, const uuid_t *conv_id, const MDB_val *v, conversation_t *c) {
+/* Fills c from a conversations_by_recency row: key user . activity . conv,
+ * value a conv_rec (see fill_conv_rec). */
+static int decode_conv_rec(const MDB_val *k, const MDB_val *v, conversation_t *c) {
     const char *t = "conversations_by_recency";
-    if (v->mv_size < CONV_REC_HDR) return bad_row(t, "too short");
-    const uint8_t *p = v->mv_data;
+    if (k->mv_size != 40 || v->mv_size < CONV_REC_HDR) return bad_row(t, "too short");
+    const uint8_t *p = v->mv_data, *kp = k->mv_data;
     memset(c, 0, sizeof *c);
-    c->id = *conv_id;
-    c->user1_id = *user;
+    memcpy(c->user1_id.b, kp, 16);
+    memcpy(c->id.b, kp + 24, 16);
     memcpy(c->user2_id.b, p, 16);
     c->activity = be64_get(p + 16);
     c->created_at_ms = (int64_t)be64_get(p + 24);
@@ -412,6 +415,7 @@ static int decode_conv_rec(const uuid_t *user, const uuid_t *conv_id, const MDB_
     c->last_message_content = (const char *)p + CONV_REC_HDR;
     c->last_message_len = v->mv_size - CONV_REC_HDR;
     if (p[32] > 1) return bad_row(t, "has_last is neither 0 nor 1");
+    if (c->activity != be64_get(kp + 16)) return bad_row(t, "its key's activity is not its value's");
     if (!ticks_ok(c->activity)) return bad_row(t, "activity out of range");
     if (!time_ok(c->created_at_ms) || !time_ok(c->last_message_at_ms)) return bad_row(t, "a time out of range");
     if (c->has_last_message && !message_id_ok(&c->last_message_id)) return bad_row(t, "a bad last message id");
@@ -684,16 +688,7 @@ static void lmdb_conversations_list(store_t *base, const store_conv_query_t *q, 
     rc = seek_below(c, key, 40, &k, &v);
     while (rc == 0 && has_prefix(&k, key, 16) && k.mv_size == 40) {
         if (page.count == (size_t)limit) { page.more = true; break; }
-        uuid_t conv_id;
-        memcpy(conv_id.b, (const uint8_t *)k.mv_data + 24, 16);
-        conversation_t *item = &items[page.count];
-        if (decode_conv_rec(&q->user_id, &conv_id, &v, item) != STORE_OK) {
-            /* skipped (logged) */
-        } else if (item->activity != be64_get((const uint8_t *)k.mv_data + 16)) {
-            bad_row("conversations_by_recency", "its key's activity is not its value's");
-        } else {
-            page.count++;
-        }
+        if (decode_conv_rec(&k, &v, &items[page.count]) == STORE_OK) page.count++; /* a bad row is skipped */
         rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
     }
     if (rc && rc != MDB_NOTFOUND) { err = map_err(rc); goto done; }
@@ -1876,10 +1871,13 @@ static int recover(lmdb_store_t *s) {
         log_error("store", "write-ahead log in %s: %s", wal_dir, strerror(-rc));
         return STORE_EIO;
     }
-    if (last && last < s->seq) {
+    wal_dropped_t dropped;
+    wal_replay_dropped(s->wal, &dropped);
+    if (last < s->seq && (last || dropped.bytes)) {
         /* The database holds batches whose records never became durable (a
-         * log sync failed; nobody was told they were written). The database
-         * is whole, so it becomes the new base and the log starts afresh. */
+         * log sync failed; nobody was told they were written), or that a
+         * damaged log lost after a process crash. The database is whole, so
+         * it becomes the new base and the log starts afresh. */
         log_warn("store", "the write-ahead log ends at record %llu, before the database's %llu: "
                  "writing a new base copy and starting a new log", (unsigned long long)last,
                  (unsigned long long)s->seq);
@@ -2038,6 +2036,74 @@ static int open_base(lmdb_store_t *s, bool has_base, int64_t base_size) {
     return err;
 }
 
+/* Takes the folder's lock and decides, from the state file, how data.mdb
+ * can be used (restoring it from base.mdb after a machine crash; *rebase:
+ * it needs a new base first), then marks the store open. */
+static int open_dir(lmdb_store_t *s, int64_t *base_size, bool *rebase) {
+    int rc = datadir_lock(s->dir, &s->lock_fd);
+    if (rc) {
+        if (rc == -EWOULDBLOCK) log_error("store", "data directory %s is in use by another process", s->dir);
+        else log_error("store", "cannot lock data directory %s: %s", s->dir, strerror(-rc));
+        return STORE_EUNAVAILABLE;
+    }
+    *base_size = datadir_base_size(s->dir);
+    datadir_state_t st;
+    datadir_state_read(s->dir, &st);
+    *rebase = false;
+    if (!st.trusted && *base_size >= 0) {
+        log_warn("store", "%s was not closed cleanly before the machine restarted: rebuilding data.mdb from "
+                 "base.mdb and the write-ahead log", s->dir);
+        if ((rc = datadir_base_restore(s->dir))) {
+            log_error("store", "cannot restore base.mdb in %s: %s", s->dir, strerror(-rc));
+            return STORE_EIO;
+        }
+        if (st.load_unfinished) log_warn("store", "the bulk load that was running then is lost");
+    } else if (!st.trusted) {
+        /* No base yet: every commit so far was synced (see open_env). */
+        log_warn("store", "%s was not closed cleanly before the machine restarted; it has no base copy yet, and "
+                 "its commits were synced: using it as it is", s->dir);
+    } else if (st.load_unfinished && !s->bulk) {
+        /* The loaded rows are in data.mdb (the page cache kept them), but
+         * neither in the base nor in the log: a new base, before any write
+         * builds on them. */
+        log_warn("store", "a bulk load into %s did not finish: keeping what it loaded", s->dir);
+        *rebase = true;
+    }
+    /* From here on data.mdb holds unsynced commits until a clean close. On
+     * a full disk the store starts read-only instead, commits nothing of its
+     * own, and writes the state before it takes writes again. */
+    if ((rc = datadir_state_write(s->dir, false, s->bulk))) {
+        log_error("store", "cannot write the state file in %s: %s", s->dir, strerror(-rc));
+        if (s->bulk || !space_errno(rc)) return STORE_EIO;
+        s->ro_state_pending = true;
+        go_read_only(s, RO_STATE);
+    }
+    return STORE_OK;
+}
+
+/* Starts the completer and the writer. */
+static int start_threads(lmdb_store_t *s) {
+    s->synced = s->seq;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->done_mu, NULL);
+    atomic_init(&s->log_idle, true);
+    pthread_cond_init(&s->done_cv, NULL);
+    if (pthread_create(&s->completer, NULL, completer_main, s) == 0) {
+        if (pthread_create(&s->writer, NULL, writer_main, s) == 0) return STORE_OK;
+        pthread_mutex_lock(&s->done_mu);
+        s->writer_exited = true;
+        pthread_cond_signal(&s->done_cv);
+        pthread_mutex_unlock(&s->done_mu);
+        pthread_join(s->completer, NULL);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->done_mu);
+    pthread_cond_destroy(&s->done_cv);
+    return STORE_EIO;
+}
+
 int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out) {
     if (mkdir(cfg->dir, 0700) != 0 && errno != EEXIST) {
         log_error("store", "cannot create data directory %s: %s", cfg->dir, strerror(errno));
@@ -2053,46 +2119,10 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
     s->lock_fd = -1;
     s->data_fd = -1;
     buf_init(&s->redo);
-    int err = STORE_EIO, rc;
-    if (!(s->dir = strdup(cfg->dir))) { err = STORE_ENOMEM; goto fail; }
-    if ((rc = datadir_lock(cfg->dir, &s->lock_fd))) {
-        if (rc == -EWOULDBLOCK) log_error("store", "data directory %s is in use by another process", cfg->dir);
-        else log_error("store", "cannot lock data directory %s: %s", cfg->dir, strerror(-rc));
-        err = STORE_EUNAVAILABLE;
-        goto fail;
-    }
-    int64_t base_size = datadir_base_size(cfg->dir);
-    datadir_state_t st;
-    datadir_state_read(cfg->dir, &st);
+    int err = STORE_ENOMEM, rc;
+    int64_t base_size = -1;
     bool rebase = false;
-    if (!st.trusted && base_size >= 0) {
-        log_warn("store", "%s was not closed cleanly before the machine restarted: rebuilding data.mdb from "
-                 "base.mdb and the write-ahead log", cfg->dir);
-        if ((rc = datadir_base_restore(cfg->dir))) {
-            log_error("store", "cannot restore base.mdb in %s: %s", cfg->dir, strerror(-rc));
-            goto fail;
-        }
-        if (st.load_unfinished) log_warn("store", "the bulk load that was running then is lost");
-    } else if (!st.trusted) {
-        /* No base yet: every commit so far was synced (see open_env). */
-        log_warn("store", "%s was not closed cleanly before the machine restarted; it has no base copy yet, and "
-                 "its commits were synced: using it as it is", cfg->dir);
-    } else if (st.load_unfinished && !s->bulk) {
-        /* The loaded rows are in data.mdb (the page cache kept them), but
-         * neither in the base nor in the log: a new base, before any write
-         * builds on them. */
-        log_warn("store", "a bulk load into %s did not finish: keeping what it loaded", cfg->dir);
-        rebase = true;
-    }
-    /* From here on data.mdb holds unsynced commits until a clean close. On
-     * a full disk the store starts read-only instead, commits nothing of its
-     * own, and writes the state before it takes writes again. */
-    if ((rc = datadir_state_write(cfg->dir, false, s->bulk))) {
-        log_error("store", "cannot write the state file in %s: %s", cfg->dir, strerror(-rc));
-        if (s->bulk || !space_errno(rc)) goto fail;
-        s->ro_state_pending = true;
-        go_read_only(s, RO_STATE);
-    }
+    if (!(s->dir = strdup(cfg->dir)) || (err = open_dir(s, &base_size, &rebase))) goto fail;
     if ((rc = open_env(s, cfg, base_size >= 0))) {
         log_error("store", "cannot open lmdb store at %s: %s", cfg->dir, mdb_strerror(rc));
         err = map_err(rc) ? map_err(rc) : STORE_EIO;
@@ -2103,36 +2133,13 @@ int store_lmdb_open(const store_lmdb_config_t *cfg, idgen_t *ids, store_t **out)
         if (err != STORE_EFULL) goto fail;
         go_read_only(s, RO_SPACE);
     }
-    if ((err = recover(s)) || (err = migrate(s)) || (err = open_base(s, base_size >= 0 && !rebase, base_size)))
+    if ((err = recover(s)) || (err = migrate(s)) || (err = open_base(s, base_size >= 0 && !rebase, base_size)) ||
+        (err = start_threads(s)))
         goto fail;
-    s->synced = s->seq;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    pthread_mutex_init(&s->done_mu, NULL);
-    atomic_init(&s->log_idle, true);
-    pthread_cond_init(&s->done_cv, NULL);
-    if ((rc = pthread_create(&s->completer, NULL, completer_main, s))) {
-        err = STORE_EIO;
-        goto fail_sync;
-    }
-    if ((rc = pthread_create(&s->writer, NULL, writer_main, s))) {
-        pthread_mutex_lock(&s->done_mu);
-        s->writer_exited = true;
-        pthread_cond_signal(&s->done_cv);
-        pthread_mutex_unlock(&s->done_mu);
-        pthread_join(s->completer, NULL);
-        err = STORE_EIO;
-        goto fail_sync;
-    }
     log_info("store", "lmdb store open at %s (map %zu MiB, log seq %llu)", cfg->dir, cfg->map_size_mb,
              (unsigned long long)s->seq);
     *out = &s->base;
     return STORE_OK;
-fail_sync:
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->done_mu);
-    pthread_cond_destroy(&s->done_cv);
 fail:
     if (s->env) mdb_env_close(s->env);
     wal_close(s->wal);
