@@ -130,12 +130,14 @@ def test_stranger_gets_only_its_own_events(auth_server, abc, streams):
     if st == 200:
         marker = send(b, c, "marker")
         seen = []
-        while True:
+        for _ in range(10_000):
             blk = early.next_message()
             assert blk is not EOF, "stream ended"
             seen.append(blk.id)
             if blk.id == marker["message_id"]:
                 break
+        else:
+            raise AssertionError("the marker never came")
         theirs = {m["message_id"] for m in abc["msgs"]} | {leaked["message_id"]}
         assert not theirs & set(seen), "C's resume replayed A and B's messages"
     else:
