@@ -1906,6 +1906,20 @@ static int recover(lmdb_store_t *s) {
     return STORE_OK;
 }
 
+/* Reserves room for migrate() (see "disk space"): in one transaction it
+ * copies every page of the recency tree at most once, gives each of the
+ * old table's rows (st) a value of up to a conv_rec with content, and frees
+ * the old table's pages into the free list. */
+static int migrate_space(lmdb_store_t *s, MDB_txn *txn, const MDB_stat *old) {
+    MDB_stat rec;
+    int rc = mdb_stat(txn, s->dbi[DB_RECENCY], &rec);
+    if (rc) return map_err(rc);
+    uint64_t old_pages = old->ms_branch_pages + old->ms_leaf_pages + old->ms_overflow_pages;
+    uint64_t pages = 2 * (rec.ms_branch_pages + rec.ms_leaf_pages + rec.ms_overflow_pages) +
+                     old->ms_entries * (2 + (CONV_REC_HDR + 4096) / s->psize) + old_pages / 256 + 1024;
+    return reserve(s, db_end(s) + pages * s->psize);
+}
+
 /* Stores written before the recency rows were the only per-user rows also
  * have conversations_by_user (user . conv -> conv_rec), and the oldest of
  * them have empty recency values: fill those from it, then empty it. It runs
@@ -1922,7 +1936,7 @@ static int migrate(lmdb_store_t *s) {
         return map_err(rc);
     }
     log_info("store", "moving %zu conversation rows to the recency index (once)", st.ms_entries);
-    if ((rc = reserve(s, db_end(s) + (st.ms_entries + 64) * write_pages(s, CONV_REC_HDR + 4096) * s->psize))) {
+    if ((rc = migrate_space(s, txn, &st))) {
         mdb_txn_abort(txn);
         return rc;
     }
