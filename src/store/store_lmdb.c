@@ -1364,6 +1364,7 @@ static void ro_try_leave(lmdb_store_t *s) {
     }
     if (s->data_fd >= 0 && reserve(s, db_end(s) + (64 + 64 * write_pages(s, 4096)) * s->psize)) return;
     atomic_store(&s->ro, RO_NONE);
+    if (wal_prepare_again(s->wal)) log_info("store", "write-ahead log: preparing segments again");
     log_warn("store", "disk space is back: the store takes writes again (it was read-only)");
 }
 

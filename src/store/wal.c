@@ -63,6 +63,7 @@ struct wal {
     /* Segment preparation (wal_open's prepare); the flags under mu. */
     bool prepare;             /* wanted, and not given up after an error */
     bool prep_started;        /* prep_thread runs (only the appender starts it) */
+    bool prep_gave_up;        /* it stopped after an error (say, a full disk) and awaits a join */
     bool prep_ready;          /* PREP_NAME is a whole, synced segment of zeros */
     atomic_bool prep_stop;
     pthread_cond_t prep_cv;
@@ -543,6 +544,7 @@ static void *prep_main(void *arg) {
             log_warn("store", "write-ahead log: cannot prepare a segment (%s): making them on demand",
                      strerror(-rc));
             w->prepare = false;
+            w->prep_gave_up = true;
             break;
         }
         w->prep_ready = true;
@@ -736,6 +738,20 @@ int wal_forget(wal_t *w, uint64_t upto) {
     free(gone);
     if (drop && !rc && fsync(w->dir_fd) != 0) rc = -errno;
     return rc;
+}
+
+int wal_prepare_again(wal_t *w) {
+    pthread_mutex_lock(&w->mu);
+    bool gave_up = w->prep_gave_up;
+    pthread_mutex_unlock(&w->mu);
+    if (!gave_up) return 0;
+    pthread_join(w->prep_thread, NULL); /* it has returned, or is about to */
+    pthread_mutex_lock(&w->mu);
+    w->prep_gave_up = false;
+    w->prep_started = false; /* the next append past half a segment starts it again */
+    w->prepare = true;
+    pthread_mutex_unlock(&w->mu);
+    return 1;
 }
 
 uint64_t wal_bytes(wal_t *w) {

@@ -133,6 +133,12 @@ int wal_rotate(wal_t *w);
  * be deleted is forgotten all the same: it is older than every record kept). */
 int wal_forget(wal_t *w, uint64_t upto);
 
+/* Preparation (wal_open's `prepare`) stops when it fails, e.g. on a full
+ * disk (segments are then made as they are needed): this turns it on again,
+ * once space has returned. Appending thread only. Returns 1 when it had
+ * stopped, else 0. */
+int wal_prepare_again(wal_t *w);
+
 /* Bytes of the records in the log (a segment that wal_replay() did not
  * read counts its whole file, prepared space included). */
 uint64_t wal_bytes(wal_t *w);

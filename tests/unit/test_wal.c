@@ -1446,6 +1446,32 @@ static void prepared_damage(void **state) {
     assert_int_equal(file_size(moved), seg);
 }
 
+/* Preparation that failed (here: next.prep is a folder) stops; after
+ * wal_prepare_again() the next append past half a segment starts it again. */
+static void prepare_again_after_failure(void **state) {
+    fx_t *f = *state;
+    const size_t seg = 8192;
+    assert_int_equal(wal_open(f->dir, seg, true, &f->w), 0);
+    uint64_t last;
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(wal_prepare_again(f->w), 0); /* nothing to resume */
+    char path[128];
+    snprintf(path, sizeof path, "%s/next.prep", f->dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    uint64_t seq = 1;
+    while (wal_bytes(f->w) < seg / 2) assert_int_equal(append(f, seq++, 100), 0);
+    int resumed = 0;
+    for (int i = 0; i < 400 && !resumed; i++) {
+        resumed = wal_prepare_again(f->w);
+        if (!resumed) usleep(5000);
+    }
+    assert_int_equal(resumed, 1);
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(append(f, seq++, 100), 0);
+    wait_prepared(f, seg);
+    assert_int_equal(wal_sync(f->w), 0);
+}
+
 int main(void) {
     log_set_level(LOG_OFF); /* torn tails and corruption are logged on purpose */
     const struct CMUnitTest tests[] = {
@@ -1479,6 +1505,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(prepared_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(prepared_zero_tail_then_next, setup, teardown),
         cmocka_unit_test_setup_teardown(prepared_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(prepare_again_after_failure, setup, teardown),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }
