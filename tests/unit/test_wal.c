@@ -1002,6 +1002,18 @@ static void huge_length(void **state) {
     }
 }
 
+/* Writes records 1 (zeros), 2 (the carrier), 3 (empty); closed. */
+static void forged_log(fx_t *f, const uint8_t *zeros, size_t nz, const uint8_t *carrier, size_t nc) {
+    uint64_t last;
+    wopen(f, 0);
+    assert_int_equal(replay(f, 0, &last), 0);
+    assert_int_equal(wal_append(f->w, 1, zeros, nz), 0);
+    assert_int_equal(wal_append(f->w, 2, carrier, nc), 0);
+    assert_int_equal(wal_append(f->w, 3, zeros, 0), 0);
+    assert_int_equal(wal_sync(f->w), 0);
+    wclose(f);
+}
+
 /* Content is bytes: zeros, and a whole forged record (header and CRC right,
  * the next seq) inside a payload round-trip as content; cut anywhere inside
  * the carrier, the forged record never comes back as a record. */
@@ -1012,14 +1024,8 @@ static void forged_record_in_content(void **state) {
     for (size_t j = 0; j < sizeof inner; j++) inner[j] = (uint8_t)('A' + j % 26);
     uint8_t *p = carrier + 10;
     put_record(&p, 3, inner, sizeof inner, sizeof inner); /* a valid record for seq 3 */
-    wopen(f, 0);
     uint64_t last;
-    assert_int_equal(replay(f, 0, &last), 0);
-    assert_int_equal(wal_append(f->w, 1, zeros, sizeof zeros), 0);
-    assert_int_equal(wal_append(f->w, 2, carrier, sizeof carrier), 0);
-    assert_int_equal(wal_append(f->w, 3, zeros, 0), 0);
-    assert_int_equal(wal_sync(f->w), 0);
-    wclose(f);
+    forged_log(f, zeros, sizeof zeros, carrier, sizeof carrier);
     wopen(f, 0);
     memset(&f->got, 0, sizeof f->got);
     assert_int_equal(wal_replay(f->w, 0, collect, &f->got, &last), 0);
@@ -1043,14 +1049,7 @@ static void forged_record_in_content(void **state) {
         wclose(f);
         assert_int_equal(file_size(path), carrier_at);
         clear_dir(f);
-        /* rebuild the three records for the next cut */
-        wopen(f, 0);
-        assert_int_equal(replay(f, 0, &last), 0);
-        assert_int_equal(wal_append(f->w, 1, zeros, sizeof zeros), 0);
-        assert_int_equal(wal_append(f->w, 2, carrier, sizeof carrier), 0);
-        assert_int_equal(wal_append(f->w, 3, zeros, 0), 0);
-        assert_int_equal(wal_sync(f->w), 0);
-        wclose(f);
+        forged_log(f, zeros, sizeof zeros, carrier, sizeof carrier); /* again, for the next cut */
     }
 }
 
@@ -1208,10 +1207,8 @@ static void flipped_at_every_offset(void **state) {
     snap_free(&s);
 }
 
-/* The reader refuses a record (WAL_REPLAY_BAD): the log ends before it. */
-static void reader_refuses(void **state) {
-    fx_t *f = *state;
-    rec_t recs[10];
+/* 1..5 | 6..10, lengths 30+i, closed; returns the bytes. */
+static uint64_t two_segments(fx_t *f, rec_t *recs) {
     make_recs(recs, 10, 1, small_len);
     wopen(f, 0);
     uint64_t last = 0, total = 0;
@@ -1221,6 +1218,15 @@ static void reader_refuses(void **state) {
     append_all(f, recs + 5, 5, &total);
     assert_int_equal(wal_sync(f->w), 0);
     wclose(f);
+    return total;
+}
+
+/* The reader refuses a record (WAL_REPLAY_BAD): the log ends before it. */
+static void reader_refuses(void **state) {
+    fx_t *f = *state;
+    rec_t recs[10];
+    uint64_t last;
+    two_segments(f, recs);
     wopen(f, 0);
     memset(&f->got, 0, sizeof f->got);
     f->got.stop_at = 4;
@@ -1243,15 +1249,7 @@ static void reader_refuses(void **state) {
 static void callback_stops(void **state) {
     fx_t *f = *state;
     rec_t recs[10];
-    make_recs(recs, 10, 1, small_len);
-    wopen(f, 0);
-    uint64_t last = 0, total = 0;
-    assert_int_equal(replay(f, 0, &last), 0);
-    append_all(f, recs, 5, &total);
-    assert_int_equal(wal_rotate(f->w), 0);
-    append_all(f, recs + 5, 5, &total);
-    assert_int_equal(wal_sync(f->w), 0);
-    wclose(f);
+    uint64_t last, total = two_segments(f, recs);
 
     const struct {
         size_t at;
