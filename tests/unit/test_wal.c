@@ -1165,46 +1165,38 @@ static size_t records_before(const snap_t *s, const rec_t *recs, size_t seg, uin
     return k;
 }
 
-/* A segment cut at every offset: exactly the whole records before the cut
- * come back, later segments go aside, and the log goes on. */
-static void truncated_at_every_offset(void **state) {
-    fx_t *f = *state;
+enum harm { CUT, FLIP };
+
+/* Harms each offset of each segment of a small log in turn: cut there
+ * (exactly the whole records before the cut come back, later segments go
+ * aside) or a byte flipped there (exactly the records before the one that
+ * holds it come back, never a record that was not written); either way the
+ * log goes on (check_kept). */
+static void at_every_offset(fx_t *f, enum harm harm) {
     rec_t recs[16];
     snap_t s;
     small_log(f, recs, &s);
     for (size_t seg = 0; seg < s.n; seg++) {
         for (uint64_t off = 0; off < s.size[seg]; off++) {
             snap_put(f, &s);
-            char path[128];
+            char path[128], dir[320];
             seg_path(f, s.first[seg], path, sizeof path);
-            assert_int_equal(truncate(path, (off_t)off), 0);
-            size_t keep = records_before(&s, recs, seg, off);
-            check_kept(f, recs, keep);
-            char dir[320];
-            /* damage (a copy kept) exactly when whole records were dropped */
-            assert_int_equal(aside_dir(f, dir, sizeof dir), seg + 1 < s.n);
+            if (harm == CUT) assert_int_equal(truncate(path, (off_t)off), 0);
+            else flip_byte(path, off);
+            check_kept(f, recs, records_before(&s, recs, seg, off));
+            /* a cut is damage (a copy kept) exactly when whole records were dropped */
+            if (harm == CUT) assert_int_equal(aside_dir(f, dir, sizeof dir), seg + 1 < s.n);
         }
     }
     snap_free(&s);
 }
 
-/* A byte flipped at every offset: exactly the records before the one that
- * holds it come back, never a record that was not written. */
+static void truncated_at_every_offset(void **state) {
+    at_every_offset(*state, CUT);
+}
+
 static void flipped_at_every_offset(void **state) {
-    fx_t *f = *state;
-    rec_t recs[16];
-    snap_t s;
-    small_log(f, recs, &s);
-    for (size_t seg = 0; seg < s.n; seg++) {
-        for (uint64_t off = 0; off < s.size[seg]; off++) {
-            snap_put(f, &s);
-            char path[128];
-            seg_path(f, s.first[seg], path, sizeof path);
-            flip_byte(path, off);
-            check_kept(f, recs, records_before(&s, recs, seg, off));
-        }
-    }
-    snap_free(&s);
+    at_every_offset(*state, FLIP);
 }
 
 /* 1..5 | 6..10, lengths 30+i, closed; returns the bytes. */
