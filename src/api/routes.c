@@ -126,6 +126,10 @@ void respond_store_error(http_request_t *req, int err, const char *not_found_det
     case STORE_EUNAVAILABLE: http_respond_error(req, 503, "storage is unavailable; try again"); break;
     case STORE_ENOMEM: http_respond_error(req, 503, "server out of memory; try again"); break;
     case STORE_EFULL: http_respond_error(req, 507, "storage is full"); break;
+    /* Damage found in the store (a row that fails its checks) or a failure
+     * of the backend: the server's problem, not the client's, and perhaps
+     * passing. */
+    case STORE_EIO: http_respond_error(req, 503, "storage error; try again"); break;
     default: http_respond_error(req, 500, store_strerror(err)); break;
     }
 }

@@ -21,16 +21,25 @@ void service_root(http_request_t *req, void *app, const http_params_t *p) {
     http_respond_json(req, 200, &b);
 }
 
+/* 200 "ok"; 200 "degraded" with the reason while reads are served but
+ * writes are refused (a full disk: the server is up and useful, and an
+ * orchestrator should not restart it for that); 503 when the store does not
+ * answer. */
 static void on_health(void *ctx, int err, const char *detail) {
     http_request_t *req = ctx;
     if (err) {
         http_respond_error(req, 503, detail ? detail : store_strerror(err));
         return;
     }
+    const char *degraded = store_degraded(((const api_call_t *)api_call(req))->api->store);
     buf_t b;
     buf_init(&b);
-    buf_puts(&b, "{\"status\":\"ok\",\"store\":");
+    buf_puts(&b, degraded ? "{\"status\":\"degraded\",\"store\":" : "{\"status\":\"ok\",\"store\":");
     json_put_cstring(&b, detail ? detail : "");
+    if (degraded) {
+        buf_puts(&b, ",\"detail\":");
+        json_put_cstring(&b, degraded);
+    }
     buf_putc(&b, '}');
     http_respond_json(req, 200, &b);
 }

@@ -348,5 +348,6 @@ void store_health(store_t *s, store_health_cb cb, void *ctx) {
     dispatch(c, start_health);
 }
 
+const char *store_degraded(store_t *s) { return s->ops->degraded ? s->ops->degraded(s) : NULL; }
 const char *store_name(const store_t *s) { return s->ops->name; }
 void store_close(store_t *s) { if (s) s->ops->close(s); }

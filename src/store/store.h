@@ -137,6 +137,11 @@ void store_conversation_open(store_t *s, const uuid_t *a, const uuid_t *b, int64
 typedef void (*store_health_cb)(void *ctx, int err, const char *detail);
 void store_health(store_t *s, store_health_cb cb, void *ctx);
 
+/* NULL while the store works fully; else why it works only in part (reads
+ * are served, writes refused: e.g. LMDB on a full disk), a static string.
+ * Any thread. */
+const char *store_degraded(store_t *s);
+
 /* Name of the backend, e.g. "lmdb". */
 const char *store_name(const store_t *s);
 

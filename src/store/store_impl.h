@@ -23,6 +23,7 @@ typedef struct store_ops {
     void (*conversation_get)(store_t *, const uuid_t *, store_conv_cb, void *);
     void (*conversation_open)(store_t *, const uuid_t *, const uuid_t *, int64_t, store_conv_cb, void *);
     void (*health)(store_t *, store_health_cb, void *);
+    const char *(*degraded)(store_t *); /* optional: NULL means never degraded */
     void (*close)(store_t *);
 } store_ops_t;
 

@@ -439,9 +439,30 @@ static int decode_meta(const MDB_val *v, int64_t *created_ms, uuid_t *lo, uuid_t
 
 /* ------------------------------------------------------------------ reads */
 
+/* ThreadSanitizer cannot see how LMDB hands a commit to its readers (atomics
+ * and mutexes in uninstrumented code), while our own code writes values in
+ * place in the map (MDB_WRITEMAP) on the writer thread and reads them on
+ * others. These two say what LMDB guarantees: everything a committed
+ * transaction wrote happens before every read transaction begun after it. */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+static void tsan_published(lmdb_store_t *s) { __tsan_release(s->env); }
+static void tsan_see_published(lmdb_store_t *s) { __tsan_acquire(s->env); }
+#else
+static void tsan_published(lmdb_store_t *s) { (void)s; }
+static void tsan_see_published(lmdb_store_t *s) { (void)s; }
+#endif
+
+/* mdb_txn_commit, for the writer's transactions that readers will see. */
+static int commit(lmdb_store_t *s, MDB_txn *txn) {
+    tsan_published(s);
+    return mdb_txn_commit(txn);
+}
+
 static int read_begin(lmdb_store_t *s, MDB_txn **txn) {
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
     if (rc) log_error("store", "lmdb read txn: %s", mdb_strerror(rc));
+    else tsan_see_published(s);
     return map_err(rc);
 }
 
@@ -1440,7 +1461,7 @@ static bool can_reserve(const char *dir) {
  * (see completer_main). */
 static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out, int64_t *log_us) {
     *seq_out = 0;
-    if (!s->redo.len) return map_err(mdb_txn_commit(txn)); /* nothing was written */
+    if (!s->redo.len) return map_err(commit(s, txn)); /* nothing was written */
     uint64_t seq = s->seq + 1;
     int err = buf_ok(&s->redo) ? seq_put(s, txn, seq) : STORE_ENOMEM;
     if (!err) {
@@ -1463,7 +1484,7 @@ static int commit_logged(lmdb_store_t *s, MDB_txn *txn, uint64_t *seq_out, int64
      * sync (and then nobody was told it was written). */
     s->seq = seq;
     *seq_out = seq;
-    int rc = mdb_txn_commit(txn);
+    int rc = commit(s, txn);
     if (rc) {
         atomic_store(&s->failed, true);
         log_error("store", "commit of a logged batch failed (%s): refusing writes until a restart replays the log",
@@ -1635,7 +1656,7 @@ static void batch_commit(lmdb_store_t *s) {
     if (err) {
         if (s->txn) mdb_txn_abort(s->txn);
     } else {
-        err = s->bulk ? map_err(mdb_txn_commit(s->txn)) : commit_logged(s, s->txn, &seq, &log_us);
+        err = s->bulk ? map_err(commit(s, s->txn)) : commit_logged(s, s->txn, &seq, &log_us);
     }
     s->txn = NULL;
     op_t *batch = s->open_head;
@@ -2186,6 +2207,7 @@ static const store_ops_t LMDB_OPS = {
     .conversation_get = lmdb_conversation_get,
     .conversation_open = lmdb_conversation_open,
     .health = lmdb_health,
+    .degraded = store_lmdb_read_only,
     .close = lmdb_close,
 };
 

@@ -107,6 +107,7 @@ def assert_read_only(srv, c, a, b, cid, acked):
     assert status == 507, (status, body)
     status, body, _ = c.call("GET", "/health")
     assert status == 200, (status, body)
+    assert body["status"] == "degraded" and "disk" in body["detail"], body
 
 
 def test_full_disk_read_only_then_writes_resume(small_disk, server_factory):
@@ -168,6 +169,8 @@ def test_full_disk_read_only_then_writes_resume(small_disk, server_factory):
         acked.append(m)
     assert c.create_user()["user_id"]
     assert "takes writes again" in srv.log_text(limit=100000)
+    status, body, _ = c.call("GET", "/health")
+    assert (status, body["status"]) == (200, "ok"), body
     c.close()
 
     # 4. every acknowledged message survives a crash
