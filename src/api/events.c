@@ -577,72 +577,48 @@ static int parse_last_event_id(http_request_t *req, bool *has, uuid_t *out, inpu
     return 0;
 }
 
-void events_stream(http_request_t *req, void *app, const http_params_t *p) {
-    (void)p;
-    api_t *api = app;
-    const api_call_t *call = api_call(req);
-    input_err_t e;
-    uuid_t user, after;
-    bool has_after = false;
+/* The user whose events the caller may stream: the caller itself, or with
+ * auth off the one ?user_id= names. False after answering 422. */
+static bool stream_user(http_request_t *req, const api_call_t *call, uuid_t *user) {
     if (call->has_caller) {
-        user = call->caller;
-    } else {
-        const char *u = http_request_query(req, "user_id");
-        if (!u) {
-            http_respond_error(req, 422, "user_id: query parameter required (authentication is off)");
-            return;
-        }
-        if (uuid_parse(&user, u, strlen(u)) != 0) {
-            http_respond_error(req, 422, "user_id: not a valid UUID");
-            return;
-        }
+        *user = call->caller;
+        return true;
     }
-    if (parse_last_event_id(req, &has_after, &after, &e)) {
-        http_respond_error(req, 422, e.detail);
-        return;
+    const char *u = http_request_query(req, "user_id");
+    if (!u) {
+        http_respond_error(req, 422, "user_id: query parameter required (authentication is off)");
+        return false;
     }
+    if (uuid_parse(user, u, strlen(u)) != 0) {
+        http_respond_error(req, 422, "user_id: not a valid UUID");
+        return false;
+    }
+    return true;
+}
+
+/* One reference for the stream (on_closed drops it), one for the catch-up,
+ * and one for events_stream() itself: the stream may close on an HTTP
+ * thread as soon as http_respond_stream() has answered, while that runs on
+ * whatever thread completed the token check. */
+static sse_t *sse_new(api_t *api, const uuid_t *user, bool has_after, const uuid_t *after) {
     sse_t *c = calloc(1, sizeof *c);
-    if (!c) {
-        http_respond_error(req, 503, "server out of memory; try again");
-        return;
-    }
+    if (!c) return NULL;
     pthread_mutex_init(&c->mu, NULL);
     c->api = api;
-    c->user = user;
-    /* One reference for the stream (on_closed drops it), one for the
-     * catch-up, and one for this function: the stream may close on an HTTP
-     * thread as soon as http_respond_stream() has answered, while this runs
-     * on whatever thread completed the token check. */
+    c->user = *user;
     c->refs = has_after ? 3 : 2;
     c->held_tail = &c->held;
     c->live = !has_after;
     if (has_after) {
-        c->after = after;
-        c->after_ms = ticks_to_unix_ms(uuid_time_ticks(&after));
+        c->after = *after;
+        c->after_ms = ticks_to_unix_ms(uuid_time_ticks(after));
     }
-    events_sink_t sink = {.deliver = sink_deliver, .heartbeat = sink_heartbeat, .reset = sink_end,
-                          .end = sink_end, .ctx = c};
-    events_session_t session;
-    if (call->has_caller) {
-        memcpy(session.token_hash, call->token_hash, sizeof session.token_hash);
-        session.expires_at_ms = call->token_expires_ms;
-    }
-    /* Into the hub first: from here on no event is lost (held until the
-     * stream exists and the catch-up is over). */
-    if (events_subscribe(api->events, &user, call->has_caller ? &session : NULL, &sink, &c->sub) != 0) {
-        pthread_mutex_destroy(&c->mu);
-        free(c);
-        http_respond_error(req, 503, "server out of memory; try again");
-        return;
-    }
-    http_stream_t *s = http_respond_stream(req, "text/event-stream", api->sse_max_pending, on_closed, c);
-    if (!s) {
-        events_unsubscribe(api->events, c->sub);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
-        return;
-    }
-    /* From here on, req may be gone: only c and s are used. */
+    return c;
+}
+
+/* Hands the new stream to c, with the preamble and what came meanwhile;
+ * or releases it, when the connection is already done with it. */
+static void stream_attach(sse_t *c, http_stream_t *s) {
     pthread_mutex_lock(&c->mu);
     if (!c->closed) {
         c->stream = s;
@@ -662,7 +638,47 @@ void events_stream(http_request_t *req, void *app, const http_params_t *p) {
     }
     pthread_mutex_unlock(&c->mu);
     if (s) http_stream_release(s); /* closed before we got here */
-    if (call->has_caller) recheck_token(c, call->token_hash);
+}
+
+void events_stream(http_request_t *req, void *app, const http_params_t *p) {
+    (void)p;
+    api_t *api = app;
+    const api_call_t *call = api_call(req);
+    input_err_t e;
+    uuid_t user, after;
+    bool has_after = false;
+    if (!stream_user(req, call, &user)) return;
+    if (parse_last_event_id(req, &has_after, &after, &e)) {
+        http_respond_error(req, 422, e.detail);
+        return;
+    }
+    sse_t *c = sse_new(api, &user, has_after, &after);
+    if (!c) {
+        http_respond_error(req, 503, "server out of memory; try again");
+        return;
+    }
+    /* Copied: once the stream has been answered, req (and call in it) may be
+     * gone at any moment. */
+    bool has_session = call->has_caller;
+    events_session_t session = {.expires_at_ms = call->token_expires_ms};
+    memcpy(session.token_hash, call->token_hash, sizeof session.token_hash);
+    events_sink_t sink = {.deliver = sink_deliver, .heartbeat = sink_heartbeat, .reset = sink_end,
+                          .end = sink_end, .ctx = c};
+    /* Into the hub first: from here on no event is lost (held until the
+     * stream exists and the catch-up is over). */
+    http_stream_t *s = NULL;
+    if (events_subscribe(api->events, &user, has_session ? &session : NULL, &sink, &c->sub) != 0)
+        http_respond_error(req, 503, "server out of memory; try again");
+    else if (!(s = http_respond_stream(req, "text/event-stream", api->sse_max_pending, on_closed, c)))
+        events_unsubscribe(api->events, c->sub);
+    if (!s) {
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return;
+    }
+    /* From here on only c, s and the copies above. */
+    stream_attach(c, s);
+    if (has_session) recheck_token(c, session.token_hash);
     if (has_after) drive(c);
     sse_unref(c); /* this function's reference */
 }
