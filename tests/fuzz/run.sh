@@ -6,7 +6,7 @@
 # (and tests/fuzz/dict/HARNESS.dict when present). New inputs go to a scratch
 # folder; afterwards corpus and scratch are merged (-merge=1) into a minimal
 # set that keeps all the coverage, which replaces the corpus: it stays small,
-# at most FUZZ_CORPUS_MAX files (default 300; beyond, the largest go), and the
+# at most FUZZ_CORPUS_MAX files (default 500; beyond, the largest go), and the
 # hand-written seed-* files are always kept. A crash is left in
 # build/fuzz/artifacts/HARNESS/ (it becomes a regression input in
 # tests/fuzz/crashes/HARNESS/ once fixed). One line per harness is appended to
@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-CORPUS_MAX="${FUZZ_CORPUS_MAX:-300}"
+CORPUS_MAX="${FUZZ_CORPUS_MAX:-500}"
 B=build/fuzz
 STATS=$B/stats.tsv
 mkdir -p "$B/logs"
