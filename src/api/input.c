@@ -88,8 +88,11 @@ json_t *input_parse_flat(const char *body, size_t len) {
             } else {
                 goto fail; /* numbers, booleans, arrays, objects: jansson's */
             }
-            /* As json_loadb: a repeated key's last value wins. */
-            if (!v || json_object_set_new_nocheck(obj, key, v) != 0) goto fail;
+            /* A repeated key is refused (by jansson, which words it). */
+            if (!v || json_object_get(obj, key) || json_object_set_new_nocheck(obj, key, v) != 0) {
+                json_decref(v);
+                goto fail;
+            }
             p = skip_ws(p, end);
             if (p < end && *p == ',') {
                 p = skip_ws(p + 1, end);
@@ -126,8 +129,15 @@ int input_json_object(const char *body, size_t len, json_t **out, input_err_t *e
     json_error_t jerr;
     /* JSON_ALLOW_NUL: "\u0000" is valid JSON, and content may carry it.
      * jansson also rejects invalid UTF-8 anywhere in the document. */
-    v = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
+    v = json_loadb(body, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
     err->status = 400;
+    if (!v && json_error_code(&jerr) == json_error_duplicate_key) {
+        /* Valid JSON text, but two values for one field: which one a proxy
+         * or a log reads is anybody's guess, so neither is taken. */
+        err->status = 422;
+        snprintf(err->detail, sizeof err->detail, "request body repeats a key: %.160s", jerr.text);
+        return -1;
+    }
     if (!v && json_error_code(&jerr) == json_error_invalid_utf8) {
         /* Well-formed but not text: a client's mistake about the content,
          * as every other invalid UTF-8 in input is (422). */

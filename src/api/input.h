@@ -23,13 +23,14 @@
 
 typedef struct input_err {
     char detail[256];
-    unsigned status;    /* of a body that is not a JSON object: 400, or 422 for invalid UTF-8 */
+    unsigned status;    /* of a body that is not a JSON object: 400, or 422 for invalid UTF-8 or a repeated key */
 } input_err_t;
 
 /* The fast path of input_body_object(): a JSON object whose members are
- * strings (without \u escapes) or null, as json_loadb(JSON_ALLOW_NUL) would
- * parse it (equal value, a repeated key's last value kept); NULL for
- * anything else, which is then jansson's to parse or refuse. */
+ * strings (without \u escapes) or null, each key once, as
+ * json_loadb(JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES) would parse it (equal
+ * value); NULL for anything else, which is then jansson's to parse or
+ * refuse. */
 json_t *input_parse_flat(const char *body, size_t len);
 /* Parses the request body as a JSON object; *out must be json_decref'd. */
 int input_body_object(http_request_t *req, json_t **out, input_err_t *err);

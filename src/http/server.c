@@ -486,6 +486,70 @@ static http_request_t *request_new(http_server_t *srv, struct MHD_Connection *c,
     return r;
 }
 
+/* ---- what libmicrohttpd lets through and we do not ---- */
+
+static int hex_value(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* libmicrohttpd's percent-decoding of the path and the query (in place;
+ * returns the new length), except that %00 is left as it is: every value
+ * is read as a C string, and a decoded NUL would cut it short
+ * (/api/users/<id>%00junk read as <id>). Left literal, it fails whatever
+ * check its value meets (an id, a name, a file name). A malformed escape
+ * is kept as it came, as libmicrohttpd does. */
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 && (hi | lo)) {
+            *w++ = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+/* A header name is a token (RFC 9110, 5.1 and 5.6.2): a name with a space,
+ * or none at all, is how requests are smuggled past a proxy that reads it
+ * differently. */
+static bool is_token(const char *s) {
+    if (!*s) return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch)) return false;
+    }
+    return true;
+}
+
+static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    (void)value;
+    bool *bad = cls;
+    if (!is_token(key)) *bad = true;
+    return *bad ? MHD_NO : MHD_YES;
+}
+
+/* Why a request is refused before anything else looks at it, or NULL. */
+static const char *request_malformed(struct MHD_Connection *c) {
+    bool bad = false;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, check_header, &bad);
+    if (bad) return "malformed header name";
+    /* Both framings at once (RFC 9112, 6.1): a proxy may take the other. */
+    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) &&
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        return "both Content-Length and Transfer-Encoding";
+    return NULL;
+}
+
 static bool content_length_too_large(struct MHD_Connection *c, size_t max) {
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!cl) return false;
@@ -506,6 +570,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r = request_new(srv, c, url, method);
         if (!r) return MHD_NO;
         *con_cls = r;
+        const char *why = request_malformed(c);
+        if (why) {
+            /* Answered before the body, which is never read: the connection
+             * closes after the answer. */
+            r->dispatched = true;
+            r->close_after = true;
+            http_respond_error(r, 400, why);
+            return queue_answer(r);
+        }
         if (content_length_too_large(c, srv->max_body)) {
             /* Answer before reading the body; MHD then closes the connection. */
             r->dispatched = true;
@@ -668,6 +741,7 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
         MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL,
         MHD_OPTION_END);
     if (!srv->daemon) {
         log_error("http", "cannot listen on %s:%u (address in use, or not allowed)", cfg->host, cfg->port);
