@@ -2,8 +2,9 @@
  * parsers, mostly differentially:
  *
  *  - the input as a request body: input_json_object() (our flat-object fast
- *    path, else jansson) accepts exactly what json_loadb(JSON_ALLOW_NUL)
- *    accepts as an object, with an equal value; input_parse_flat(), when it
+ *    path, else jansson) accepts exactly what json_loadb(JSON_ALLOW_NUL |
+ *    JSON_REJECT_DUPLICATES) accepts as an object (input.h's contract), with
+ *    an equal value; input_parse_flat(), when it
  *    answers, agrees with jansson. Then the readers the handlers use:
  *    input_send (POST /api/messages/), input_uuid (sender_id), input_string /
  *    input_optional_string and the username / password checks (POST
@@ -181,7 +182,8 @@ static void check_readers(json_t *obj) {
 static void check_body(const uint8_t *data, size_t size) {
     char *body = fuzz_dup(data, size, 0);
     json_error_t jerr;
-    json_t *ref = json_loadb(body, size, JSON_ALLOW_NUL, &jerr);
+    /* The contract of input.h: a JSON object, NULs allowed, each key once. */
+    json_t *ref = json_loadb(body, size, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
     bool ref_ok = ref && json_is_object(ref);
     json_t *flat = input_parse_flat(body, size);
     if (flat) FUZZ_CHECK(ref_ok && json_equal(flat, ref));
