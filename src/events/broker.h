@@ -2,7 +2,8 @@
  *
  * Each instance publishes every message it commits; every instance
  * (including the publisher) receives every published payload and hands it to
- * its own event hub. One Redis pub/sub channel carries them all.
+ * its own event hub. One Redis pub/sub channel carries them all; payloads are
+ * opaque bytes to the broker.
  *
  * Threads: broker_publish() may be called from any thread and never blocks
  * on the network (payloads are queued; a full queue drops the oldest and
@@ -15,23 +16,25 @@
  * subscription does not call on_reset.
  *
  * Trust boundary. Redis, and anything else that can reach it and PUBLISH on
- * the channel, is outside: what arrives is input, checked as strictly as a
- * client's request before any of it reaches a user's event stream.
+ * the channel, is outside: what arrives is input.
  *  - Replies: an array of more than a few elements, a negative count or a
  *    nested array is refused before hiredis allocates for it (Debian's
  *    hiredis 0.14 allocates an announced array at once: `*666666661` would
  *    ask for 5.3 GB), and so is a reply whose unparsed bytes pass 8 MiB plus
  *    64 KiB; either drops the connection, with a warning, and the usual
- *    reconnection (and on_reset) follows.
- *  - Payloads: on_message only ever sees payloads that broker_payload_check()
- *    accepts; any other message on the channel (foreign, malformed, forged
- *    with inconsistent ids, invalid UTF-8, an SSE line break smuggled into
- *    the data line) is dropped with a (rate-limited) warning.
- * What the check cannot tell is a well-formed event that a hostile publisher
- * invented: whoever can PUBLISH on the channel can show any user a message
- * that is not in the store (the next catch-up from the store will not have
- * it). Keep Redis private to the API instances, with a password
- * (redis://:password@host:port sends AUTH on both connections).
+ *    reconnection (and on_reset) follows. A "message" from another channel,
+ *    or of another shape, is dropped with a (rate-limited) warning.
+ *  - Payloads stay opaque here: on_message gets every string published on
+ *    the channel, and its owner checks the format before any of it reaches
+ *    a client (events.c: a session end, or a message event that
+ *    events_config_t.accept, src/api/events.c's events_accept_message, finds
+ *    byte for byte equal to what this process renders for those ids and
+ *    that content).
+ * What no check can tell is a well-formed event that a hostile publisher
+ * invented: whoever can PUBLISH on the channel can show a user a message
+ * that is not in the store, or end streams. Keep Redis private to the API
+ * instances, with a password (redis://:password@host:port sends AUTH on
+ * both connections).
  */
 #ifndef MESSENGER_EVENTS_BROKER_H
 #define MESSENGER_EVENTS_BROKER_H
@@ -45,23 +48,6 @@ typedef struct broker_callbacks {
     void (*on_reset)(void *ctx);
     void *ctx;
 } broker_callbacks_t;
-
-/* The payload format, built by events.c: the sender, receiver and message
- * ids (16 bytes each), then the message's SSE event exactly as
- * src/api/events.c renders it:
- *   id: <message id>\nevent: message\ndata: {"message_id":"<id>",
- *   "conversation_id":"<id>","sender_id":"<id>","receiver_id":"<id>",
- *   "content":<JSON string>,"created_at":"<ISO-8601 ms>"}\n\n
- * (the data line is one line, without spaces). broker_payload_check()
- * returns NULL for such a payload whose ids agree (the header's, the id:
- * line's and the JSON's; the conversation id derived from the two users;
- * the message id a version-1 UUID; sender and receiver different), whose
- * content is a valid JSON string of valid UTF-8 of at most
- * BROKER_CONTENT_MAX bytes, and whose time is well-formed; otherwise a
- * static sentence saying what is wrong. */
-#define BROKER_PAYLOAD_HDR 48
-#define BROKER_CONTENT_MAX ((size_t)1 << 20) /* the most --max-content-bytes allows */
-const char *broker_payload_check(const char *payload, size_t len);
 
 /* url: "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" (HOST numeric or a name,
  * IPv6 in brackets; PORT default 6379; USER and PASSWORD percent-decoded,

@@ -58,7 +58,6 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <jansson.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -75,10 +74,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model/model.h"
 #include "model/uuid.h"
 #include "util/log.h"
-#include "util/timefmt.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -525,95 +522,6 @@ static bool str_is(const redisReply *r, const char *s) {
     return r->type == REDIS_REPLY_STRING && r->len == n && memcmp(r->str, s, n) == 0;
 }
 
-/* ---- payloads (broker.h: the format and the trust boundary) ---- */
-
-/* Consumes the literal lit from [*p, end), or returns false. */
-static bool eat(const char **p, const char *end, const char *lit, size_t n) {
-    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0) return false;
-    *p += n;
-    return true;
-}
-#define EAT(p, end, lit) eat(p, end, lit, sizeof lit - 1)
-
-/* `"<canonical form of u>"` (quoted when asked), or false. */
-static bool eat_uuid(const char **p, const char *end, const uuid_t *u, bool quoted) {
-    char want[UUID_STR_LEN + 3];
-    uuid_format(u, want + 1);
-    want[0] = want[UUID_STR_LEN + 1] = '"';
-    return quoted ? eat(p, end, want, UUID_STR_LEN + 2) : eat(p, end, want + 1, UUID_STR_LEN);
-}
-
-/* The JSON string at *p (quote to quote). Our renderer writes printable
- * ASCII only (everything else as \u escapes, invalid UTF-8 as U+FFFD), so
- * any other byte is refused: no raw line break can end the SSE data line.
- * jansson then checks the escapes (lone surrogates refused) and decodes. */
-static const char *eat_content(const char **p, const char *end) {
-    const char *s = *p;
-    if (s == end || *s != '"') return "no content string";
-    const char *q = s + 1;
-    while (q < end && *q != '"') {
-        unsigned char c = (unsigned char)*q;
-        if (c < 0x20 || c > 0x7e) return "content with raw bytes our renderer escapes";
-        if (*q == '\\' && end - q < 2) return "an unterminated content string";
-        q += *q == '\\' ? 2 : 1;
-    }
-    if (q == end) return "an unterminated content string";
-    json_error_t jerr;
-    json_t *v = json_loadb(s, (size_t)(q + 1 - s), JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    const char *why = !v || !json_is_string(v)                   ? "content that is not a valid JSON string of UTF-8"
-                      : json_string_length(v) > BROKER_CONTENT_MAX ? "content longer than any instance accepts"
-                                                                   : NULL;
-    json_decref(v);
-    if (!why) *p = q + 1;
-    return why;
-}
-
-static bool two_digits(const char *s, int lo, int hi) {
-    if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9') return false;
-    int v = (s[0] - '0') * 10 + (s[1] - '0');
-    return v >= lo && v <= hi;
-}
-
-/* `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, as time_format_ms writes it. */
-static bool eat_time(const char **p, const char *end) {
-    const char *t = *p;
-    if (end - t < TIME_STR_LEN + 2 || t[0] != '"' || t[TIME_STR_LEN + 1] != '"') return false;
-    t++;
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
-    for (int i = 0; i < TIME_STR_LEN; i++)
-        if (shape[i] == 'd' ? t[i] < '0' || t[i] > '9' : t[i] != shape[i]) return false;
-    if (!two_digits(t + 5, 1, 12) || !two_digits(t + 8, 1, 31) || !two_digits(t + 11, 0, 23) ||
-        !two_digits(t + 14, 0, 59) || !two_digits(t + 17, 0, 59))
-        return false;
-    *p += TIME_STR_LEN + 2;
-    return true;
-}
-
-const char *broker_payload_check(const char *payload, size_t len) {
-    if (len <= BROKER_PAYLOAD_HDR || len > PAYLOAD_MAX) return "a payload of an impossible size";
-    uuid_t sender, receiver, id, conv;
-    memcpy(sender.b, payload, 16);
-    memcpy(receiver.b, payload + 16, 16);
-    memcpy(id.b, payload + 32, 16);
-    if (uuid_version(&id) != 1) return "a message id that is not a version-1 UUID";
-    if (uuid_cmp(&sender, &receiver) == 0) return "a message to its own sender";
-    conversation_id_derive(&sender, &receiver, &conv);
-    const char *p = payload + BROKER_PAYLOAD_HDR, *end = payload + len;
-    if (!EAT(&p, end, "id: ") || !eat_uuid(&p, end, &id, false) || !EAT(&p, end, "\nevent: message\ndata: "))
-        return "not a message event for its id";
-    if (!EAT(&p, end, "{\"message_id\":") || !eat_uuid(&p, end, &id, true) ||
-        !EAT(&p, end, ",\"conversation_id\":") || !eat_uuid(&p, end, &conv, true) ||
-        !EAT(&p, end, ",\"sender_id\":") || !eat_uuid(&p, end, &sender, true) ||
-        !EAT(&p, end, ",\"receiver_id\":") || !eat_uuid(&p, end, &receiver, true) ||
-        !EAT(&p, end, ",\"content\":"))
-        return "ids that disagree, or not a message";
-    const char *why = eat_content(&p, end);
-    if (why) return why;
-    if (!EAT(&p, end, ",\"created_at\":") || !eat_time(&p, end) || !EAT(&p, end, "}\n\n") || p != end)
-        return "no well-formed time, or bytes after the event";
-    return NULL;
-}
-
 /* ---- subscriber ---- */
 
 /* SUBSCRIBE and wait for ["subscribe", channel, count]. Returns 0 or -1. */
@@ -651,20 +559,18 @@ static void drop_payload(link_t *l, const char *why) {
         log_warn("broker", "subscriber: dropped a payload from redis (%s)%s", why, note(suppressed, buf, sizeof buf));
 }
 
-/* A "message" reply: its channel must be ours and its payload valid, else it
- * is dropped with a warning (broker.h, trust boundary). */
+/* A "message" reply: a string payload on our channel goes to on_message,
+ * whose owner checks its format (broker.h, trust boundary); anything else
+ * is dropped with a warning. */
 static void sub_message(link_t *l, const redisReply *r) {
     broker_t *b = l->b;
     const redisReply *ch = r->element[1], *pl = r->element[2];
-    const char *why = NULL;
     if (ch->type != REDIS_REPLY_STRING || ch->len != b->channel_len || memcmp(ch->str, b->channel, ch->len) != 0)
-        why = "a message from another channel";
+        drop_payload(l, "a message from another channel");
     else if (pl->type != REDIS_REPLY_STRING)
-        why = "a payload that is not a string";
+        drop_payload(l, "a payload that is not a string");
     else
-        why = broker_payload_check(pl->str, pl->len);
-    if (why) drop_payload(l, why);
-    else b->cb.on_message(b->cb.ctx, pl->str, pl->len);
+        b->cb.on_message(b->cb.ctx, pl->str, pl->len);
 }
 
 /* One reply on an established subscription. Returns 0, or -1 when the

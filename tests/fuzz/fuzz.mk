@@ -27,7 +27,8 @@ FZ_SRC_CFLAGS := $(FZ_BASE) -Wall -Wextra -fsanitize=fuzzer-no-link
 # Our harnesses: the project's rules.
 FZ_CFLAGS := $(FZ_BASE) -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -I$(FZ_DIR)
 
-FZ_OBJS := $(SRCS:src/%.c=$(FZ_DIR)/obj/%.o) $(CQL_SRCS:lib/cql/%.c=$(FZ_DIR)/obj/cql/%.o)
+FZ_OBJS := $(SRCS:src/%.c=$(FZ_DIR)/obj/%.o) $(CQL_SRCS:lib/cql/%.c=$(FZ_DIR)/obj/cql/%.o) \
+           $(FZ_DIR)/obj/api/openapi_blob.o
 FZ_LIB := $(FZ_DIR)/libfuzzsrc.a
 
 .PHONY: fuzz fuzz-build fuzz-replay
@@ -39,6 +40,12 @@ $(FZ_DIR)/obj/%.o: src/%.c
 $(FZ_DIR)/obj/cql/%.o: lib/cql/%.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FZ_SRC_CFLAGS) -MMD -MP -c $< -o $@
+
+# The embedded OpenAPI document (src/api/service.c serves it), as the
+# Makefile builds it.
+$(FZ_DIR)/obj/api/openapi_blob.o: src/api/openapi_blob.S src/api/openapi.json
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -c -Wa,-I,src/api $< -o $@
 
 $(FZ_LIB): $(FZ_OBJS)
 	@rm -f $@

@@ -3,11 +3,11 @@
  * (contents with NULs, 64 KiB), ordering, url checks, a broker that starts
  * before Redis, a Redis restart (on_reset, then delivery), the queue bound,
  * a prompt broker_close while Redis is down or frozen, AUTH (requirepass),
- * foreign and malformed payloads dropped, and a hostile "Redis" on a
- * loopback socket whose replies announce huge or nested arrays.
+ * opaque binary payloads, and a hostile "Redis" on a loopback socket whose
+ * replies announce huge or nested arrays.
  *
- * Payloads are real message events (header + rendered event, as events.c
- * and src/api/events.c build them): the broker refuses anything else.
+ * Payloads are opaque to the broker; most tests send real message events
+ * (header + rendered event, as events.c and src/api/events.c build them).
  *
  * Needs /usr/bin/redis-server (Debian package redis-server): without it the
  * tests fail, they do not skip. */
@@ -250,7 +250,6 @@ static payload_t make_payload(unsigned seq, const char *content, size_t len) {
     render_message(&b, &m);
     buf_lit(&b, "\n\n");
     assert_true(buf_ok(&b));
-    assert_null(broker_payload_check(b.data, b.len));
     payload_t out = {b.data, b.len}; /* the buffer's memory is the caller's now */
     return out;
 }
@@ -594,90 +593,25 @@ static void auth_with_password(void **state) {
     assert_text(&f->sink[1], 0, 1, "authenticated");
 }
 
-/* broker_payload_check: a real event passes; every kind of damage or
- * forgery fails, whatever byte is touched. */
-static void payload_check_rejects(void **state) {
-    (void)state;
-    payload_t ok = text_payload(7, "hello \xc3\xa9");
-    assert_null(broker_payload_check(ok.p, ok.len));
-    char *p = malloc(ok.len + 1);
-    assert_non_null(p);
-    /* Every truncation, and one byte more. */
-    for (size_t n = 0; n < ok.len; n++) assert_non_null(broker_payload_check(ok.p, n));
-    memcpy(p, ok.p, ok.len);
-    p[ok.len] = '\n';
-    assert_non_null(broker_payload_check(p, ok.len + 1));
-    /* Any byte changed: an id, the layout, the time. The content's bytes
-     * may change into other valid content (\u00e9 into \u00E9), so they
-     * are left out: the tests below look at content. */
-    const char *content = memmem(ok.p, ok.len, "\"hello ", 7);
-    const char *after = memmem(ok.p, ok.len, "\",\"created_at\"", 14);
-    assert_non_null(content);
-    assert_non_null(after);
-    size_t c0 = (size_t)(content - ok.p) + 1, c1 = (size_t)(after - ok.p);
-    for (size_t i = 0; i < ok.len; i++) {
-        if (i >= c0 && i < c1) continue;
-        memcpy(p, ok.p, ok.len);
-        p[i] ^= (i < 32 || (i >= 34 && i < 48)) ? 0x01 : 0x20; /* bytes 32-33 hold the version */
-        if (broker_payload_check(p, ok.len) == NULL) fail_msg("a change at byte %zu was accepted", i);
-    }
-    free(p);
-    free(ok.p);
-    /* Forgeries that are consistent but not what the API sends. */
-    payload_t same = text_payload(8, "x");
-    memcpy(same.p + 16, same.p, 16); /* receiver = sender */
-    assert_non_null(broker_payload_check(same.p, same.len));
-    free(same.p);
-    static const char raw_newline[] = "a\nid: x\n\ndata: injected";
-    payload_t inj = text_payload(9, raw_newline); /* rendered: escaped, so fine */
-    assert_null(broker_payload_check(inj.p, inj.len));
-    char *nl = memmem(inj.p, inj.len, "a\\n", 3);
-    assert_non_null(nl);
-    memmove(nl + 1, nl + 2, inj.len - (size_t)(nl + 2 - inj.p)); /* the escape undone: a raw line feed */
-    nl[1] = '\n';
-    assert_non_null(broker_payload_check(inj.p, inj.len - 1));
-    free(inj.p);
-    /* The renderer escapes all but printable ASCII: "\u00e9" must not
-     * come raw (valid UTF-8 or not), nor as a lone surrogate escape. */
-    static const char *const swaps[] = {"\xc3\xa9xxxx", "\xed\xa0\x80xxx", "\\ud800", "\\u00\x01e"};
-    for (size_t k = 0; k < sizeof swaps / sizeof swaps[0]; k++) {
-        payload_t e = text_payload(10, "\xc3\xa9"); /* rendered "\u00e9": 6 bytes */
-        char *esc = memmem(e.p, e.len, "\\u00e9", 6);
-        assert_non_null(esc);
-        memcpy(esc, swaps[k], 6);
-        if (broker_payload_check(e.p, e.len) == NULL) fail_msg("content swap %zu accepted", k);
-        free(e.p);
-    }
-    assert_non_null(broker_payload_check("", 0));
-    assert_non_null(broker_payload_check("hello", 5));
-}
-
-/* Foreign and malformed payloads published on the channel reach nobody;
- * the subscription stays up and a real one that follows is delivered. */
-static void foreign_payloads_dropped(void **state) {
+/* Payloads are opaque here (the hub checks their format): whatever is
+ * published on the channel is delivered as it is, binary included, while
+ * messages of another shape do not end the subscription. */
+static void payloads_are_opaque(void **state) {
     fixture_t *f = *state;
     srv_start(&f->srv);
     open_broker(f, 0);
     assert_true(wait_connected(f->br[0], 1));
     redisContext *c = redisConnect("127.0.0.1", f->srv.port);
     assert_true(c && !c->err);
-    payload_t real = text_payload(1, "real");
-    payload_t forged = text_payload(2, "forged");
-    forged.p[20] ^= 1; /* another receiver: the conversation id no longer agrees */
-    const char *junk[] = {"hello", "", "{\"message_id\":1}"};
-    for (size_t i = 0; i < 3; i++) freeReplyObject(redisCommand(c, "PUBLISH %s %s", CHANNEL, junk[i]));
-    freeReplyObject(redisCommand(c, "PUBLISH %s %b", CHANNEL, forged.p, forged.len));
-    freeReplyObject(redisCommand(c, "PUBLISH %s %b", CHANNEL, real.p, real.len - 1));
-    freeReplyObject(redisCommand(c, "PUBLISH %s %b", CHANNEL, real.p, real.len));
+    static const char bin[] = "a\0b\r\n*3\r\n\0c"; /* NULs and RESP syntax */
+    freeReplyObject(redisCommand(c, "PUBLISH %s %b", CHANNEL, bin, sizeof bin));
+    freeReplyObject(redisCommand(c, "PUBLISH %s %s", CHANNEL, ""));
     redisFree(c);
-    assert_true(wait_count(&f->sink[0], 1));
-    sleep_ms(100);
-    assert_int_equal(sink_count(&f->sink[0]), 1);
-    assert_item(&f->sink[0], 0, real.p, real.len);
+    assert_true(wait_count(&f->sink[0], 2));
+    assert_item(&f->sink[0], 0, bin, sizeof bin);
+    assert_item(&f->sink[0], 1, "", 0);
     assert_int_equal(broker_connected(f->br[0]), 1);
     assert_int_equal(sink_resets(&f->sink[0]), 0);
-    free(real.p);
-    free(forged.p);
 }
 
 /* ---- a hostile "Redis" on a loopback socket ---- */
@@ -876,8 +810,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(full_queue_drops_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(close_is_prompt, setup, teardown),
         cmocka_unit_test_setup_teardown(auth_with_password, setup, teardown),
-        cmocka_unit_test_setup_teardown(payload_check_rejects, setup, teardown),
-        cmocka_unit_test_setup_teardown(foreign_payloads_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(payloads_are_opaque, setup, teardown),
         cmocka_unit_test_setup_teardown(hostile_replies_drop_the_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(feed_subscriber_limits, setup, teardown),
     };
