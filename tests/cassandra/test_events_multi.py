@@ -222,7 +222,9 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
     instance, whenever its stream ends); Redis is killed with SIGKILL in the
     middle and started again. Every acknowledged message reaches its receiver
     exactly once, in id order: the broker is at-most-once, the streams end when
-    it is lost, and the store fills the gap."""
+    it is lost, and the store fills the gap. A reader told to reset (it fell
+    more than 1000 messages behind) reloads through the REST API, as the web
+    client does."""
     import threading
     a, b = pair_of_instances
     servers = (a, b)
@@ -230,6 +232,8 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
     acked = [[] for _ in pairs]
     got = [[] for _ in pairs]
     reconnects = [0] * len(pairs)
+    resets = [0] * len(pairs)
+    cids = [None] * len(pairs)
     stop_sending = threading.Event()
     stop_reading = threading.Event()
     failures = []
@@ -244,11 +248,36 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
                 n += 1
                 if st == 201:
                     acked[i].append(m["message_id"])
+                    cids[i] = m["conversation_id"]
                 else:   # a 503 while Redis is away would be wrong: sends do not need it
                     failures.append(f"sender {i}: {st} {m}")
                     return
         except Exception as e:  # noqa: BLE001 - reported below
             failures.append(f"sender {i}: {e!r}")
+
+    def reload(i, rcv, last):
+        """What a client does on `reset`: the conversation after its last id,
+        page by page, from the REST API."""
+        c = rcv.on(servers[0])
+        if not last:   # nothing yet: the whole history, newest first, then in order
+            history, cursor = [], ""
+            while True:
+                st, page = c.call("GET", f"/api/messages/conversation/{cids[i]}?limit=100{cursor}")
+                assert st == 200, (st, page)
+                history.extend(x["message_id"] for x in page["data"])
+                if not page["next_cursor"]:
+                    break
+                cursor = f"&before_message_id={page['next_cursor']}"
+            got[i].extend(reversed(history))
+            return history[0] if history else None
+        while True:
+            st, page = c.call("GET", f"/api/messages/conversation/{cids[i]}?limit=100&after_message_id={last}")
+            assert st == 200, (st, page)
+            got[i].extend(x["message_id"] for x in page["data"])
+            if page["data"]:
+                last = page["data"][-1]["message_id"]
+            if not page["next_cursor"] or not page["data"]:
+                return last
 
     def reader(i):
         rcv = pairs[i][1]
@@ -268,6 +297,10 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
                             break
                         if blk.is_heartbeat:
                             continue
+                        if blk.event == "reset":
+                            resets[i] += 1
+                            last = reload(i, rcv, last)
+                            break
                         assert blk.event == "message", blk
                         got[i].append(blk.id)
                         last = blk.id
@@ -320,6 +353,7 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
         assert not missing, f"receiver {i} missed {len(missing)} of {len(ack)} acknowledged messages"
         assert set(g) == set(ack), f"receiver {i} got messages nobody sent it"
     assert all(r >= 1 for r in reconnects), f"a stream outlived the broker outage: {reconnects}"
+    print(f"acknowledged {[len(a) for a in acked]}, reconnects {reconnects}, resets {resets}")
 
 
 def test_redis_outage_ends_streams_then_live_again(pair_of_instances):
