@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test against the builds that `make test` has just made:
 #   1. unit tests (cmocka: ours and lib/cql's) and the black-box HTTP suite
-#      (pytest) on the embedded store: release build, then ASan+UBSan build;
+#      (pytest) on the embedded store: release build, then ASan+UBSan build
+#      with delayed completions, the adversarial suite (tests/security), the
+#      HTTP suite under ThreadSanitizer, and the fuzz corpora replayed;
 #   2. the web client end to end in headless Chromium (tests/web/run.sh);
 #   3. a real Cassandra (scripts/cassandra start): lib/cql's integration test,
-#      the same HTTP suite on the Cassandra store (release, then ASan+UBSan),
+#      the same HTTP suite on the Cassandra store (release, ASan+UBSan with
+#      delayed completions, TSan) and the adversarial suite,
 #      and the Cassandra-only tests (driver compatibility, failover).
 # Ends with one summary line: "summary: N passed, M failed". A Cassandra that
 # cannot start fails the run (MESSENGER_TEST_CASSANDRA=0 skips part 2, and
@@ -71,10 +74,38 @@ run_pytest() { # run_pytest NAME BINARY PATH [ENV=VALUE...]
     tally "$name" "$p" "$f"
 }
 
+# Test builds (asan, tsan) read MESSENGER_TEST_DELAY: every store, token and
+# password completion is then delayed and delivered from another thread
+# (src/store/store.c), the way a slow store answers. The ASan runs use it.
+DELAY=MESSENGER_TEST_DELAY=1
+
 for variant in release asan; do
     run_unit "$variant"
-    run_pytest "http tests, lmdb ($variant build)" "build/$variant/messenger" tests/http
+    if [ "$variant" = asan ]; then
+        run_pytest "http tests, lmdb ($variant build, delayed completions)" "build/$variant/messenger" tests/http $DELAY
+    else
+        run_pytest "http tests, lmdb ($variant build)" "build/$variant/messenger" tests/http
+    fi
 done
+run_pytest "security tests, lmdb (asan build, delayed completions)" build/asan/messenger tests/security $DELAY
+# ThreadSanitizer: the whole HTTP suite (a race makes the server exit 66 at
+# SIGTERM, which fails the test that stopped it). Suppressions, each with its
+# reason: tests/tsan/suppressions.txt.
+TSAN="TSAN_OPTIONS=suppressions=$PWD/tests/tsan/suppressions.txt MESSENGER_TEST_SANITIZER=thread"
+run_pytest "http tests, lmdb (tsan build)" build/tsan/messenger tests/http $TSAN
+
+# The parsers' fuzz corpora and every crash reproducer, replayed (seconds).
+if [ -x tests/fuzz/replay.sh ]; then
+    echo "== fuzz corpora replay (tests/fuzz/replay.sh)"
+    out=$(tests/fuzz/replay.sh 2>&1)
+    rc=$?
+    printf '%s\n' "$out" | tail -n 20
+    p=$(count passed "$(grep -E 'passed, [0-9]+ failed' <<<"$out" | tail -n 1)")
+    f=$(count failed "$(grep -E 'passed, [0-9]+ failed' <<<"$out" | tail -n 1)")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "the fuzz replay ran nothing: counted as a failure"; fi
+    tally "fuzz corpora replay" "$p" "$f"
+fi
 
 echo "== web client in headless Chromium (tests/web/run.sh)"
 out=$(MESSENGER_BIN="$PWD/build/release/messenger" tests/web/run.sh 2>&1)
@@ -101,10 +132,14 @@ if [ "${MESSENGER_TEST_CASSANDRA:-1}" = 1 ]; then
         f=$(count failed "$(tail -n 1 <<<"$out")")
         if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
         tally "lib/cql integration" "$p" "$f"
-        for variant in release asan; do
-            run_pytest "http tests, cassandra ($variant build)" "build/$variant/messenger" tests/http \
-                MESSENGER_TEST_STORE=cassandra
-        done
+        run_pytest "http tests, cassandra (release build)" build/release/messenger tests/http \
+            MESSENGER_TEST_STORE=cassandra
+        run_pytest "http tests, cassandra (asan build, delayed completions)" build/asan/messenger tests/http \
+            MESSENGER_TEST_STORE=cassandra $DELAY
+        run_pytest "security tests, cassandra (asan build, delayed completions)" build/asan/messenger \
+            tests/security MESSENGER_TEST_STORE=cassandra $DELAY
+        run_pytest "http tests, cassandra (tsan build)" build/tsan/messenger tests/http \
+            MESSENGER_TEST_STORE=cassandra $TSAN
         run_pytest "cassandra compatibility and failover" build/release/messenger tests/cassandra
         [ "$started_here" = 1 ] && scripts/cassandra stop
     else
