@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -518,35 +519,50 @@ static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
     return (size_t)(w - s);
 }
 
-/* A header name is a token (RFC 9110, 5.1 and 5.6.2): a name with a space,
- * or none at all, is how requests are smuggled past a proxy that reads it
- * differently. */
+/* tchar of RFC 9110, 5.6.2: the bytes a header name (a token) is made of,
+ * one bit per byte value. A table: this runs for every header of every
+ * request (strchr over the delimiters was 0.5% of a send's CPU). */
+static const uint64_t TCHAR[4] = {
+    0x03ff6cfa00000000ull, /* 0-63: ! # $ % & ' * + - . 0-9 */
+    0x57ffffffc7fffffeull, /* 64-127: A-Z ^ _ ` a-z | ~ */
+    0, 0,
+};
+
 static bool is_token(const char *s) {
     if (!*s) return false;
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch)) return false;
+        if (!(TCHAR[ch >> 6] >> (ch & 63) & 1)) return false;
     }
     return true;
 }
 
+typedef struct header_check {
+    bool bad_name, has_length, has_encoding;
+} header_check_t;
+
 static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     (void)kind;
     (void)value;
-    bool *bad = cls;
-    if (!is_token(key)) *bad = true;
-    return *bad ? MHD_NO : MHD_YES;
+    header_check_t *hc = cls;
+    if (!is_token(key)) {
+        hc->bad_name = true;
+        return MHD_NO;
+    }
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) hc->has_length = true;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) hc->has_encoding = true;
+    return MHD_YES;
 }
 
-/* Why a request is refused before anything else looks at it, or NULL. */
+/* Why a request is refused before anything else looks at it, or NULL. A
+ * header name that is not a token, or both framings at once (RFC 9112,
+ * 6.1): either is how a request is smuggled past a proxy that reads it
+ * another way. */
 static const char *request_malformed(struct MHD_Connection *c) {
-    bool bad = false;
-    MHD_get_connection_values(c, MHD_HEADER_KIND, check_header, &bad);
-    if (bad) return "malformed header name";
-    /* Both framings at once (RFC 9112, 6.1): a proxy may take the other. */
-    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) &&
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH))
-        return "both Content-Length and Transfer-Encoding";
+    header_check_t hc = {false, false, false};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, check_header, &hc);
+    if (hc.bad_name) return "malformed header name";
+    if (hc.has_length && hc.has_encoding) return "both Content-Length and Transfer-Encoding";
     return NULL;
 }
 
