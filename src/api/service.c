@@ -31,7 +31,7 @@ static void on_health(void *ctx, int err, const char *detail) {
         http_respond_error(req, 503, detail ? detail : store_strerror(err));
         return;
     }
-    const char *degraded = store_degraded(((const api_call_t *)api_call(req))->api->store);
+    const char *degraded = store_degraded(api_call(req)->api->store);
     buf_t b;
     buf_init(&b);
     buf_puts(&b, degraded ? "{\"status\":\"degraded\",\"store\":" : "{\"status\":\"ok\",\"store\":");

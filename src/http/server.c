@@ -158,12 +158,16 @@ void http_respond_header(http_request_t *r, const char *name, const char *value)
 /* Publishes the answer (the fields set by the caller) to the connection's
  * thread. `ok` false: nothing could be built; MHD then answers with an
  * internal error and closes the connection. */
+/* True (after reporting it) when r has been answered already: a second
+ * answer must not touch the first one's fields, which the connection's
+ * thread may be sending. */
+static bool answered_already(http_request_t *r) {
+    if (atomic_load(&r->state) != REQ_ANSWERED) return false;
+    contract_broken(r, "answered twice");
+    return true;
+}
+
 static void finish(http_request_t *r, unsigned status, bool ok) {
-    if (atomic_load(&r->state) == REQ_ANSWERED) {
-        /* A handler bug: the first answer may be on the wire already. */
-        contract_broken(r, "answered twice");
-        return;
-    }
     r->answered_ok = ok;
     r->status = ok ? status : 500;
     int prev = atomic_exchange(&r->state, REQ_ANSWERED);
@@ -172,6 +176,10 @@ static void finish(http_request_t *r, unsigned status, bool ok) {
 }
 
 void http_respond_json(http_request_t *r, unsigned status, buf_t *body) {
+    if (answered_already(r)) {
+        buf_free(body);
+        return;
+    }
     size_t len;
     char *data = buf_steal(body, &len);
     if (!data) log_error("http", "req=%s out of memory building the response", r->id);
@@ -183,6 +191,7 @@ void http_respond_json(http_request_t *r, unsigned status, buf_t *body) {
 }
 
 void http_respond_error(http_request_t *r, unsigned status, const char *detail) {
+    if (answered_already(r)) return;
     buf_t b;
     buf_init(&b);
     buf_puts(&b, "{\"detail\":");
@@ -195,6 +204,7 @@ void http_respond_error(http_request_t *r, unsigned status, const char *detail) 
 
 void http_respond_static(http_request_t *r, unsigned status, const char *content_type,
                          const void *data, size_t len) {
+    if (answered_already(r)) return;
     r->answer = data;
     r->answer_len = len;
     r->answer_owned = false;
@@ -318,6 +328,7 @@ static void stream_done(void *cls) {
 
 http_stream_t *http_respond_stream(http_request_t *r, const char *content_type, size_t max_pending,
                                    http_stream_closed_fn on_closed, void *ctx) {
+    if (answered_already(r)) return NULL;
     http_stream_t *s = calloc(1, sizeof *s);
     if (!s) {
         http_respond_error(r, 503, "server out of memory; try again");
