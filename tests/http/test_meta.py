@@ -2,6 +2,7 @@
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -38,19 +39,17 @@ def test_root(client):
 
 
 # Every route of the contract, with its methods (path parameter names normalised).
-ROUTES = {
-    "/api/users": {"post", "get"},
-    "/api/users/{}": {"get"},
-    "/api/messages/": {"post"},
-    "/api/messages": {"post"},
-    "/api/messages/send": {"post"},
-    "/api/messages/conversation/{}": {"get"},
-    "/api/messages/conversation/{}/before": {"get"},
-    "/api/conversations/user/{}": {"get"},
-    "/api/conversations/{}": {"get"},
-    "/health": {"get"},
-    "/": {"get"},
-}
+def route_table():
+    """The router's table (src/api/routes.c's ROUTES, the one list of
+    routes) as {path with {} for each parameter: {methods}}."""
+    src = (Path(__file__).resolve().parents[2] / "src" / "api" / "routes.c").read_text()
+    table = src[src.index("ROUTES[] = {"):]
+    table = table[:table.index("};")]
+    routes = {}
+    for method, path in re.findall(r'\{"([A-Z]+)", "([^"]+)", \w+\}', table):
+        routes.setdefault(path, set()).add(method.lower())
+    assert len(routes) > 10, f"could not read the route table: {routes}"
+    return routes
 
 
 def test_openapi_document(client):
@@ -60,11 +59,36 @@ def test_openapi_document(client):
     assert isinstance(body, dict), client.last_raw[:200]
     assert isinstance(body.get("openapi"), str) and body["openapi"].startswith("3."), body.get("openapi")
     assert isinstance(body.get("paths"), dict), "no paths object"
-    paths = {}
+
+
+def resolve(doc, obj):
+    """obj, or what its "$ref" (a local #/... pointer) names."""
+    while "$ref" in obj:
+        node = doc
+        for part in obj["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        obj = node
+    return obj
+
+
+def test_openapi_and_the_router_agree(client):
+    """Every route of the router is documented with its methods and path
+    parameters, and the document names no route the router does not have."""
+    status, body, _ = client.call("GET", "/openapi.json")
+    assert status == 200
+    documented = {}
     for p, ops in body["paths"].items():
-        paths.setdefault(re.sub(r"\{[^}]*\}", "{}", p), set()).update(k.lower() for k in ops)
-    missing = {p: sorted(m) for p, m in ROUTES.items() if not m <= paths.get(p, set())}
-    assert not missing, f"routes missing from /openapi.json (path: methods): {missing}"
+        methods = {k for k in ops if k in ("get", "post", "put", "patch", "delete", "head", "options")}
+        documented.setdefault(re.sub(r"\{[^}]*\}", "{}", p), set()).update(methods)
+        names = re.findall(r"\{([^}]*)\}", p)
+        for m in methods:
+            params = [resolve(body, x) for x in ops[m].get("parameters", []) + ops.get("parameters", [])]
+            in_path = {x.get("name") for x in params if x.get("in") == "path"}
+            assert in_path == set(names), f"{m.upper()} {p}: path parameters {sorted(in_path)}, expected {names}"
+    routes = route_table()
+    assert documented == routes, (
+        f"undocumented: { {k: sorted(v - documented.get(k, set())) for k, v in routes.items() if v - documented.get(k, set())} }; "
+        f"documented but not routed: { {k: sorted(v - routes.get(k, set())) for k, v in documented.items() if v - routes.get(k, set())} }")
 
 
 @pytest.mark.parametrize("path", [
