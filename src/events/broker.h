@@ -27,7 +27,7 @@
  *  - Payloads stay opaque here: on_message gets every string published on
  *    the channel, and its owner checks the format before any of it reaches
  *    a client (events.c: a session end, or a message event that
- *    events_config_t.accept, src/api/events.c's events_accept_message, finds
+ *    events_config_t.accept, src/api/sse.c's events_accept_message, finds
  *    byte for byte equal to what this process renders for those ids and
  *    that content).
  * What no check can tell is a well-formed event that a hostile publisher

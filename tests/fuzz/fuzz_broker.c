@@ -6,12 +6,12 @@
  *     reader with the same limits (array counts, nesting, buffered bytes)
  *     and the same handling of each reply; what it hands on goes, as in
  *     events.c, to the message check: events_accept_message()
- *     (src/api/events.c, the hub's events_config_t.accept);
+ *     (src/api/sse.c, the hub's events_config_t.accept);
  *  2. the input as the payload of a well-formed "message" reply: delivered
  *     exactly once, as it is, then checked the same way (so the check is
  *     fuzzed directly: three 16-byte ids, then the event);
  *  3. a round trip: the input's first 48 bytes as sender, receiver and
- *     message ids, the rest as content, rendered as src/api/events.c renders
+ *     message ids, the rest as content, rendered as src/api/sse.c renders
  *     an event: the check must accept it whenever the API could have sent
  *     that message (a version-1 id whose time is in range; any content
  *     renders), so it never drops real events; and it must refuse the same

@@ -12,7 +12,7 @@
  *  - the input as a query or path value: input_limit_value against its rule
  *    (plain digits, 1..100), uuid_parse against a reference parser and
  *    uuid_format (round trip), input_timeuuid (the before/after cursors and
- *    Last-Event-ID, which src/api/events.c reads as uuid_parse + version 1),
+ *    Last-Event-ID, which src/api/sse.c reads as uuid_parse + version 1),
  *    conv_cursor_parse against its grammar and conv_cursor_format;
  *  - the validators: utf8_valid against jansson's UTF-8 check, content_check,
  *    client_message_id_check, username_check. */

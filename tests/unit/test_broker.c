@@ -7,7 +7,7 @@
  * replies announce huge or nested arrays.
  *
  * Payloads are opaque to the broker; most tests send real message events
- * (header + rendered event, as events.c and src/api/events.c build them).
+ * (header + rendered event, as events.c and src/api/sse.c build them).
  *
  * Needs /usr/bin/redis-server (Debian package redis-server): without it the
  * tests fail, they do not skip. */
@@ -230,7 +230,7 @@ static const uuid_t ALICE = {{0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x
 static const uuid_t BOB = {{0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22}};
 
 /* The payload of message number `seq` from ALICE to BOB, as events.c
- * publishes it: the three ids, then the event that src/api/events.c renders
+ * publishes it: the three ids, then the event that src/api/sse.c renders
  * (the same literal layout; render_message is the API's own). */
 static payload_t make_payload(unsigned seq, const char *content, size_t len) {
     message_t m = {.sender_id = ALICE, .receiver_id = BOB, .content = content, .content_len = len};

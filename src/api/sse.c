@@ -1,4 +1,4 @@
-/* events.c - GET /api/events: a caller's new messages as Server-Sent Events,
+/* sse.c - GET /api/events: a caller's new messages as Server-Sent Events,
  * and the rendering of each committed message as one event.
  *
  * A stream resumes without loss: with Last-Event-ID (a message id), the
