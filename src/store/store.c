@@ -8,19 +8,20 @@
  * inside a defer scope, so that what the callback starts in turn is also
  * started only after it returned.
  *
- * Test builds (MESSENGER_TEST_HOOKS) read MESSENGER_TEST_DELAY=1 once: every
- * completion is then delivered from a thread of its own after a random
- * 0-2 ms, while the backend's thread waits (so that the result it points
- * into stays valid). That is how a slow, remote store answers, and it makes
+ * In the delayed-completion test mode (util/test_delay.h) every completion
+ * is delivered from a thread of its own after a random 0-2 ms, while the
+ * backend's thread waits (so that the result it points into stays valid). That is how a slow, remote store answers, and it makes
  * every race between a completion and the client's connection likely
  * enough for the test suites to find.
  */
 #include "store/store_impl.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util/defer.h"
+#include "util/test_delay.h"
 #include "util/log.h"
 
 const char *store_strerror(int err) {
@@ -82,45 +83,22 @@ static void fire_and_free(store_call_t *c) {
     defer_scope_leave();
 }
 
-#ifdef MESSENGER_TEST_HOOKS
-#include <pthread.h>
-#include <stdio.h>
-#include <sys/random.h>
-#include <time.h>
-
-static bool delay_on;
-static pthread_once_t delay_once = PTHREAD_ONCE_INIT;
-
-static void delay_init(void) {
-    const char *v = getenv("MESSENGER_TEST_DELAY");
-    delay_on = v && strcmp(v, "1") == 0;
-    if (delay_on) log_warn("store", "test mode: every completion is delayed and delivered from another thread");
-}
-
 static void *delayed_fire(void *arg) {
-    unsigned r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = 0;
-    struct timespec ts = {0, (long)(r % 2000) * 1000};
-    nanosleep(&ts, NULL);
+    test_delay_sleep();
     fire_and_free(arg);
     return NULL;
 }
 
-/* True when c was delivered the test mode's way. */
+/* True when c was delivered the test mode's way (util/test_delay.h): from a
+ * thread of its own, late, while this one waits so that the result the
+ * backend points into stays valid. */
 static bool deliver_delayed(store_call_t *c) {
-    pthread_once(&delay_once, delay_init);
-    if (!delay_on) return false;
+    if (!test_delay_on()) return false;
     pthread_t t;
     if (pthread_create(&t, NULL, delayed_fire, c) != 0) return false;
     pthread_join(t, NULL);
     return true;
 }
-#else
-static bool deliver_delayed(store_call_t *c) {
-    (void)c;
-    return false;
-}
-#endif
 
 static void deliver(store_call_t *c) {
     if (!deliver_delayed(c)) fire_and_free(c);

@@ -7,24 +7,7 @@
 #include <stdlib.h>
 
 #include "util/defer.h"
-
-#ifdef MESSENGER_TEST_HOOKS
-#include <string.h>
-#include <sys/random.h>
-#include <time.h>
-/* Test builds with MESSENGER_TEST_DELAY=1 (store.c): a job starts 0-2 ms
- * late, as on a busy machine, so that its answer races the connection. */
-static void test_delay(void) {
-    const char *v = getenv("MESSENGER_TEST_DELAY");
-    if (!v || strcmp(v, "1") != 0) return;
-    unsigned r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = 0;
-    struct timespec ts = {0, (long)(r % 2000) * 1000};
-    nanosleep(&ts, NULL);
-}
-#else
-static void test_delay(void) {}
-#endif
+#include "util/test_delay.h"
 
 typedef struct job {
     struct job *next;
@@ -57,7 +40,7 @@ static void *worker(void *arg) {
         if (!q->head) q->tail = NULL;
         q->waiting--;
         pthread_mutex_unlock(&q->mu);
-        test_delay();
+        test_delay_sleep(); /* test builds: a job starts late, as on a busy machine */
         defer_scope_enter();
         j->fn(j->arg);
         defer_scope_leave();
