@@ -127,6 +127,14 @@ static void end_expired(events_t *ev, int64_t now_ms) {
 #define SESSION_END "session-end\n"
 #define SESSION_END_LEN (sizeof SESSION_END - 1)
 
+/* The PAYLOAD_HDR bytes every payload starts with (on_broker_message reads
+ * them back). */
+static void put_payload_header(buf_t *b, const uuid_t *a, const uuid_t *c, const uuid_t *id) {
+    buf_append(b, a->b, 16);
+    buf_append(b, c->b, 16);
+    buf_append(b, id->b, 16);
+}
+
 static void on_broker_message(void *ctx, const char *payload, size_t len) {
     events_t *ev = ctx;
     static const uuid_t nil;
@@ -280,13 +288,14 @@ void events_end_session(events_t *ev, const uuid_t *user, const uint8_t token_ha
     end_session_local(ev, user, token_hash);
     if (!ev->broker) return;
     static const uuid_t nil;
-    char p[PAYLOAD_HDR + SESSION_END_LEN + 32];
-    memcpy(p, user->b, 16);
-    memcpy(p + 16, user->b, 16);
-    memcpy(p + 32, nil.b, 16);
-    memcpy(p + PAYLOAD_HDR, SESSION_END, SESSION_END_LEN);
-    memcpy(p + PAYLOAD_HDR + SESSION_END_LEN, token_hash, 32);
-    broker_publish(ev->broker, p, sizeof p);
+    buf_t b;
+    buf_init(&b);
+    put_payload_header(&b, user, user, &nil);
+    buf_append(&b, SESSION_END, SESSION_END_LEN);
+    buf_append(&b, token_hash, 32);
+    if (buf_ok(&b)) broker_publish(ev->broker, b.data, b.len);
+    else log_error("events", "out of memory publishing a logout: other instances end its streams at expiry");
+    buf_free(&b);
 }
 
 void events_unsubscribe(events_t *ev, events_sub_t *sub) {
@@ -326,9 +335,7 @@ void events_publish(events_t *ev, const uuid_t *sender, const uuid_t *receiver, 
     }
     /* Through the broker even for our own subscribers: one path, one order.
      * The payload is the header, then the event. */
-    buf_append(&b, sender->b, 16);
-    buf_append(&b, receiver->b, 16);
-    buf_append(&b, id->b, 16);
+    put_payload_header(&b, sender, receiver, id);
     render(arg, &b);
     if (buf_ok(&b)) {
         broker_publish(ev->broker, b.data, b.len);

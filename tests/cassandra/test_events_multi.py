@@ -209,6 +209,28 @@ def test_resume_on_the_other_instance(pair_of_instances):
             x.close()
 
 
+def test_logout_on_one_instance_ends_streams_on_the_other(pair_of_instances):
+    """A logout through B ends the token's stream on A (a session-end payload
+    through the broker) within a second, and the token is refused on both."""
+    a, b = pair_of_instances
+    alice = Account(a.port)
+    try:
+        s = alice.stream(a)
+        t0 = time.monotonic()
+        st, body = alice.on(b).call("POST", "/api/auth/logout")
+        assert st == 204, (st, body)
+        assert s.wait_eof(3), "the stream on the other instance outlived the logout"
+        assert time.monotonic() - t0 < 1.5, f"ended {time.monotonic() - t0:.2f}s after the logout"
+        s.close()
+        for srv in (a, b):
+            c = Client(srv.port, alice.token)
+            st, _ = c.call("GET", "/api/auth/me")
+            c.close()
+            assert st == 401, (srv.port, st)
+    finally:
+        alice.close()
+
+
 def redis_kill9():
     """kill -9 of the Redis that scripts/redis started (no shutdown, no goodbye)."""
     cache = os.environ.get("MESSENGER_CACHE", os.path.expanduser("~/.cache/messenger"))
