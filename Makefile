@@ -40,13 +40,15 @@ CQL_SRCS := $(filter-out %/tests/%,$(wildcard lib/cql/*.c))
 OBJS := $(SRCS:src/%.c=$(B)/obj/%.o) $(CQL_SRCS:lib/cql/%.c=$(B)/obj/cql/%.o) $(B)/obj/api/openapi_blob.o
 LIB := $(B)/libmessenger.a
 BIN := $(B)/messenger
+# The store benchmark is a program of its own beside the server (bench/).
+BENCH_STORE := $(B)/messenger-bench-store
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all build deps run run-cassandra test unit bench bench-json clean
 all: build
-build: $(BIN) build/messenger
+build: $(BIN) build/messenger $(BENCH_STORE)
 
 build/messenger: $(BIN)
 	@if [ "$(VARIANT)" = release ]; then cp $(BIN) $@.tmp && mv -f $@.tmp $@; fi
@@ -69,6 +71,9 @@ $(LIB): $(OBJS)
 
 $(BIN): $(B)/obj/main.o $(LIB)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BENCH_STORE): bench/bench_store.c $(LIB)
+	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
 
 $(B)/tests/%: tests/unit/%.c $(LIB) tests/unit/unit.h
 	@mkdir -p $(@D)

@@ -13,7 +13,7 @@ flags, raises the open-file limit and then runs this script, which:
   5. holds 10,000 idle keep-alive connections (bench/idle_conns.py) and
      reads the server's anonymous RSS,
   6. runs the scale scenarios on a second data set (on Cassandra only with
-     BENCH_CASSANDRA_SCALE=1; there it also runs `messenger bench-store
+     BENCH_CASSANDRA_SCALE=1; there it also runs `messenger-bench-store
      --requests` next to the page-read and send scenarios, on their request
      files: the "store ceiling" rows),
   7. prints the table and the targets, and writes bench/results/bench-*.json,
@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 BIN = ROOT / "build" / "messenger"
+# The store benchmark, built beside the server (Makefile: BENCH_STORE).
+BENCH_STORE_BIN = ROOT / "build" / "release" / "messenger-bench-store"
 MIX_LUA = BENCH / "mix.lua"
 
 # ------------------------------------------------------------------ knobs
@@ -108,7 +110,7 @@ LIST_VS_HEALTH = 0.50
 SEND_VS_HEALTH = 0.30
 SCALE_RATIO = 1.25
 IDLE_ANON_MIB = 64.0
-HTTP_VS_STORE_CEILING = 0.70   # Cassandra: page reads and sends via HTTP vs `messenger bench-store`
+HTTP_VS_STORE_CEILING = 0.70   # Cassandra: page reads and sends via HTTP vs `messenger-bench-store`
 MIN_DATASET = (10000, 100000, 2000000)  # the issue's minimum data set (users, conversations, messages)
 NOISY_CPU_PERCENT = 10.0   # a run is marked when other processes used this much CPU during it
 
@@ -550,7 +552,7 @@ class CassandraBackend(Backend):
     shutdown() stops it again only then). Clearing an outdated set drops
     its keyspace (see clear()); messages that earlier bench runs added to a
     set that is reused stay (the stamp counts them). The ceiling
-    rows come from `messenger bench-store --requests` on the same keyspace
+    rows come from `messenger-bench-store --requests` on the same keyspace
     and the same request files as the HTTP scenarios."""
     name = "cassandra"
     sources = ["src/seed.c", "src/store/store_cassandra.c"]
@@ -664,10 +666,10 @@ class CassandraBackend(Backend):
         return None
 
     def ceiling(self, data_dir, scenario, conns, duration, requests):
-        """`messenger bench-store` on the same keyspace: the CQL client alone
+        """`messenger-bench-store` on the same keyspace: the CQL client alone
         issuing the statements the API issues for the lines of the request
         file `requests` (the HTTP scenario's). Returns its JSON line."""
-        args = [str(BIN), "bench-store"] + self.store_args(data_dir) + [
+        args = [str(BENCH_STORE_BIN)] + self.store_args(data_dir) + [
             "--duration", str(duration), "--concurrency", str(conns), "--scenario", scenario,
             "--requests", str(requests), "--log-level", "warn"]
         p = subprocess.run(args, capture_output=True, text=True, timeout=duration + 180)
@@ -899,7 +901,7 @@ class Run:
         self.exclude = set(exclude)   # pids of the system under test besides the server (Cassandra)
 
     def ceiling(self, backend, scenario, conns, requests):
-        """Row "store ceiling: <scenario>": `messenger bench-store --requests`
+        """Row "store ceiling: <scenario>": `messenger-bench-store --requests`
         against the same data set, with the HTTP scenario's requests (the file
         `requests`), same duration and concurrency (after a warm-up run like
         theirs). The server stays up but idle."""
@@ -1371,7 +1373,7 @@ def main():
         lines.append("[cassandra] /health queries the store (store_health: a CQL request), so on Cassandra it is not "
                      "the HTTP ceiling; the /health-ratio targets are informational there")
     if any(r["group"] == "ceiling" for r in results):
-        lines.append("store ceiling rows: `messenger bench-store --requests` (the store alone, no HTTP, the same CQL "
+        lines.append("store ceiling rows: `messenger-bench-store --requests` (the store alone, no HTTP, the same CQL "
                      "statements) on the same keyspace and the same request files as the HTTP page-read and send "
                      "scenarios, same concurrency and duration; latencies from its own clock")
     lines += [f"note: {n}" for n in NOTES]

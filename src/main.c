@@ -1,7 +1,6 @@
-/* main.c - command-line entry: messenger serve|seed|--help|--version. */
+/* main.c - command-line entry: messenger serve|seed|schema|config|--help|--version. */
 #include <stdio.h>
 
-#include "bench_store.h"
 #include "config.h"
 #include "seed.h"
 #include "server.h"
@@ -17,7 +16,7 @@ int main(int argc, char **argv) {
     case CMD_VERSION: printf("messenger %s\n", MESSENGER_VERSION); return 0;
     case CMD_SEED: return seed_run(&cfg);
     case CMD_SCHEMA: return server_schema(&cfg);
-    case CMD_BENCH_STORE: return bench_store_run(&cfg);
+    case CMD_CONFIG: config_dump(stdout, &cfg); return 0;
     case CMD_SERVE: return server_run(&cfg);
     }
     return 2;

@@ -31,10 +31,9 @@ int server_open_store(server_t *srv, const config_t *cfg, bool bulk_load) {
 }
 
 store_cassandra_config_t server_cassandra_config(const config_t *cfg) {
-    static const char *const local[] = {"127.0.0.1:9042"};
     return (store_cassandra_config_t){
-        .hosts = cfg->n_cass_hosts ? cfg->cass_hosts : local,
-        .n_hosts = cfg->n_cass_hosts ? cfg->n_cass_hosts : 1,
+        .hosts = cfg->cass_hosts, /* at least one: the setting's default */
+        .n_hosts = cfg->n_cass_hosts,
         .keyspace = cfg->cass_keyspace,
         .replication_factor = cfg->cass_rf,
         .consistency = cfg->cass_consistency,

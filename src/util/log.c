@@ -13,13 +13,19 @@ static log_level_t min_level = LOG_INFO;
 
 static const char *const NAMES[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
 
+/* The words of --log-level, indexed by level. */
+static const char *const WORDS[] = {"debug", "info", "warn", "error", "off"};
+
 int log_level_parse(const char *s, log_level_t *out) {
-    static const char *const words[] = {"debug", "info", "warn", "error", "off"};
     for (int i = 0; i <= LOG_OFF; i++) {
-        if (strcasecmp(s, words[i]) == 0) { *out = (log_level_t)i; return 0; }
+        if (strcasecmp(s, WORDS[i]) == 0) { *out = (log_level_t)i; return 0; }
     }
     if (strcasecmp(s, "warning") == 0) { *out = LOG_WARN; return 0; }
     return -1;
+}
+
+const char *log_level_name(log_level_t level) {
+    return level >= LOG_DEBUG && level <= LOG_OFF ? WORDS[level] : "?";
 }
 
 void log_set_level(log_level_t level) { min_level = level; }

@@ -14,6 +14,8 @@ typedef enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF }
 
 /* Parses debug|info|warn|error|off; returns 0 or -1. */
 int log_level_parse(const char *s, log_level_t *out);
+/* The word log_level_parse() reads for a level ("info"). */
+const char *log_level_name(log_level_t level);
 void log_set_level(log_level_t level);
 bool log_enabled(log_level_t level);
 /* component: the layer speaking ("http", "api", "store", "seed", ...). */

@@ -1,5 +1,8 @@
-"""The command line beside `serve`: --help, --version, bench-store, bad flags."""
+"""The command line beside `serve`: --help, --version, config, bad flags, and
+messenger-bench-store (built beside the server)."""
 import json
+import os
+import re
 import subprocess
 from urllib.parse import quote
 
@@ -8,19 +11,116 @@ import pytest
 from conftest import CASSANDRA, MESSENGER_BIN, ServerProcess, derive_conversation_id, run_seed, store_args
 
 
-def run(*args, timeout=120):
-    return subprocess.run([MESSENGER_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+# The store benchmark is its own program, beside the server's binary.
+BENCH_STORE_BIN = os.path.join(os.path.dirname(MESSENGER_BIN), "messenger-bench-store")
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+
+
+def run(*args, timeout=120, env=None):
+    return subprocess.run([MESSENGER_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                          env=env)
+
+
+def run_bench(*args, timeout=120):
+    return subprocess.run([BENCH_STORE_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout)
 
 
 def test_help_lists_every_command_and_setting():
     p = run("--help")
     assert p.returncode == 0
     out = p.stdout.decode()
-    for word in ["serve", "seed", "schema", "bench-store", "--listen", "--data-dir", "--store", "--log-level",
+    for word in ["serve", "seed", "schema", "config", "--listen", "--data-dir", "--store", "--log-level",
                  "--max-body-bytes", "--max-content-bytes", "--connection-memory", "--cassandra-hosts",
-                 "MESSENGER_LISTEN", "MESSENGER_DATA_DIR", "MESSENGER_LOG_LEVEL", "CASSANDRA_KEYSPACE",
-                 "--concurrency", "--duration", "--scenario", "--requests"]:
+                 "MESSENGER_LISTEN", "MESSENGER_DATA_DIR", "MESSENGER_LOG_LEVEL", "CASSANDRA_KEYSPACE"]:
         assert word in out, word
+    # Every setting of the table is in --help, with its variable.
+    for row in config_rows(clean_env()):
+        assert f"--{row['setting']} " in out, row
+        if row["environment"] != "-":
+            assert f"[{row['environment']}]" in out, row
+    # The benchmark is not a command of the product any more.
+    assert "bench-store" not in out and "--concurrency" not in out
+
+
+def test_bench_store_help_lists_its_options_and_the_stores():
+    p = run_bench("--help")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    for word in ["--concurrency", "--duration", "--scenario", "--requests", "--store", "--data-dir",
+                 "--cassandra-hosts", "CASSANDRA_KEYSPACE"]:
+        assert word in out, word
+    for args in (["--concurrency", "0"], ["--scenario", "both"], ["--requests", ""], ["serve"]):
+        p = run_bench(*args)
+        assert p.returncode == 2 and b"messenger:" in p.stderr, (args, p.stderr)
+    p = run("bench-store")
+    assert p.returncode == 2 and b"unknown command" in p.stderr
+
+
+# ---- messenger config: the table of settings, as an operator sees it ----
+
+def clean_env(**extra):
+    """The environment without any variable a setting reads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESSENGER_", "CASSANDRA_"))}
+    env.update(extra)
+    return env
+
+
+def config_rows(env, *args):
+    p = run("config", *args, env=env)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    header = lines[0].split("\t")
+    assert header == ["setting", "value", "origin", "environment", "default"], header
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    assert all(len(r) == 5 for r in rows), rows
+    return rows
+
+
+def test_config_shows_each_value_and_where_it_came_from():
+    env = clean_env(MESSENGER_LOGIN_WINDOW="77", MESSENGER_THREADS="5", CASSANDRA_HOST="10.1.2.3",
+                    CASSANDRA_PORT="9999", MESSENGER_BROKER="redis://alice:s3cret@127.0.0.1:6379")
+    rows = {r["setting"]: r for r in config_rows(env, "--threads", "3", "--no-schema", "--store=cassandra")}
+    assert rows["threads"]["value"] == "3" and rows["threads"]["origin"] == "flag"  # flags win
+    assert rows["login-window"]["value"] == "77" and rows["login-window"]["origin"] == "environment"
+    assert rows["cassandra-hosts"]["value"] == "10.1.2.3:9999"
+    assert rows["cassandra-hosts"]["origin"] == "environment"
+    assert rows["cassandra-schema"]["value"] == "off" and rows["cassandra-schema"]["origin"] == "flag"
+    assert rows["store"]["value"] == "cassandra"
+    assert rows["listen"]["value"] == "127.0.0.1:8000" and rows["listen"]["origin"] == "default"
+    # A password never reaches a dump of the configuration.
+    assert "s3cret" not in json.dumps(rows) and rows["broker"]["value"] == "redis://***@127.0.0.1:6379"
+    # Every default is the value when nothing is set (but the computed one).
+    for r in config_rows(clean_env()):
+        assert r["origin"] == "default", r
+        if r["default"] not in ("CPU count",):
+            assert r["value"] == r["default"], r
+    # The environment's value is checked like a flag's.
+    p = run("config", env=clean_env(MESSENGER_IDLE_TIMEOUT="0"))
+    assert p.returncode == 2 and b"MESSENGER_IDLE_TIMEOUT" in p.stderr
+
+
+def readme_settings():
+    """The README's configuration table: {setting: (variable, default)}."""
+    text = open(README, encoding="utf-8").read()
+    section = text[text.index("\n## Configuration"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = {}
+    for line in section.splitlines():
+        line = line.replace("\\|", "/")  # an escaped bar inside a cell
+        m = re.match(r"\| `--([a-z0-9-]+)[^|]*\| ([^|]*)\| ([^|]*)\|", line)
+        if m:
+            env = re.findall(r"`([A-Z0-9_]+)`", m.group(2))
+            rows[m.group(1)] = (env[0] if env else "-", m.group(3).strip().strip("`"))
+    return rows
+
+
+def test_readme_configuration_table_is_the_settings_table():
+    readme = readme_settings()
+    table = {r["setting"]: (r["environment"], r["default"]) for r in config_rows(clean_env())}
+    assert set(readme) == set(table), (set(readme) ^ set(table))
+    for name, (env, default) in table.items():
+        assert readme[name] == (env, default), (name, readme[name], (env, default))
 
 
 def test_version():
@@ -36,8 +136,8 @@ def test_bad_flags_exit_2_with_a_message():
 
 
 def test_bench_store_reports_both_scenarios(tmp_path):
-    p = run("bench-store", *store_args(tmp_path / "bench"), "--duration", "1", "--concurrency", "4",
-            "--log-level", "warn")
+    p = run_bench(*store_args(tmp_path / "bench"), "--duration", "1", "--concurrency", "4",
+                  "--log-level", "warn")
     assert p.returncode == 0, p.stderr.decode()
     lines = [json.loads(line) for line in p.stdout.decode().splitlines()]
     assert [x["scenario"] for x in lines] == ["page", "send"]
@@ -77,8 +177,8 @@ def seeded(_module_tmp):
 
 
 def bench(data_dir, requests, *extra):
-    return run("bench-store", *store_args(data_dir), "--duration", "1", "--concurrency", "4",
-               "--log-level", "warn", "--requests", str(requests), *extra)
+    return run_bench(*store_args(data_dir), "--duration", "1", "--concurrency", "4",
+                     "--log-level", "warn", "--requests", str(requests), *extra)
 
 
 def one_result(p):

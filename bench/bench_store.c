@@ -1,4 +1,8 @@
-/* bench_store.c - `messenger bench-store`: the storage layer alone, no HTTP.
+/* bench_store.c - `messenger-bench-store`: the storage layer alone, no HTTP.
+ *
+ * A program of its own beside the server (as redis-benchmark sits beside
+ * redis-server), linked against the same library: it takes every setting of
+ * `messenger` (the store's above all; `--help` lists them) and its own four.
  *
  * Drives the store interface with the exact operations (and so, on
  * Cassandra, the exact CQL statements) the API issues, from a closed loop of
@@ -19,8 +23,6 @@
  *    "ops_per_s":...,"p50_ms":...,"p99_ms":...,"errors":...}
  * ("requests" is the request file's name, or null.)
  */
-#include "bench_store.h"
-
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -32,12 +34,47 @@
 #include <time.h>
 
 #include "api/input.h"
+#include "config.h"
 #include "server.h"
 #include "util/buf.h"
 #include "util/json_write.h"
 #include "util/log.h"
+#include "version.h"
 
 #define MAX_SAMPLES 4000000
+
+/* The tool's own settings, beside the server's (config.h). */
+typedef struct bench_opts {
+    unsigned concurrency;
+    unsigned duration_s;
+    const char *scenario; /* NULL: both, or the request file's kind */
+    const char *requests; /* NULL: the built-in set-up; else a request file */
+} bench_opts_t;
+
+static int parse_requests(void *target, const char *v) {
+    if (!*v) return -1;
+    ((bench_opts_t *)target)->requests = v;
+    return 0;
+}
+
+static void show_requests(const void *target, char *out, size_t size) {
+    const char *v = ((const bench_opts_t *)target)->requests;
+    snprintf(out, size, "%s", v ? v : "none");
+}
+
+static const config_setting_t BENCH_SETTINGS[] = {
+    {"concurrency", NULL, "N", CONFIG_FIELD(bench_opts_t, concurrency), 1, 100000, .def = "64",
+     .help = "operations in flight"},
+    {"duration", NULL, "SECONDS", CONFIG_FIELD(bench_opts_t, duration_s), 1, 3600, .def = "10",
+     .help = "of each scenario"},
+    {"scenario", NULL, "page|send", .type = SET_CHOICE, .offset = offsetof(bench_opts_t, scenario),
+     .choices = (const char *const[]){"page", "send", NULL}, .def_note = "both; with --requests: the file's kind, which it must match",
+     .help = "one scenario only"},
+    {"requests", NULL, "FILE", .type = SET_FUNC, .parse = parse_requests, .show = show_requests,
+     .help = "each operation is a random line of a bench/mix.lua request file instead of its own two "
+             "users: GET /api/messages/conversation/ID?limit=N[&before_message_id=ID] lines for page, "
+             "POST /api/messages/ {JSON} lines for send"},
+};
 
 /* --requests FILE: its bounds, and its lines parsed into store calls. */
 #define REQ_MAX_LINE (64 * 1024) /* bytes in one line, without its newline */
@@ -429,6 +466,86 @@ static int parse_send(const char *s, size_t len, size_t max_content, store_send_
     return rc;
 }
 
+/* Reading a request file: where we are, for the messages. */
+typedef struct reader {
+    const char *path;
+    size_t line, first;   /* this line; the first request's line (0: none yet) */
+    const char *scenario; /* --scenario, or the first request's kind */
+    bool given;           /* scenario came from --scenario */
+    size_t max_content;
+} reader_t;
+
+/* Parses one non-blank line into r (grown by one). Returns 0, or -1 with
+ * the problem printed with file name and line number. */
+static int requests_take(requests_t *r, reader_t *rd, const char *buf, size_t len) {
+    bool is_send;
+    if (has_prefix(buf, len, "GET ")) is_send = false;
+    else if (has_prefix(buf, len, "POST ")) is_send = true;
+    else {
+        fprintf(stderr, "messenger: bench-store: %s:%zu: not a request line (\"GET PATH\" or \"POST PATH JSON\")\n",
+                rd->path, rd->line);
+        return -1;
+    }
+    const char *kind = is_send ? "send" : "page";
+    if (!rd->scenario) rd->scenario = kind;
+    if (!rd->first) {
+        rd->first = rd->line;
+        r->is_send = is_send;
+    }
+    if (strcmp(rd->scenario, kind) != 0) {
+        if (rd->given)
+            fprintf(stderr, "messenger: bench-store: %s:%zu: a %s request (%s) does not belong to --scenario %s\n",
+                    rd->path, rd->line, kind, is_send ? "POST" : "GET", rd->scenario);
+        else
+            fprintf(stderr, "messenger: bench-store: %s:%zu: a %s request (%s) in a file of %s requests (line %zu): "
+                    "one scenario per file\n", rd->path, rd->line, kind, is_send ? "POST" : "GET",
+                    r->is_send ? "send" : "page", rd->first);
+        return -1;
+    }
+    if (requests_grow(r) != 0) {
+        fprintf(stderr, "messenger: bench-store: out of memory at %s:%zu\n", rd->path, rd->line);
+        return -1;
+    }
+    char why[320];
+    int bad = is_send ? parse_send(buf + 5, len - 5, rd->max_content, &r->sends[r->n], why, sizeof why)
+                      : parse_page(buf + 4, len - 4, &r->pages[r->n], why, sizeof why);
+    if (bad) {
+        fprintf(stderr, "messenger: bench-store: %s:%zu: %s\n", rd->path, rd->line, why);
+        return -1;
+    }
+    r->n++;
+    return 0;
+}
+
+/* Reads every line of f into r; returns 0 or -1 (printed). */
+static int requests_read(requests_t *r, reader_t *rd, FILE *f, char *buf) {
+    for (;;) {
+        size_t len = 0;
+        int got = read_line(f, buf, &len);
+        if (got == 0) break;
+        if (got == -2) {
+            fprintf(stderr, "messenger: bench-store: %s: cannot read: %s\n", rd->path, strerror(errno));
+            return -1;
+        }
+        if (++rd->line > REQ_MAX_LINES) {
+            fprintf(stderr, "messenger: bench-store: %s: more than %d lines\n", rd->path, REQ_MAX_LINES);
+            return -1;
+        }
+        if (got == -1) {
+            fprintf(stderr, "messenger: bench-store: %s:%zu: line longer than %d bytes\n", rd->path, rd->line,
+                    REQ_MAX_LINE);
+            return -1;
+        }
+        if (len == 0) continue; /* a blank line, e.g. at the end */
+        if (requests_take(r, rd, buf, len)) return -1;
+    }
+    if (r->n == 0) {
+        fprintf(stderr, "messenger: bench-store: %s: no requests in the file\n", rd->path);
+        return -1;
+    }
+    return 0;
+}
+
 /* Loads the request file at path into r. *scenario is --scenario, or NULL:
  * then the file's first request decides it. Every problem is printed with
  * the file name and line number; returns 0 or -1. */
@@ -445,69 +562,9 @@ static int requests_load(requests_t *r, const char *path, const char **scenario,
         fclose(f);
         return -1;
     }
-    const bool given = *scenario != NULL;
-    size_t line = 0, first = 0;
-    int rc = -1;
-    char why[320];
-    for (;;) {
-        size_t len = 0;
-        int got = read_line(f, buf, &len);
-        if (got == 0) break;
-        if (got == -2) {
-            fprintf(stderr, "messenger: bench-store: %s: cannot read: %s\n", path, strerror(errno));
-            goto out;
-        }
-        if (++line > REQ_MAX_LINES) {
-            fprintf(stderr, "messenger: bench-store: %s: more than %d lines\n", path, REQ_MAX_LINES);
-            goto out;
-        }
-        if (got == -1) {
-            fprintf(stderr, "messenger: bench-store: %s:%zu: line longer than %d bytes\n", path, line, REQ_MAX_LINE);
-            goto out;
-        }
-        if (len == 0) continue; /* a blank line, e.g. at the end */
-        bool is_send;
-        if (has_prefix(buf, len, "GET ")) is_send = false;
-        else if (has_prefix(buf, len, "POST ")) is_send = true;
-        else {
-            fprintf(stderr, "messenger: bench-store: %s:%zu: not a request line (\"GET PATH\" or \"POST PATH JSON\")\n",
-                    path, line);
-            goto out;
-        }
-        const char *kind = is_send ? "send" : "page";
-        if (!*scenario) *scenario = kind;
-        if (!first) {
-            first = line;
-            r->is_send = is_send;
-        }
-        if (strcmp(*scenario, kind) != 0) {
-            if (given)
-                fprintf(stderr, "messenger: bench-store: %s:%zu: a %s request (%s) does not belong to --scenario %s\n",
-                        path, line, is_send ? "send" : "page", is_send ? "POST" : "GET", *scenario);
-            else
-                fprintf(stderr, "messenger: bench-store: %s:%zu: a %s request (%s) in a file of %s requests (line %zu): "
-                        "one scenario per file\n", path, line, kind, is_send ? "POST" : "GET",
-                        r->is_send ? "send" : "page", first);
-            goto out;
-        }
-        if (requests_grow(r) != 0) {
-            fprintf(stderr, "messenger: bench-store: out of memory at %s:%zu\n", path, line);
-            goto out;
-        }
-        int bad = is_send ? parse_send(buf + 5, len - 5, max_content, &r->sends[r->n], why, sizeof why)
-                          : parse_page(buf + 4, len - 4, &r->pages[r->n], why, sizeof why);
-        if (bad) {
-            fprintf(stderr, "messenger: bench-store: %s:%zu: %s\n", path, line, why);
-            goto out;
-        }
-        r->n++;
-    }
-    if (r->n == 0) {
-        fprintf(stderr, "messenger: bench-store: %s: no requests in the file\n", path);
-        goto out;
-    }
-    rc = 0;
-out:
+    reader_t rd = {.path = path, .scenario = *scenario, .given = *scenario != NULL, .max_content = max_content};
+    int rc = requests_read(r, &rd, f, buf);
+    *scenario = rd.scenario;
     free(buf);
     fclose(f);
     if (rc) requests_free(r);
@@ -544,12 +601,12 @@ static int cmp_double(const void *x, const void *y) {
 
 /* Runs one scenario and prints its JSON line; label is the "requests"
  * value. Returns 0, or -1 when it could not run. */
-static int run_scenario(bench_t *b, const char *scenario, const config_t *cfg, const char *label) {
+static int run_scenario(bench_t *b, const char *scenario, const bench_opts_t *o, const char *label) {
     b->scenario = scenario;
     b->ops = b->errors = b->n_lat = 0;
     b->first_err = 0;
     b->stop = false;
-    unsigned conc = cfg->bench_concurrency;
+    unsigned conc = o->concurrency;
     slot_t *slots = calloc(conc, sizeof *slots);
     if (!slots) return -1;
     pthread_t *threads = calloc(conc, sizeof *threads);
@@ -576,7 +633,7 @@ static int run_scenario(bench_t *b, const char *scenario, const config_t *cfg, c
             started[i] = true;
         }
     }
-    struct timespec d = {.tv_sec = (time_t)cfg->bench_duration_s, .tv_nsec = 0};
+    struct timespec d = {.tv_sec = (time_t)o->duration_s, .tv_nsec = 0};
     nanosleep(&d, NULL);
     pthread_mutex_lock(&b->mu);
     b->stop = true;
@@ -601,13 +658,13 @@ static int run_scenario(bench_t *b, const char *scenario, const config_t *cfg, c
     return 0;
 }
 
-int bench_store_run(const config_t *cfg) {
+static int bench_run(const config_t *cfg, const bench_opts_t *o) {
     /* The request file first: a bad one fails before the store is opened. */
-    const char *only = cfg->bench_scenario;
+    const char *only = o->scenario;
     requests_t reqs;
     memset(&reqs, 0, sizeof reqs);
-    if (cfg->bench_requests && requests_load(&reqs, cfg->bench_requests, &only, cfg->max_content) != 0) return 2;
-    char *label = requests_label(cfg->bench_requests);
+    if (o->requests && requests_load(&reqs, o->requests, &only, cfg->max_content) != 0) return 2;
+    char *label = requests_label(o->requests);
     if (!label) {
         log_error("bench", "out of memory");
         requests_free(&reqs);
@@ -622,7 +679,7 @@ int bench_store_run(const config_t *cfg) {
     bench_t b;
     memset(&b, 0, sizeof b);
     b.store = srv.store;
-    b.reqs = cfg->bench_requests ? &reqs : NULL;
+    b.reqs = o->requests ? &reqs : NULL;
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.cv, NULL);
     b.lat_ms = malloc(sizeof(double) * MAX_SAMPLES);
@@ -634,9 +691,9 @@ int bench_store_run(const config_t *cfg) {
     } else {
         rc = 0;
         if (!only || strcmp(only, "page") == 0)
-            if (run_scenario(&b, "page", cfg, label) != 0) rc = 1;
+            if (run_scenario(&b, "page", o, label) != 0) rc = 1;
         if (!rc && (!only || strcmp(only, "send") == 0))
-            if (run_scenario(&b, "send", cfg, label) != 0) rc = 1;
+            if (run_scenario(&b, "send", o, label) != 0) rc = 1;
         if (rc) log_error("bench", "out of memory");
     }
     store_close(srv.store);
@@ -646,4 +703,26 @@ int bench_store_run(const config_t *cfg) {
     free(label);
     requests_free(&reqs);
     return rc;
+}
+
+static void usage(const char *prog) {
+    printf("messenger-bench-store %s - the store alone (no HTTP): page reads and sends\n\n"
+           "Usage: %s [options]\n"
+           "One JSON line per scenario on standard output.\n\n"
+           "Its own options:\n", MESSENGER_VERSION, prog);
+    config_print_options(stdout, BENCH_SETTINGS, sizeof BENCH_SETTINGS / sizeof BENCH_SETTINGS[0]);
+    printf("\nThe store's options are the server's (environment variable in brackets):\n");
+    config_print_options(stdout, config_settings, config_n_settings);
+}
+
+int main(int argc, char **argv) {
+    config_t cfg;
+    bench_opts_t o;
+    memset(&o, 0, sizeof o);
+    config_extra_t extra = {BENCH_SETTINGS, sizeof BENCH_SETTINGS / sizeof BENCH_SETTINGS[0], &o};
+    if (config_load_tool(&cfg, &extra, argc, argv) != 0) return 2;
+    log_set_level(cfg.log_level);
+    if (cfg.command == CMD_HELP) { usage(argv[0]); return 0; }
+    if (cfg.command == CMD_VERSION) { printf("messenger-bench-store %s\n", MESSENGER_VERSION); return 0; }
+    return bench_run(&cfg, &o);
 }
