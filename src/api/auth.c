@@ -201,7 +201,7 @@ bool api_limited(http_request_t *req, ratelimit_t *rl, const char *key, size_t l
     return true;
 }
 
-void auth_login(http_request_t *req, void *app, const http_params_t *p) {
+void handle_login(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     input_err_t e;
@@ -270,7 +270,7 @@ static void on_revoked(void *ctx, int err, const store_token_t *t) {
     http_respond_static(req, 204, "text/plain", "", 0);
 }
 
-void auth_logout(http_request_t *req, void *app, const http_params_t *p) {
+void handle_logout(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     store_token_delete(api->store, api_call(req)->token_hash, on_revoked, req);
@@ -288,7 +288,7 @@ static void on_me(void *ctx, int err, const user_t *u) {
     http_respond_json(req, 200, &b);
 }
 
-void auth_me(http_request_t *req, void *app, const http_params_t *p) {
+void handle_me(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     const api_call_t *call = api_call(req);

@@ -35,7 +35,7 @@ static void on_list(void *ctx, int err, const store_conv_page_t *page) {
     http_respond_json(req, 200, &b);
 }
 
-void conversations_list(http_request_t *req, void *app, const http_params_t *p) {
+void handle_conversations_page(http_request_t *req, void *app, const http_params_t *p) {
     api_t *api = app;
     input_err_t e;
     store_conv_query_t q;
@@ -77,7 +77,7 @@ static void on_conversation(void *ctx, int err, const conversation_t *c) {
     http_respond_json(req, 200, &b);
 }
 
-void conversations_get(http_request_t *req, void *app, const http_params_t *p) {
+void handle_conversation_get(http_request_t *req, void *app, const http_params_t *p) {
     api_t *api = app;
     input_err_t e;
     uuid_t id;

@@ -1,35 +1,37 @@
 /* handlers.h - one function per route (internal to the api module).
- * Each is an http_route_fn; routes.c holds the table. */
+ * Each is an http_route_fn; routes.c holds the table. Every handler is
+ * named handle_<what it serves>, so that a search for a storage operation
+ * (the store's messages_list) or a module's function finds no handler. */
 #ifndef MESSENGER_API_HANDLERS_H
 #define MESSENGER_API_HANDLERS_H
 
 #include "api/api.h"
 #include "http/router.h"
 
-void users_create(http_request_t *req, void *app, const http_params_t *p);
-void users_get(http_request_t *req, void *app, const http_params_t *p);
-void users_find(http_request_t *req, void *app, const http_params_t *p);
+void handle_users_create(http_request_t *req, void *app, const http_params_t *p);
+void handle_users_get(http_request_t *req, void *app, const http_params_t *p);
+void handle_users_find(http_request_t *req, void *app, const http_params_t *p);
 
-void messages_send(http_request_t *req, void *app, const http_params_t *p);
-void messages_list(http_request_t *req, void *app, const http_params_t *p);
+void handle_message_send(http_request_t *req, void *app, const http_params_t *p);
+void handle_messages_page(http_request_t *req, void *app, const http_params_t *p);
 
-void conversations_list(http_request_t *req, void *app, const http_params_t *p);
-void conversations_get(http_request_t *req, void *app, const http_params_t *p);
+void handle_conversations_page(http_request_t *req, void *app, const http_params_t *p);
+void handle_conversation_get(http_request_t *req, void *app, const http_params_t *p);
 
-void auth_login(http_request_t *req, void *app, const http_params_t *p);
-void auth_logout(http_request_t *req, void *app, const http_params_t *p);
-void auth_me(http_request_t *req, void *app, const http_params_t *p);
+void handle_login(http_request_t *req, void *app, const http_params_t *p);
+void handle_logout(http_request_t *req, void *app, const http_params_t *p);
+void handle_me(http_request_t *req, void *app, const http_params_t *p);
 
-void events_stream(http_request_t *req, void *app, const http_params_t *p);
+void handle_events(http_request_t *req, void *app, const http_params_t *p);
 
 /* GET / from a browser (Accept: text/html): answers with the web client
  * and returns true; false when there is none or the client wants JSON. */
 bool web_index(http_request_t *req, const api_t *api);
-void web_static(http_request_t *req, void *app, const http_params_t *p);
+void handle_static(http_request_t *req, void *app, const http_params_t *p);
 
-void service_root(http_request_t *req, void *app, const http_params_t *p);
-void service_health(http_request_t *req, void *app, const http_params_t *p);
-void service_openapi(http_request_t *req, void *app, const http_params_t *p);
+void handle_root(http_request_t *req, void *app, const http_params_t *p);
+void handle_health(http_request_t *req, void *app, const http_params_t *p);
+void handle_openapi(http_request_t *req, void *app, const http_params_t *p);
 
 /* Whether the call may see conversation c: always with auth off, else
  * only when the caller is one of its two participants. */

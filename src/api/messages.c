@@ -49,7 +49,7 @@ static int sender_of(const api_call_t *call, json_t *body, uuid_t *out, unsigned
     return 0;
 }
 
-void messages_send(http_request_t *req, void *app, const http_params_t *p) {
+void handle_message_send(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     input_err_t e;
@@ -100,7 +100,7 @@ static void on_access(void *ctx, int err, const conversation_t *c) {
     store_messages_list(call->api->store, &st->q, on_page, req);
 }
 
-void messages_list(http_request_t *req, void *app, const http_params_t *p) {
+void handle_messages_page(http_request_t *req, void *app, const http_params_t *p) {
     api_t *api = app;
     input_err_t e;
     store_msg_query_t q;

@@ -12,31 +12,31 @@
 
 /* The FastAPI implementation's routes, plus ours; more specific first. */
 static const http_route_t ROUTES[] = {
-    {"GET", "/", service_root},
-    {"GET", "/health", service_health},
-    {"GET", "/openapi.json", service_openapi},
-    {"GET", "/static/{}", web_static},
-    {"POST", "/api/users", users_create},
-    {"GET", "/api/users", users_find},
-    {"GET", "/api/users/{}", users_get},
-    {"POST", "/api/auth/login", auth_login},
-    {"POST", "/api/auth/logout", auth_logout},
-    {"GET", "/api/auth/me", auth_me},
-    {"GET", "/api/events", events_stream},
-    {"POST", "/api/messages/", messages_send},
-    {"POST", "/api/messages", messages_send},
-    {"POST", "/api/messages/send", messages_send},
-    {"GET", "/api/messages/conversation/{}", messages_list},
-    {"GET", "/api/messages/conversation/{}/before", messages_list},
-    {"GET", "/api/conversations/user/{}", conversations_list},
-    {"GET", "/api/conversations/{}", conversations_get},
+    {"GET", "/", handle_root},
+    {"GET", "/health", handle_health},
+    {"GET", "/openapi.json", handle_openapi},
+    {"GET", "/static/{}", handle_static},
+    {"POST", "/api/users", handle_users_create},
+    {"GET", "/api/users", handle_users_find},
+    {"GET", "/api/users/{}", handle_users_get},
+    {"POST", "/api/auth/login", handle_login},
+    {"POST", "/api/auth/logout", handle_logout},
+    {"GET", "/api/auth/me", handle_me},
+    {"GET", "/api/events", handle_events},
+    {"POST", "/api/messages/", handle_message_send},
+    {"POST", "/api/messages", handle_message_send},
+    {"POST", "/api/messages/send", handle_message_send},
+    {"GET", "/api/messages/conversation/{}", handle_messages_page},
+    {"GET", "/api/messages/conversation/{}/before", handle_messages_page},
+    {"GET", "/api/conversations/user/{}", handle_conversations_page},
+    {"GET", "/api/conversations/{}", handle_conversation_get},
 };
 
 /* Routes anyone may call, with auth on too: the service's own, the web
  * client's files, registering and logging in. */
 static bool route_is_open(const http_route_t *r) {
-    return r->handler == service_root || r->handler == service_health || r->handler == service_openapi ||
-           r->handler == web_static || r->handler == users_create || r->handler == auth_login;
+    return r->handler == handle_root || r->handler == handle_health || r->handler == handle_openapi ||
+           r->handler == handle_static || r->handler == handle_users_create || r->handler == handle_login;
 }
 
 api_call_t *api_call(http_request_t *req) {

@@ -9,7 +9,7 @@
 extern const char messenger_openapi_json[];
 extern const char messenger_openapi_json_end[];
 
-void service_root(http_request_t *req, void *app, const http_params_t *p) {
+void handle_root(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     if (web_index(req, api)) return;
@@ -44,13 +44,13 @@ static void on_health(void *ctx, int err, const char *detail) {
     http_respond_json(req, 200, &b);
 }
 
-void service_health(http_request_t *req, void *app, const http_params_t *p) {
+void handle_health(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     store_health(api->store, on_health, req);
 }
 
-void service_openapi(http_request_t *req, void *app, const http_params_t *p) {
+void handle_openapi(http_request_t *req, void *app, const http_params_t *p) {
     (void)app;
     (void)p;
     http_respond_static(req, 200, "application/json", messenger_openapi_json,

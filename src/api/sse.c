@@ -597,7 +597,7 @@ static bool stream_user(http_request_t *req, const api_call_t *call, uuid_t *use
 }
 
 /* One reference for the stream (on_closed drops it), one for the catch-up,
- * and one for events_stream() itself: the stream may close on an HTTP
+ * and one for handle_events() itself: the stream may close on an HTTP
  * thread as soon as http_respond_stream() has answered, while that runs on
  * whatever thread completed the token check. */
 static sse_t *sse_new(api_t *api, const uuid_t *user, bool has_after, const uuid_t *after) {
@@ -640,7 +640,7 @@ static void stream_attach(sse_t *c, http_stream_t *s) {
     if (s) http_stream_release(s); /* closed before we got here */
 }
 
-void events_stream(http_request_t *req, void *app, const http_params_t *p) {
+void handle_events(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     const api_call_t *call = api_call(req);

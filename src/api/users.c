@@ -103,7 +103,7 @@ static void signup_start(http_request_t *req, api_t *api, const user_t *u, const
     }
 }
 
-void users_create(http_request_t *req, void *app, const http_params_t *p) {
+void handle_users_create(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     input_err_t e;
@@ -131,7 +131,7 @@ void users_create(http_request_t *req, void *app, const http_params_t *p) {
     json_decref(body);
 }
 
-void users_get(http_request_t *req, void *app, const http_params_t *p) {
+void handle_users_get(http_request_t *req, void *app, const http_params_t *p) {
     api_t *api = app;
     input_err_t e;
     uuid_t id;
@@ -142,7 +142,7 @@ void users_get(http_request_t *req, void *app, const http_params_t *p) {
     store_user_get(api->store, &id, on_found, req);
 }
 
-void users_find(http_request_t *req, void *app, const http_params_t *p) {
+void handle_users_find(http_request_t *req, void *app, const http_params_t *p) {
     (void)p;
     api_t *api = app;
     const char *name = http_request_query(req, "username");

@@ -133,7 +133,7 @@ bool web_index(http_request_t *req, const api_t *api) {
     return true;
 }
 
-void web_static(http_request_t *req, void *app, const http_params_t *p) {
+void handle_static(http_request_t *req, void *app, const http_params_t *p) {
     const api_t *api = app;
     const web_file_t *f = plain_name(p->val[0], p->len[0]) ? web_find(api->web, p->val[0], p->len[0]) : NULL;
     if (!f) {
