@@ -340,6 +340,46 @@ static bool has_prefix(const char *s, size_t len, const char *prefix) {
 /* The part of a GET line after "GET ": what GET /api/messages/conversation/{id}
  * (or its /before alias) with limit and before_message_id asks of the store.
  * Returns 0, or -1 with the reason in why. */
+/* One NAME=VALUE of a page's query into q (limit and before_message_id,
+ * each at most once, read as the API reads them). Returns 0 or -1 with why. */
+static int parse_page_param(const char *s, size_t plen, store_msg_query_t *q, bool *have_limit, char *why,
+                            size_t why_len) {
+    const char *eq = memchr(s, '=', plen);
+    if (!eq || eq == s) {
+        snprintf(why, why_len, "a query parameter is not NAME=VALUE");
+        return -1;
+    }
+    size_t klen = (size_t)(eq - s), vlen = plen - klen - 1;
+    const char *v = eq + 1;
+    input_err_t e;
+    if (klen == 5 && memcmp(s, "limit", 5) == 0) {
+        if (*have_limit) {
+            snprintf(why, why_len, "limit is given twice");
+            return -1;
+        }
+        if (input_limit_value(v, vlen, &q->limit, &e)) { /* as the API */
+            snprintf(why, why_len, "%s", e.detail);
+            return -1;
+        }
+        *have_limit = true;
+    } else if (klen == 17 && memcmp(s, "before_message_id", 17) == 0) {
+        if (q->has_before) {
+            snprintf(why, why_len, "before_message_id is given twice");
+            return -1;
+        }
+        if (input_timeuuid("before_message_id", v, vlen, &q->before, &e)) {
+            snprintf(why, why_len, "%s", e.detail);
+            return -1;
+        }
+        q->has_before = true;
+    } else {
+        snprintf(why, why_len, "unsupported query parameter '%.*s' (limit and before_message_id only)",
+                 (int)(klen > 64 ? 64 : klen), s);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_page(const char *s, size_t len, store_msg_query_t *q, char *why, size_t why_len) {
     static const char prefix[] = "/api/messages/conversation/";
     memset(q, 0, sizeof *q);
@@ -371,39 +411,7 @@ static int parse_page(const char *s, size_t len, store_msg_query_t *q, char *why
     for (;;) {
         const char *amp = memchr(s, '&', len);
         size_t plen = amp ? (size_t)(amp - s) : len;
-        const char *eq = memchr(s, '=', plen);
-        if (!eq || eq == s) {
-            snprintf(why, why_len, "a query parameter is not NAME=VALUE");
-            return -1;
-        }
-        size_t klen = (size_t)(eq - s), vlen = plen - klen - 1;
-        const char *v = eq + 1;
-        input_err_t e;
-        if (klen == 5 && memcmp(s, "limit", 5) == 0) {
-            if (have_limit) {
-                snprintf(why, why_len, "limit is given twice");
-                return -1;
-            }
-            if (input_limit_value(v, vlen, &q->limit, &e)) { /* as the API */
-                snprintf(why, why_len, "%s", e.detail);
-                return -1;
-            }
-            have_limit = true;
-        } else if (klen == 17 && memcmp(s, "before_message_id", 17) == 0) {
-            if (q->has_before) {
-                snprintf(why, why_len, "before_message_id is given twice");
-                return -1;
-            }
-            if (input_timeuuid("before_message_id", v, vlen, &q->before, &e)) {
-                snprintf(why, why_len, "%s", e.detail);
-                return -1;
-            }
-            q->has_before = true;
-        } else {
-            snprintf(why, why_len, "unsupported query parameter '%.*s' (limit and before_message_id only)",
-                     (int)(klen > 64 ? 64 : klen), s);
-            return -1;
-        }
+        if (parse_page_param(s, plen, q, &have_limit, why, why_len)) return -1;
         if (!amp) return 0;
         s = amp + 1;
         len -= plen + 1;

@@ -293,91 +293,121 @@ static void progress_show(progress_t *p, long done, bool final) {
             el > 0 ? (double)done / el : 0.0, el, final || !p->tty ? "\n" : "");
 }
 
-static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
-    long nu = cfg->seed_users, nc = cfg->seed_conversations, nm = cfg->seed_messages;
-    if (nu < 2 && (nc > 0 || nm > 0 || cfg->seed_hub > 0 || cfg->seed_long > 0)) {
-        fprintf(stderr, "seed: conversations need at least 2 users\n");
-        return -1;
-    }
-    uuid_t *users = calloc((size_t)(nu ? nu : 1), sizeof *users);
-    uint32_t (*pairs)[2] = calloc((size_t)(nc ? nc : 1), sizeof *pairs);
-    if (!users || !pairs) {
-        free(users);
-        free(pairs);
-        return -1;
-    }
+/* A generated data set in the making: the users' ids and the conversations'
+ * pairs (indexes into users), which later phases draw from. */
+typedef struct gen {
+    store_t *s;
+    tracker_t *t;
+    long nu, nc, nm;
+    uuid_t *users;
+    uint32_t (*pairs)[2];
+    uint64_t next_tick; /* the next phase's first message time */
+} gen_t;
+
+static void gen_users(gen_t *g) {
     progress_t pr;
-    progress_start(&pr, "users", nu);
-    for (long i = 0; i < nu; i++) {
+    progress_start(&pr, "users", g->nu);
+    for (long i = 0; i < g->nu; i++) {
         char name[32];
         int n = snprintf(name, sizeof name, "user%07ld", i);
         user_t u = {.name = name, .name_len = (size_t)n};
         seed_user_id(name, &u.id);
-        users[i] = u.id;
-        tracker_acquire(t, t->max_in_flight);
-        store_user_create(s, &u, on_user, t);
+        g->users[i] = u.id;
+        tracker_acquire(g->t, g->t->max_in_flight);
+        store_user_create(g->s, &u, on_user, g->t);
         progress_show(&pr, i, false);
     }
-    tracker_wait_all(t);
-    progress_show(&pr, nu, true);
+    tracker_wait_all(g->t);
+    progress_show(&pr, g->nu, true);
+}
 
-    /* Conversations: distinct pairs without a hash set, pair k is
-     * (k mod nu, k mod nu + 1 + k / nu), so each user talks to neighbours. */
-    if (nc > nu * (nu - 1) / 2) nc = nu * (nu - 1) / 2;
-    progress_start(&pr, "conversations", nc);
-    for (long k = 0; k < nc; k++) {
-        long a = k % nu, b = (a + 1 + k / nu) % nu;
-        pairs[k][0] = (uint32_t)a;
-        pairs[k][1] = (uint32_t)b;
-        open_at(s, t, &users[a], &users[b], SEED_EPOCH_MS + k);
+/* Conversations: distinct pairs without a hash set, pair k is
+ * (k mod nu, k mod nu + 1 + k / nu), so each user talks to neighbours. */
+static void gen_conversations(gen_t *g) {
+    progress_t pr;
+    progress_start(&pr, "conversations", g->nc);
+    for (long k = 0; k < g->nc; k++) {
+        long a = k % g->nu, b = (a + 1 + k / g->nu) % g->nu;
+        g->pairs[k][0] = (uint32_t)a;
+        g->pairs[k][1] = (uint32_t)b;
+        open_at(g->s, g->t, &g->users[a], &g->users[b], SEED_EPOCH_MS + k);
         progress_show(&pr, k, false);
     }
-    tracker_wait_all(t);
-    progress_show(&pr, nc, true);
+    tracker_wait_all(g->t);
+    progress_show(&pr, g->nc, true);
+}
 
-    /* Messages: each to a random conversation, 1 ms apart, starting a day
-     * after the edge cases' epoch. */
+/* Messages: each to a random conversation, 1 ms apart, starting a day
+ * after the edge cases' epoch. */
+static void gen_messages(gen_t *g) {
     uint64_t rng = 0x9E3779B97F4A7C15ULL;
     uint64_t base = unix_ms_to_ticks(SEED_EPOCH_MS + 86400000LL);
-    progress_start(&pr, "messages", nc > 0 ? nm : 0);
-    for (long i = 0; nc > 0 && i < nm; i++) {
+    progress_t pr;
+    progress_start(&pr, "messages", g->nc > 0 ? g->nm : 0);
+    for (long i = 0; g->nc > 0 && i < g->nm; i++) {
         uint64_t r = rng_next(&rng);
-        long k = (long)(r % (uint64_t)nc);
+        long k = (long)(r % (uint64_t)g->nc);
         int dir = (int)((r >> 40) & 1);
         char text[96];
         int n = snprintf(text, sizeof text, "Message %ld: the quick brown fox jumps over the lazy dog", i);
-        send_at(s, t, &users[pairs[k][dir]], &users[pairs[k][!dir]], base + (uint64_t)i * 10000, text, (size_t)n);
+        send_at(g->s, g->t, &g->users[g->pairs[k][dir]], &g->users[g->pairs[k][!dir]],
+                base + (uint64_t)i * 10000, text, (size_t)n);
         progress_show(&pr, i, false);
     }
-    tracker_wait_all(t);
+    tracker_wait_all(g->t);
     progress_show(&pr, pr.total, true);
+    g->next_tick = base + (uint64_t)g->nm * 10000;
+}
 
-    /* Benchmark extremes, both around user0000000: a user with very many
-     * conversations, and a conversation with very many messages. */
-    long hub = cfg->seed_hub < nu ? cfg->seed_hub : nu - 1;
-    if (hub > 0) {
-        progress_start(&pr, "hub conversations", hub);
-        for (long i = 1; i <= hub; i++) {
-            open_at(s, t, &users[0], &users[i], SEED_EPOCH_MS + i);
-            progress_show(&pr, i, false);
-        }
-        tracker_wait_all(t);
-        progress_show(&pr, hub, true);
+/* Benchmark extremes, both around user0000000: a user with very many
+ * conversations, and a conversation with very many messages. */
+static void gen_hub(gen_t *g, long hub) {
+    progress_t pr;
+    progress_start(&pr, "hub conversations", hub);
+    for (long i = 1; i <= hub; i++) {
+        open_at(g->s, g->t, &g->users[0], &g->users[i], SEED_EPOCH_MS + i);
+        progress_show(&pr, i, false);
     }
-    if (cfg->seed_long > 0) {
-        base += (uint64_t)nm * 10000;
-        progress_start(&pr, "long conversation", cfg->seed_long);
-        for (long i = 0; i < cfg->seed_long; i++) {
-            char text[96];
-            int n = snprintf(text, sizeof text, "Long conversation message %ld", i);
-            send_at(s, t, &users[i & 1], &users[!(i & 1)], base + (uint64_t)i * 10000, text, (size_t)n);
-            progress_show(&pr, i, false);
-        }
-        tracker_wait_all(t);
-        progress_show(&pr, cfg->seed_long, true);
+    tracker_wait_all(g->t);
+    progress_show(&pr, hub, true);
+}
+
+static void gen_long(gen_t *g, long count) {
+    progress_t pr;
+    progress_start(&pr, "long conversation", count);
+    for (long i = 0; i < count; i++) {
+        char text[96];
+        int n = snprintf(text, sizeof text, "Long conversation message %ld", i);
+        send_at(g->s, g->t, &g->users[i & 1], &g->users[!(i & 1)], g->next_tick + (uint64_t)i * 10000, text,
+                (size_t)n);
+        progress_show(&pr, i, false);
     }
-    free(users);
-    free(pairs);
+    tracker_wait_all(g->t);
+    progress_show(&pr, count, true);
+}
+
+static int seed_generated(store_t *s, tracker_t *t, const config_t *cfg) {
+    gen_t g = {.s = s, .t = t, .nu = cfg->seed_users, .nc = cfg->seed_conversations, .nm = cfg->seed_messages};
+    if (g.nu < 2 && (g.nc > 0 || g.nm > 0 || cfg->seed_hub > 0 || cfg->seed_long > 0)) {
+        fprintf(stderr, "seed: conversations need at least 2 users\n");
+        return -1;
+    }
+    if (g.nc > g.nu * (g.nu - 1) / 2) g.nc = g.nu * (g.nu - 1) / 2;
+    g.users = calloc((size_t)(g.nu ? g.nu : 1), sizeof *g.users);
+    g.pairs = calloc((size_t)(g.nc ? g.nc : 1), sizeof *g.pairs);
+    if (!g.users || !g.pairs) {
+        free(g.users);
+        free(g.pairs);
+        return -1;
+    }
+    gen_users(&g);
+    gen_conversations(&g);
+    gen_messages(&g);
+    long hub = cfg->seed_hub < g.nu ? cfg->seed_hub : g.nu - 1;
+    if (hub > 0) gen_hub(&g, hub);
+    if (cfg->seed_long > 0) gen_long(&g, cfg->seed_long);
+    free(g.users);
+    free(g.pairs);
     return t->failed ? -1 : 0;
 }
 

@@ -61,6 +61,46 @@ static void raise_fd_limit(unsigned max_connections) {
                  (unsigned long long)rl.rlim_cur, max_connections);
 }
 
+/* The API on an open store: its settings, the event hub, its own state.
+ * Returns 0, or -1 with nothing left open but the store. */
+static int server_open_api(server_t *srv, const config_t *cfg) {
+    srv->api = (api_t){
+        .store = srv->store,
+        .max_content = cfg->max_content,
+        .auth = cfg->auth,
+        .password = {.memory_kib = cfg->argon2_memory_kib, .iterations = cfg->argon2_iterations},
+        .token_ttl_s = cfg->token_ttl_s,
+        .sse_max_pending = cfg->sse_max_pending,
+    };
+    events_config_t ec = {.broker_url = cfg->broker, .heartbeat_s = cfg->sse_heartbeat_s,
+                          .max_per_user = cfg->max_streams_per_user, .accept = events_accept_message};
+    if (events_open(&ec, &srv->api.events) != 0) return -1;
+    api_limits_t lim = {.web_dir = cfg->web_dir, .login_attempts = cfg->login_attempts,
+                        .login_window_s = cfg->login_window_s, .register_attempts = cfg->register_attempts};
+    if (api_init(&srv->api, &lim) != 0) {
+        events_close(srv->api.events);
+        return -1;
+    }
+    if (!cfg->auth)
+        log_warn("server", "authentication is OFF: anyone who can reach this server can read and send as anyone "
+                           "(use only behind a gateway that authenticates)");
+    return 0;
+}
+
+static int server_start_http(server_t *srv, const config_t *cfg) {
+    http_server_config_t hc = {
+        .host = cfg->host,
+        .port = cfg->port,
+        .threads = cfg->threads,
+        .max_body = cfg->max_body,
+        .max_connections = cfg->max_connections,
+        .max_connections_per_address = cfg->max_connections_per_address,
+        .idle_timeout_s = cfg->idle_timeout_s,
+        .connection_memory = cfg->connection_memory,
+    };
+    return http_server_start(&hc, api_handle, &srv->api, &srv->http);
+}
+
 int server_run(const config_t *cfg) {
     /* Block the stop signals in every thread (threads inherit the mask), and
      * take them synchronously below with sigwait: no handler, no globals. */
@@ -74,41 +114,11 @@ int server_run(const config_t *cfg) {
     raise_fd_limit(cfg->max_connections);
     server_t srv;
     if (server_open_store(&srv, cfg, false) != 0) return 1;
-    srv.api = (api_t){
-        .store = srv.store,
-        .max_content = cfg->max_content,
-        .auth = cfg->auth,
-        .password = {.memory_kib = cfg->argon2_memory_kib, .iterations = cfg->argon2_iterations},
-        .token_ttl_s = cfg->token_ttl_s,
-        .sse_max_pending = cfg->sse_max_pending,
-    };
-    events_config_t ec = {.broker_url = cfg->broker, .heartbeat_s = cfg->sse_heartbeat_s,
-                          .max_per_user = cfg->max_streams_per_user, .accept = events_accept_message};
-    if (events_open(&ec, &srv.api.events) != 0) {
+    if (server_open_api(&srv, cfg) != 0) {
         store_close(srv.store);
         return 1;
     }
-    api_limits_t lim = {.web_dir = cfg->web_dir, .login_attempts = cfg->login_attempts,
-                        .login_window_s = cfg->login_window_s, .register_attempts = cfg->register_attempts};
-    if (api_init(&srv.api, &lim) != 0) {
-        events_close(srv.api.events);
-        store_close(srv.store);
-        return 1;
-    }
-    if (!cfg->auth)
-        log_warn("server", "authentication is OFF: anyone who can reach this server can read and send as anyone "
-                           "(use only behind a gateway that authenticates)");
-    http_server_config_t hc = {
-        .host = cfg->host,
-        .port = cfg->port,
-        .threads = cfg->threads,
-        .max_body = cfg->max_body,
-        .max_connections = cfg->max_connections,
-        .max_connections_per_address = cfg->max_connections_per_address,
-        .idle_timeout_s = cfg->idle_timeout_s,
-        .connection_memory = cfg->connection_memory,
-    };
-    if (http_server_start(&hc, api_handle, &srv.api, &srv.http) != 0) {
+    if (server_start_http(&srv, cfg) != 0) {
         api_fini(&srv.api);
         events_close(srv.api.events);
         store_close(srv.store);
