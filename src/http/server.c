@@ -12,12 +12,9 @@
  * RUNNING -> SUSPENDED; if that fails the answer arrived in between, and it
  * resumes at once. Either way exactly one side resumes, and only a
  * connection that really was suspended (MHD requires this).
- *
- * Streams (http_respond_stream) live on after their request was answered:
- * MHD pulls their body through stream_read(), which suspends the connection
- * when nothing is queued; http_stream_write() resumes it. The stream's own
- * mutex orders the two, so that a connection is resumed only when it was
- * suspended by stream_read() and not since resumed.
+
+ * Streams: stream.c. What we refuse that libmicrohttpd lets through:
+ * checks.c. Both share http_internal.h with this file.
  */
 #include "http/server.h"
 
@@ -37,79 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http/http_internal.h"
 #include "util/defer.h"
 #include "util/json_write.h"
 #include "util/log.h"
-
-enum { REQ_RUNNING = 0, REQ_SUSPENDED = 1, REQ_ANSWERED = 2 };
-
-struct http_server {
-    struct MHD_Daemon *daemon;
-    http_handler_fn handler;
-    void *app;
-    size_t max_body;
-    uint16_t port;
-    uint32_t id_prefix;          /* random per process, so request ids differ across restarts */
-    _Atomic uint64_t next_id;
-    _Atomic long inflight;       /* dispatched requests not yet completed */
-    _Atomic bool stopping;       /* set by http_server_stop: new requests get 503 */
-    pthread_mutex_t streams_mu;  /* guards the list of open streams */
-    http_stream_t *streams;
-};
-
-#define MAX_EXTRA_HEADERS 4
-
-struct http_stream {
-    pthread_mutex_t mu;          /* guards everything below */
-    http_server_t *srv;
-    struct MHD_Connection *conn; /* NULL once the connection is done with us */
-    buf_t pending;               /* queued bytes; [off, len) not yet sent */
-    size_t off;
-    size_t max_pending;
-    bool suspended;              /* by stream_read, not yet resumed */
-    bool ended;                  /* no more writes; finish after the queue */
-    bool cut;                    /* over max_pending: close without finishing */
-    int refs;                    /* the connection's and the application's */
-    http_stream_closed_fn on_closed;
-    void *ctx;
-    http_stream_drained_fn on_drained; /* http_stream_when_drained, while armed */
-    void *drained_ctx;
-    size_t drained_below;
-    http_stream_t *prev, *next;  /* srv->streams */
-};
-
-struct http_request {
-    http_server_t *srv;
-    struct MHD_Connection *conn;
-    const char *method;
-    const char *path;
-    buf_t body;
-    bool too_large;              /* a chunked body went over max_body */
-    size_t discarded;            /* bytes of it read and dropped since */
-    bool dispatched;
-    bool close_after;            /* answer with Connection: close */
-    bool counted;                /* in srv->inflight (from dispatch to completion) */
-    _Atomic int state;
-    unsigned status;
-    /* The answer. A body is kept as plain bytes until the connection's own
-     * thread turns it into a libmicrohttpd response (queue_answer), so that
-     * the response and its headers are allocated and freed by one thread,
-     * even when the answer came from a store thread. A stream's response is
-     * made by http_respond_stream() itself. */
-    bool answered_ok;            /* false: no answer could be built (500) */
-    const char *answer;
-    size_t answer_len;
-    bool answer_owned;           /* free() it if it is never handed over */
-    const char *content_type;
-    struct MHD_Response *response;
-    struct timespec start;
-    char id[72];
-    char peer[48];
-    int n_headers;
-    const char *header_name[MAX_EXTRA_HEADERS];
-    char header_value[MAX_EXTRA_HEADERS][128];
-    _Alignas(16) unsigned char scratch[HTTP_REQUEST_SCRATCH];
-};
 
 /* ------------------------------------------------------------- accessors */
 
@@ -155,19 +83,19 @@ void http_respond_header(http_request_t *r, const char *name, const char *value)
     r->n_headers++;
 }
 
-/* Publishes the answer (the fields set by the caller) to the connection's
- * thread. `ok` false: nothing could be built; MHD then answers with an
- * internal error and closes the connection. */
 /* True (after reporting it) when r has been answered already: a second
  * answer must not touch the first one's fields, which the connection's
  * thread may be sending. */
-static bool answered_already(http_request_t *r) {
+bool http_answered_already(http_request_t *r) {
     if (atomic_load(&r->state) != REQ_ANSWERED) return false;
     contract_broken(r, "answered twice");
     return true;
 }
 
-static void finish(http_request_t *r, unsigned status, bool ok) {
+/* Publishes the answer (the fields set by the caller) to the connection's
+ * thread. `ok` false: nothing could be built; MHD then answers with an
+ * internal error and closes the connection. */
+void http_finish(http_request_t *r, unsigned status, bool ok) {
     r->answered_ok = ok;
     r->status = ok ? status : 500;
     int prev = atomic_exchange(&r->state, REQ_ANSWERED);
@@ -176,7 +104,7 @@ static void finish(http_request_t *r, unsigned status, bool ok) {
 }
 
 void http_respond_json(http_request_t *r, unsigned status, buf_t *body) {
-    if (answered_already(r)) {
+    if (http_answered_already(r)) {
         buf_free(body);
         return;
     }
@@ -187,11 +115,11 @@ void http_respond_json(http_request_t *r, unsigned status, buf_t *body) {
     r->answer_len = len;
     r->answer_owned = true;
     r->content_type = "application/json";
-    finish(r, status, data != NULL);
+    http_finish(r, status, data != NULL);
 }
 
 void http_respond_error(http_request_t *r, unsigned status, const char *detail) {
-    if (answered_already(r)) return;
+    if (http_answered_already(r)) return;
     buf_t b;
     buf_init(&b);
     buf_puts(&b, "{\"detail\":");
@@ -204,221 +132,12 @@ void http_respond_error(http_request_t *r, unsigned status, const char *detail) 
 
 void http_respond_static(http_request_t *r, unsigned status, const char *content_type,
                          const void *data, size_t len) {
-    if (answered_already(r)) return;
+    if (http_answered_already(r)) return;
     r->answer = data;
     r->answer_len = len;
     r->answer_owned = false;
     r->content_type = content_type;
-    finish(r, status, true);
-}
-
-/* ------------------------------------------------------------- streams */
-
-static void stream_unref(http_stream_t *s) {
-    pthread_mutex_lock(&s->mu);
-    bool last = --s->refs == 0;
-    pthread_mutex_unlock(&s->mu);
-    if (!last) return;
-    buf_free(&s->pending);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
-}
-
-/* Resumes the connection if stream_read parked it. Called with s->mu held. */
-static void stream_wake(http_stream_t *s) {
-    if (s->suspended && s->conn) {
-        s->suspended = false;
-        MHD_resume_connection(s->conn);
-    }
-}
-
-/* Disarms the drain callback if its moment has come (closed, or the queue
- * is short enough) and returns it. Called with s->mu held. */
-static http_stream_drained_fn take_drained(http_stream_t *s, void **ctx) {
-    http_stream_drained_fn fn = s->on_drained;
-    if (!fn || (s->conn && !s->cut && s->pending.len - s->off > s->drained_below)) return NULL;
-    s->on_drained = NULL;
-    *ctx = s->drained_ctx;
-    return fn;
-}
-
-/* Runs a drain callback taken by take_drained, without s->mu. */
-static void run_drained(http_stream_drained_fn fn, void *ctx) {
-    if (!fn) return;
-    defer_scope_enter();
-    fn(ctx);
-    defer_scope_leave();
-}
-
-int http_stream_when_drained(http_stream_t *s, size_t below, http_stream_drained_fn fn, void *ctx) {
-    pthread_mutex_lock(&s->mu);
-    int rc = 1;
-    if (s->conn && !s->cut && !s->ended && s->pending.len - s->off > below) {
-        s->on_drained = fn;
-        s->drained_ctx = ctx;
-        s->drained_below = below;
-        rc = 0;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static ssize_t stream_read_locked(http_stream_t *s, char *out, size_t max);
-
-/* MHD asks for more of the body (on the connection's thread). */
-static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
-    (void)pos;
-    http_stream_t *s = cls;
-    pthread_mutex_lock(&s->mu);
-    ssize_t n = stream_read_locked(s, out, max);
-    void *ctx = NULL;
-    http_stream_drained_fn fn = take_drained(s, &ctx);
-    pthread_mutex_unlock(&s->mu);
-    run_drained(fn, ctx);
-    return n;
-}
-
-static ssize_t stream_read_locked(http_stream_t *s, char *out, size_t max) {
-    ssize_t n;
-    size_t avail = s->pending.len - s->off;
-    if (s->cut) {
-        n = MHD_CONTENT_READER_END_WITH_ERROR;
-    } else if (avail) {
-        size_t k = avail < max ? avail : max;
-        memcpy(out, s->pending.data + s->off, k);
-        s->off += k;
-        if (s->off == s->pending.len) {
-            /* Drained: give back a buffer that a burst made large. */
-            if (s->pending.cap > 16384) buf_free(&s->pending);
-            else buf_reset(&s->pending);
-            s->off = 0;
-        }
-        n = (ssize_t)k;
-    } else if (s->ended) {
-        n = MHD_CONTENT_READER_END_OF_STREAM;
-    } else {
-        /* Nothing to send: park the connection until a write wakes it. */
-        s->suspended = true;
-        MHD_suspend_connection(s->conn);
-        n = 0;
-    }
-    return n;
-}
-
-/* The connection is done with the stream (MHD frees the response). */
-static void stream_done(void *cls) {
-    http_stream_t *s = cls;
-    http_server_t *srv = s->srv;
-    pthread_mutex_lock(&srv->streams_mu);
-    if (s->prev) s->prev->next = s->next; else srv->streams = s->next;
-    if (s->next) s->next->prev = s->prev;
-    pthread_mutex_unlock(&srv->streams_mu);
-    pthread_mutex_lock(&s->mu);
-    s->conn = NULL;
-    s->ended = true;
-    void *ctx = NULL;
-    http_stream_drained_fn fn = take_drained(s, &ctx);
-    pthread_mutex_unlock(&s->mu);
-    run_drained(fn, ctx);
-    defer_scope_enter();
-    s->on_closed(s->ctx);
-    defer_scope_leave();
-    stream_unref(s);
-}
-
-http_stream_t *http_respond_stream(http_request_t *r, const char *content_type, size_t max_pending,
-                                   http_stream_closed_fn on_closed, void *ctx) {
-    if (answered_already(r)) return NULL;
-    http_stream_t *s = calloc(1, sizeof *s);
-    if (!s) {
-        http_respond_error(r, 503, "server out of memory; try again");
-        return NULL;
-    }
-    pthread_mutex_init(&s->mu, NULL);
-    s->srv = r->srv;
-    s->conn = r->conn;
-    buf_init(&s->pending);
-    s->max_pending = max_pending;
-    s->refs = 2;
-    s->on_closed = on_closed;
-    s->ctx = ctx;
-    /* Small blocks: an open stream should cost little while idle. */
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, stream_read, s, stream_done);
-    if (!resp) {
-        pthread_mutex_destroy(&s->mu);
-        free(s);
-        http_respond_error(r, 503, "server out of memory; try again");
-        return NULL;
-    }
-    r->content_type = content_type;
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: do not hold events back */
-    http_server_t *srv = r->srv;
-    pthread_mutex_lock(&srv->streams_mu);
-    s->next = srv->streams;
-    if (s->next) s->next->prev = s;
-    srv->streams = s;
-    pthread_mutex_unlock(&srv->streams_mu);
-    r->response = resp;
-    finish(r, 200, true);
-    return s;
-}
-
-/* Drops the client. Its connection may be parked waiting for the socket
- * to drain, which a client that does not read never lets happen: shutting
- * the socket down makes the event loop see it fail and close it now. Called
- * with s->mu held. */
-static void stream_cut(http_stream_t *s) {
-    s->cut = true;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
-    stream_wake(s);
-}
-
-int http_stream_write(http_stream_t *s, const char *data, size_t len) {
-    return http_stream_write_limit(s, data, len, s->max_pending);
-}
-
-int http_stream_write_limit(http_stream_t *s, const char *data, size_t len, size_t limit) {
-    pthread_mutex_lock(&s->mu);
-    int rc = 0;
-    if (s->ended || s->cut || !s->conn) {
-        rc = -1;
-    } else if (s->pending.len - s->off >= limit) {
-        /* Over the limit already (one write may cross it: an event larger
-         * than the limit still reaches a client that reads). */
-        stream_cut(s); /* the client is not reading: drop it */
-        rc = -1;
-    } else {
-        /* Sent bytes are dropped from the front once they are at least half
-         * of the buffer: a stream that is written to as fast as it drains
-         * (a catch-up) never empties its queue, and would otherwise keep
-         * everything it ever sent. */
-        if (s->off && s->off >= s->pending.len / 2) {
-            memmove(s->pending.data, s->pending.data + s->off, s->pending.len - s->off);
-            s->pending.len -= s->off;
-            s->off = 0;
-        }
-        buf_append(&s->pending, data, len);
-        if (!buf_ok(&s->pending)) {
-            stream_cut(s);
-            rc = -1;
-        }
-        stream_wake(s);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-void http_stream_end(http_stream_t *s) {
-    pthread_mutex_lock(&s->mu);
-    s->ended = true;
-    stream_wake(s);
-    pthread_mutex_unlock(&s->mu);
-}
-
-void http_stream_release(http_stream_t *s) {
-    if (s) stream_unref(s);
+    http_finish(r, status, true);
 }
 
 /* On the connection's thread, once the request is answered: builds the
@@ -498,145 +217,54 @@ static http_request_t *request_new(http_server_t *srv, struct MHD_Connection *c,
     return r;
 }
 
-/* ---- what libmicrohttpd lets through and we do not ---- */
-
-static int hex_value(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* libmicrohttpd's percent-decoding of the path and the query (in place;
- * returns the new length), except that %00 is left as it is: every value
- * is read as a C string, and a decoded NUL would cut it short
- * (/api/users/<id>%00junk read as <id>). Left literal, it fails whatever
- * check its value meets (an id, a name, a file name). A malformed escape
- * is kept as it came, as libmicrohttpd does. */
-static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
-    (void)cls;
-    (void)c;
-    char *w = s;
-    for (const char *r = s; *r;) {
-        int hi, lo;
-        if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 && (hi | lo)) {
-            *w++ = (char)(hi << 4 | lo);
-            r += 3;
-        } else {
-            *w++ = *r++;
-        }
+/* The first call for a request: its headers are in, its body is not. */
+static enum MHD_Result on_request_start(http_server_t *srv, struct MHD_Connection *c, const char *url,
+                                        const char *method, void **con_cls) {
+    http_request_t *r = request_new(srv, c, url, method);
+    if (!r) return MHD_NO;
+    *con_cls = r;
+    const char *why = http_request_malformed(c);
+    if (why) {
+        /* Answered before the body, which is never read: the connection
+         * closes after the answer. */
+        r->dispatched = true;
+        r->close_after = true;
+        http_respond_error(r, 400, why);
+        return queue_answer(r);
     }
-    *w = '\0';
-    return (size_t)(w - s);
-}
-
-/* tchar of RFC 9110, 5.6.2: the bytes a header name (a token) is made of,
- * one bit per byte value. A table: this runs for every header of every
- * request (strchr over the delimiters was 0.5% of a send's CPU). */
-static const uint64_t TCHAR[4] = {
-    0x03ff6cfa00000000ull, /* 0-63: ! # $ % & ' * + - . 0-9 */
-    0x57ffffffc7fffffeull, /* 64-127: A-Z ^ _ ` a-z | ~ */
-    0, 0,
-};
-
-static bool is_token(const char *s) {
-    if (!*s) return false;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (!(TCHAR[ch >> 6] >> (ch & 63) & 1)) return false;
+    if (http_content_length_too_large(c, srv->max_body)) {
+        /* Answer before reading the body; MHD then closes the connection. */
+        r->dispatched = true;
+        http_respond_error(r, 413, "request body is larger than the configured limit");
+        return queue_answer(r);
     }
-    return true;
-}
-
-typedef struct header_check {
-    bool bad_name, has_length, has_encoding;
-} header_check_t;
-
-static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
-    (void)kind;
-    (void)value;
-    header_check_t *hc = cls;
-    if (!is_token(key)) {
-        hc->bad_name = true;
-        return MHD_NO;
-    }
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) hc->has_length = true;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) hc->has_encoding = true;
     return MHD_YES;
 }
 
-/* Why a request is refused before anything else looks at it, or NULL. A
- * header name that is not a token, or both framings at once (RFC 9112,
- * 6.1): either is how a request is smuggled past a proxy that reads it
- * another way. */
-static const char *request_malformed(struct MHD_Connection *c) {
-    header_check_t hc = {false, false, false};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, check_header, &hc);
-    if (hc.bad_name) return "malformed header name";
-    if (hc.has_length && hc.has_encoding) return "both Content-Length and Transfer-Encoding";
-    return NULL;
-}
-
-static bool content_length_too_large(struct MHD_Connection *c, size_t max) {
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (!cl) return false;
-    errno = 0;
-    char *end;
-    unsigned long long n = strtoull(cl, &end, 10);
-    if (errno || end == cl) return false; /* MHD itself rejects a malformed length */
-    return n > max;
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload,
-                                  size_t *upload_size, void **con_cls) {
-    (void)version;
-    http_server_t *srv = cls;
-    http_request_t *r = *con_cls;
-    if (!r) {
-        r = request_new(srv, c, url, method);
-        if (!r) return MHD_NO;
-        *con_cls = r;
-        const char *why = request_malformed(c);
-        if (why) {
-            /* Answered before the body, which is never read: the connection
-             * closes after the answer. */
-            r->dispatched = true;
-            r->close_after = true;
-            http_respond_error(r, 400, why);
-            return queue_answer(r);
-        }
-        if (content_length_too_large(c, srv->max_body)) {
-            /* Answer before reading the body; MHD then closes the connection. */
-            r->dispatched = true;
-            http_respond_error(r, 413, "request body is larger than the configured limit");
-            return queue_answer(r);
-        }
-        return MHD_YES;
+/* A piece of the body. */
+static enum MHD_Result on_request_body(http_server_t *srv, http_request_t *r, const char *upload,
+                                       size_t *upload_size) {
+    if (!r->too_large && *upload_size > srv->max_body - r->body.len) {
+        /* A body without Content-Length (chunked) went over the limit.
+         * libmicrohttpd cannot answer in the middle of an upload: read on
+         * without keeping anything, and answer 413 at its end... */
+        r->too_large = true;
+        buf_free(&r->body);
     }
-    if (r->dispatched) {
-        /* Called again after a resume: the answer is in. */
-        if (atomic_load(&r->state) == REQ_ANSWERED) return queue_answer(r);
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        if (!r->too_large && *upload_size > srv->max_body - r->body.len) {
-            /* A body without Content-Length (chunked) went over the limit.
-             * libmicrohttpd cannot answer in the middle of an upload: read on
-             * without keeping anything, and answer 413 at its end... */
-            r->too_large = true;
-            buf_free(&r->body);
-        }
-        if (r->too_large) {
-            r->discarded += *upload_size;
-            *upload_size = 0;
-            /* ...unless it goes on and on: then just close the connection. */
-            return r->discarded > 4 * srv->max_body ? MHD_NO : MHD_YES;
-        }
-        buf_append(&r->body, upload, *upload_size);
+    if (r->too_large) {
+        r->discarded += *upload_size;
         *upload_size = 0;
-        return MHD_YES;
+        /* ...unless it goes on and on: then just close the connection. */
+        return r->discarded > 4 * srv->max_body ? MHD_NO : MHD_YES;
     }
+    buf_append(&r->body, upload, *upload_size);
+    *upload_size = 0;
+    return MHD_YES;
+}
+
+/* The whole request is in: hand it to the handler, and suspend the
+ * connection when the handler returns unanswered. */
+static enum MHD_Result on_request_dispatch(http_server_t *srv, http_request_t *r, struct MHD_Connection *c) {
     r->dispatched = true;
     /* Counted in flight first, then `stopping` checked: either the stopper
      * sees this request in flight and waits for its answer, or this request
@@ -670,6 +298,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!atomic_compare_exchange_strong(&r->state, &expected, REQ_SUSPENDED))
         MHD_resume_connection(c); /* answered between the check and the suspend */
     return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+    (void)version;
+    http_server_t *srv = cls;
+    http_request_t *r = *con_cls;
+    if (!r) return on_request_start(srv, c, url, method, con_cls);
+    if (r->dispatched) {
+        /* Called again after a resume: the answer is in. */
+        if (atomic_load(&r->state) == REQ_ANSWERED) return queue_answer(r);
+        return MHD_YES;
+    }
+    if (*upload_size) return on_request_body(srv, r, upload, upload_size);
+    return on_request_dispatch(srv, r, c);
 }
 
 /* Accept policy: while draining, a new connection is closed at once. */
@@ -722,6 +366,27 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
         log_warn("http", "libmicrohttpd: %s", msg);
 }
 
+/* cfg's numeric address and port into ss; adds MHD_USE_IPv6 to *flags
+ * for an IPv6 one. Returns 0, or -1 when the host is not numeric. */
+static int listen_address(const http_server_config_t *cfg, struct sockaddr_storage *ss, unsigned *flags) {
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, cfg->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(cfg->port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, cfg->host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(cfg->port);
+        *flags |= MHD_USE_IPv6;
+        return 0;
+    }
+    log_error("http", "listen address '%s' is not a numeric IPv4 or IPv6 address", cfg->host);
+    return -1;
+}
+
 int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, void *app,
                       http_server_t **out) {
     http_server_t *srv = calloc(1, sizeof *srv);
@@ -733,20 +398,9 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
     if (getrandom(&srv->id_prefix, sizeof srv->id_prefix, 0) != sizeof srv->id_prefix) srv->id_prefix = (uint32_t)getpid();
 
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, cfg->host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(cfg->port);
-    } else if (inet_pton(AF_INET6, cfg->host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(cfg->port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        log_error("http", "listen address '%s' is not a numeric IPv4 or IPv6 address", cfg->host);
+    if (listen_address(cfg, &ss, &flags) != 0) {
         pthread_mutex_destroy(&srv->streams_mu);
         free(srv);
         return -1;
@@ -768,7 +422,7 @@ int http_server_start(const http_server_config_t *cfg, http_handler_fn handler, 
         MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, http_unescape_keep_nul, NULL,
         MHD_OPTION_END);
     if (!srv->daemon) {
         log_error("http", "cannot listen on %s:%u (address in use, or not allowed)", cfg->host, cfg->port);
