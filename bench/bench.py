@@ -600,7 +600,7 @@ class CassandraBackend(Backend):
         seed of 2,000,000 sends in ~20 minutes it has not caught up, and
         each list page reads through the tombstones. (On 2026-11-28, on a
         keyspace seeded twice, the list stayed at ~140 req/s even so: the
-        tombstones were not dropped; see the README's performance section.)"""
+        tombstones were not dropped; see docs/performance.md.)"""
         ks = self.store_args(data_dir)[-1]
         t0 = time.monotonic()
         for cmd in (["flush", ks, "conversations_by_recency"], ["compact", ks, "conversations_by_recency"]):
