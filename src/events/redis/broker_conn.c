@@ -159,6 +159,25 @@ int link_read(link_t *l, int64_t deadline, redisReply **out) {
     }
 }
 
+int link_call(link_t *l, const char *what, redisReply **out) {
+    if (link_flush(l, now_ms() + IO_TIMEOUT_MS) != 0) return -1;
+    redisReply *r = NULL;
+    int got = link_read(l, now_ms() + IO_TIMEOUT_MS, &r);
+    if (got <= 0) {
+        if (got == 0) link_set_err(l, what, "no answer");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        char refused[32];
+        snprintf(refused, sizeof refused, "%s refused", what);
+        link_set_err(l, refused, r->str);
+        freeReplyObject(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
 /* AUTH, when the url carried a password; the password itself is never
  * logged (l->err gets Redis's answer). Returns 0 or -1. */
 static int link_auth(link_t *l) {
@@ -170,18 +189,10 @@ static int link_auth(link_t *l) {
         link_set_ctx_err(l, "AUTH");
         return -1;
     }
-    if (link_flush(l, now_ms() + IO_TIMEOUT_MS) != 0) return -1;
     redisReply *r = NULL;
-    int got = link_read(l, now_ms() + IO_TIMEOUT_MS, &r);
-    if (got <= 0) {
-        if (got == 0) link_set_err(l, "AUTH", "no answer");
-        return -1;
-    }
+    if (link_call(l, "AUTH", &r) != 0) return -1;
     rc = 0;
-    if (r->type == REDIS_REPLY_ERROR) {
-        link_set_err(l, "AUTH refused", r->str);
-        rc = -1;
-    } else if (r->type != REDIS_REPLY_STATUS) {
+    if (r->type != REDIS_REPLY_STATUS) {
         link_set_err(l, "AUTH", "unexpected answer");
         rc = -1;
     }

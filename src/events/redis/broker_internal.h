@@ -227,6 +227,11 @@ int link_flush(link_t *l, int64_t deadline);
 /* Reads one reply. Returns 1 with *out set (free it with freeReplyObject),
  * 0 when the deadline passed with no complete reply, -1 on error. */
 int link_read(link_t *l, int64_t deadline, redisReply **out);
+/* Sends what is appended to the output buffer and reads one reply, within
+ * IO_TIMEOUT_MS each: a command's answer. Returns 0 with *out set (free it
+ * with freeReplyObject), or -1 with l->err set: the connection failed, no
+ * answer came, or Redis answered with an error ("<what> refused: ..."). */
+int link_call(link_t *l, const char *what, redisReply **out);
 /* Sleeps the back-off delay (or until closing starts) and doubles it. */
 void link_backoff_sleep(link_t *l);
 /* A connect attempt failed / an established connection failed: say so,

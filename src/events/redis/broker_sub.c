@@ -12,20 +12,12 @@ static int sub_subscribe(link_t *l) {
         link_set_ctx_err(l, "SUBSCRIBE");
         return -1;
     }
-    if (link_flush(l, now_ms() + IO_TIMEOUT_MS) != 0) return -1;
     redisReply *r = NULL;
-    int got = link_read(l, now_ms() + IO_TIMEOUT_MS, &r);
-    if (got <= 0) {
-        if (got == 0) link_set_err(l, "SUBSCRIBE", "no answer");
-        return -1;
-    }
+    if (link_call(l, "SUBSCRIBE", &r) != 0) return -1;
     int rc = 0;
-    if (r->type == REDIS_REPLY_ERROR) {
-        link_set_err(l, "SUBSCRIBE refused", r->str);
-        rc = -1;
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !str_is(r->element[0], "subscribe") ||
-               r->element[1]->type != REDIS_REPLY_STRING || r->element[1]->len != b->channel_len ||
-               memcmp(r->element[1]->str, b->channel, b->channel_len) != 0) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !str_is(r->element[0], "subscribe") ||
+        r->element[1]->type != REDIS_REPLY_STRING || r->element[1]->len != b->channel_len ||
+        memcmp(r->element[1]->str, b->channel, b->channel_len) != 0) {
         link_set_err(l, "SUBSCRIBE", "unexpected answer");
         rc = -1;
     }
