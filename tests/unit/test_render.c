@@ -36,6 +36,15 @@ static void expect_buf(const buf_t *b, const char *want) {
     assert_int_equal(b->len, strlen(want));
 }
 
+/* want becomes head, unit n times, then tail. */
+static void repeated(buf_t *want, const char *head, const char *unit, size_t n, const char *tail) {
+    buf_init(want);
+    buf_puts(want, head);
+    for (size_t i = 0; i < n; i++) buf_puts(want, unit);
+    buf_puts(want, tail);
+    assert_true(buf_ok(want));
+}
+
 static message_t message(const char *content, size_t len) {
     return (message_t){.id = id(ID_M), .conversation_id = id(ID_C), .sender_id = id(ID_A),
                        .receiver_id = id(ID_B), .created_at_ms = T_MS, .content = content,
@@ -102,10 +111,7 @@ static void user_longest_name(void **state) {
     char name[USERNAME_MAX * 4];
     for (int i = 0; i < USERNAME_MAX; i++) memcpy(name + 4 * i, "\xF0\x9F\x98\x80", 4);
     buf_t want;
-    buf_init(&want);
-    buf_lit(&want, "{\"user_id\":\"" ID_A "\",\"username\":\"");
-    for (int i = 0; i < USERNAME_MAX; i++) buf_lit(&want, "\\ud83d\\ude00");
-    buf_lit(&want, "\"}");
+    repeated(&want, "{\"user_id\":\"" ID_A "\",\"username\":\"", "\\ud83d\\ude00", USERNAME_MAX, "\"}");
     buf_t b;
     buf_init(&b);
     user_t u = {.id = id(ID_A), .name = name, .name_len = sizeof name};
@@ -143,16 +149,13 @@ static void message_escaping(void **state) {
     buf_free(&b);
 }
 
-/* Content of len bytes, every one of which renders as the 6 bytes `esc`. */
+/* Content of len bytes, every one of which renders as `esc`. */
 static void expect_worst_content(unsigned char byte, const char *esc, size_t len) {
     char *content = malloc(len);
     assert_non_null(content);
     memset(content, byte, len);
     buf_t want;
-    buf_init(&want);
-    buf_lit(&want, MESSAGE_HEAD "\"");
-    for (size_t i = 0; i < len; i++) buf_append(&want, esc, 6);
-    buf_lit(&want, "\"" MESSAGE_TAIL);
+    repeated(&want, MESSAGE_HEAD "\"", esc, len, "\"" MESSAGE_TAIL);
     buf_t b;
     buf_init(&b);
     message_t m = message(content, len);
@@ -177,10 +180,7 @@ static void message_longest_content(void **state) {
     char content[4096];
     for (size_t i = 0; i < sizeof content; i += 4) memcpy(content + i, "\xF0\x9F\x98\x80", 4);
     buf_t want;
-    buf_init(&want);
-    buf_lit(&want, MESSAGE_HEAD "\"");
-    for (size_t i = 0; i < sizeof content / 4; i++) buf_lit(&want, "\\ud83d\\ude00");
-    buf_lit(&want, "\"" MESSAGE_TAIL);
+    repeated(&want, MESSAGE_HEAD "\"", "\\ud83d\\ude00", sizeof content / 4, "\"" MESSAGE_TAIL);
     buf_t b;
     buf_init(&b);
     message_t m = message(content, sizeof content);
