@@ -2,7 +2,7 @@
  * the hub's check of each payload:
  *
  *  1. the input as the raw byte stream of the subscription (RESP), through
- *     broker_feed_subscriber() (src/events/broker_redis.c): the same hiredis
+ *     broker_feed_subscriber() (src/events/redis/broker_fanout.c): the same hiredis
  *     reader with the same limits (array counts, nesting, buffered bytes)
  *     and the same handling of each reply; what it hands on goes, as in
  *     events.c, to the message check: events_accept_message()
