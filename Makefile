@@ -10,7 +10,7 @@
 # (ThreadSanitizer) picks the flags and the folder under build/ that objects
 # and binaries go to. The two sanitizer builds are test builds: they define
 # MESSENGER_TEST_HOOKS (MESSENGER_TEST_DELAY, src/store/store.c; answering a
-# request twice or never aborts, src/http/server.c).
+# request twice or never aborts, src/http/http_server.c).
 
 VARIANT ?= release
 B := build/$(VARIANT)

@@ -8,7 +8,7 @@
 
 #include "api/api.h"
 #include "config.h"
-#include "http/server.h"
+#include "http/http_server.h"
 #include "model/uuid.h"
 #include "store/store.h"
 #include "store/store_cassandra.h"

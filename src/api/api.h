@@ -21,7 +21,7 @@
 #include "auth/token.h"
 #include "events/events.h"
 #include "http/router.h"
-#include "http/server.h"
+#include "http/http_server.h"
 #include "store/store.h"
 #include "util/workq.h"
 

@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 #include "http/router.h"
-#include "http/server.h"
+#include "http/http_server.h"
 #include "model/uuid.h"
 #include "store/store.h"
 

@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <time.h>
 
-#include "http/server.h"
+#include "http/http_server.h"
 #include "util/buf.h"
 
 enum { REQ_RUNNING = 0, REQ_SUSPENDED = 1, REQ_ANSWERED = 2 };
@@ -84,13 +84,13 @@ struct http_request {
     _Alignas(16) unsigned char scratch[HTTP_REQUEST_SCRATCH];
 };
 
-/* ---- server.c ---- */
+/* ---- http_server.c ---- */
 
 /* True (after reporting it) when r has been answered already. */
 bool http_answered_already(http_request_t *r);
 /* Publishes the answer whose fields the caller has set, and resumes the
  * connection if the dispatching thread suspended it (the state machine at
- * the top of server.c). ok false: nothing could be built (500). */
+ * the top of http_server.c). ok false: nothing could be built (500). */
 void http_finish(http_request_t *r, unsigned status, bool ok);
 
 /* ---- checks.c: what libmicrohttpd lets through and we do not ---- */

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "http/server.h"
+#include "http/http_server.h"
 
 #define HTTP_MAX_PARAMS 4
 

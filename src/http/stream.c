@@ -1,4 +1,4 @@
-/* stream.c - streaming answers (server.h: http_respond_stream), for
+/* stream.c - streaming answers (http_server.h: http_respond_stream), for
  * Server-Sent Events.
  *
  * Streams (http_respond_stream) live on after their request was answered:

@@ -1,4 +1,4 @@
-/* server.h - the HTTP layer: libmicrohttpd underneath, a request struct on
+/* http_server.h - the HTTP layer: libmicrohttpd underneath, a request struct on
  * top, and asynchronous completion.
  *
  * For every complete request (headers and body read, body within the
@@ -11,8 +11,8 @@
  * The server itself answers what no handler should see: bodies over the
  * limit (413) and requests that ended before their body did.
  */
-#ifndef MESSENGER_HTTP_SERVER_H
-#define MESSENGER_HTTP_SERVER_H
+#ifndef MESSENGER_HTTP_HTTP_SERVER_H
+#define MESSENGER_HTTP_HTTP_SERVER_H
 
 #include <stddef.h>
 #include <stdint.h>

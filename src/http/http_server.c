@@ -1,4 +1,4 @@
-/* server.c - libmicrohttpd glue: request lifecycle, body limits, async
+/* http_server.c - libmicrohttpd glue: request lifecycle, body limits, async
  * answers via suspend/resume, access logging. See server.h.
  *
  * Request state machine (req->state), the heart of asynchronous answers:
@@ -16,7 +16,7 @@
  * Streams: stream.c. What we refuse that libmicrohttpd lets through:
  * checks.c. Both share http_internal.h with this file.
  */
-#include "http/server.h"
+#include "http/http_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,7 +64,7 @@ const char *http_request_body(const http_request_t *r, size_t *len) {
 /* ------------------------------------------------------------- answering */
 
 /* A request answered twice, or completed without an answer, breaks the
- * handlers' contract (server.h). Test builds stop at once, so that the
+ * handlers' contract (http_server.h). Test builds stop at once, so that the
  * suites find it; a production server logs it and goes on. */
 static void contract_broken(const http_request_t *r, const char *what) {
     log_error("http", "req=%s %s %s: %s (a bug)", r->id, r->method, r->path, what);
