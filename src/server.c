@@ -7,7 +7,7 @@
 
 #include "events/events.h"
 #include "store/store_cassandra.h"
-#include "store/store_lmdb.h"
+#include "store/lmdb/store_lmdb.h"
 #include "util/log.h"
 #include "version.h"
 

@@ -68,7 +68,7 @@
  * follow the database's seq or does not parse included, and the store
  * starts with what is before it.
  */
-#include "store/store_lmdb.h"
+#include "store/lmdb/store_lmdb.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,9 +83,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/datadir.h"
+#include "store/lmdb/datadir.h"
 #include "store/store_impl.h"
-#include "store/wal.h"
+#include "store/lmdb/wal.h"
 #include "util/buf.h"
 #include "util/bytes.h"
 #include "util/log.h"

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "fuzz_common.h"
-#include "store/wal.h"
+#include "store/lmdb/wal.h"
 #include "util/log.h"
 
 static char dir[64];

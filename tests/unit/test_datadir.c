@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "store/datadir.h"
+#include "store/lmdb/datadir.h"
 #include "unit.h"
 
 #define NOBODY 65534

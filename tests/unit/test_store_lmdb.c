@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "model/cursor.h"
-#include "store/datadir.h"
-#include "store/store_lmdb.h"
+#include "store/lmdb/datadir.h"
+#include "store/lmdb/store_lmdb.h"
 #include "unit.h"
 #include "util/log.h"
 #include "util/timefmt.h"

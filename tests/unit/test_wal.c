@@ -22,7 +22,7 @@
 
 #include <zlib.h>
 
-#include "store/wal.h"
+#include "store/lmdb/wal.h"
 #include "unit.h"
 #include "util/log.h"
 

@@ -1,5 +1,5 @@
 /* datadir.c - the embedded store's folder (datadir.h). */
-#include "store/datadir.h"
+#include "store/lmdb/datadir.h"
 
 #include <errno.h>
 #include <fcntl.h>

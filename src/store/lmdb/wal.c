@@ -7,7 +7,7 @@
  * preparation on, the "wal-prepare" thread keeps the next segment ready as
  * PREP_NAME (zeros, synced), and a rotation renames it into place.
  */
-#include "store/wal.h"
+#include "store/lmdb/wal.h"
 
 #include <dirent.h>
 #include <errno.h>
