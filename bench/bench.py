@@ -497,7 +497,7 @@ class LmdbBackend(Backend):
     the main set): a full run doubles it, and sends on a grown set ran
     measurably slower (bench/README.md, "Sends change the data set")."""
     name = "lmdb"
-    sources = ["src/seed.c", "src/store/store_lmdb.c"]
+    sources = ["src/seed.c"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src/store/lmdb").glob("*.[ch]"))
     reseed_after_sends = True
 
     def store_args(self, data_dir):

@@ -3,7 +3,7 @@
  *
  * The embedded store answers a write once its record is in this log, which
  * costs one sequential append and one fdatasync, instead of the scattered
- * page writes of a B-tree commit (store_lmdb.c explains the whole design).
+ * page writes of a B-tree commit (lmdb_internal.h explains the whole design).
  *
  * On disk: a folder of segment files named by the sequence number of their
  * first record (`%016llx.wal`), each a run of records:
