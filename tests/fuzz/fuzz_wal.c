@@ -1,4 +1,4 @@
-/* fuzz_wal.c - recovery of the write-ahead log (src/store/wal.h) from a
+/* fuzz_wal.c - recovery of the write-ahead log (src/store/lmdb/wal.h) from a
  * segment file of arbitrary bytes, through the public API only: the input
  * is written as `0000000000000001.wal` in an empty folder, then wal_open +
  * wal_replay, as the LMDB store does at start-up.

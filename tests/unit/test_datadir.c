@@ -1,4 +1,4 @@
-/* The embedded store's folder (store/datadir.h), against its contract:
+/* The embedded store's folder (store/lmdb/datadir.h), against its contract:
  *  - the lock: taken without waiting, -EWOULDBLOCK while another process (or
  *    another open of the folder) holds it, free again after datadir_unlock
  *    or when its holder dies; a missing folder, a folder we may not write,

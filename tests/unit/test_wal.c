@@ -1,4 +1,4 @@
-/* The write-ahead log against its header (store/wal.h): an empty log,
+/* The write-ahead log against its header (store/lmdb/wal.h): an empty log,
  * records of every size back in order across reopen, replay after a seq,
  * the seq rule, the on-disk layout and segment names, rotation by size and
  * by hand, forgetting old segments, a torn tail cut off, and damage (the
