@@ -555,7 +555,7 @@ class CassandraBackend(Backend):
     rows come from `messenger-bench-store --requests` on the same keyspace
     and the same request files as the HTTP scenarios."""
     name = "cassandra"
-    sources = ["src/seed.c", "src/store/store_cassandra.c"]
+    sources = ["src/seed.c"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src/store/cassandra").glob("*.[ch]"))
 
     def store_args(self, data_dir):
         ks = re.sub(r"[^a-z0-9_]", "_", data_dir.name.lower().replace("data-cassandra-", "bench_"))

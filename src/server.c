@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "events/events.h"
-#include "store/store_cassandra.h"
+#include "store/cassandra/store_cassandra.h"
 #include "store/lmdb/store_lmdb.h"
 #include "util/log.h"
 #include "version.h"

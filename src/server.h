@@ -11,7 +11,7 @@
 #include "http/http_server.h"
 #include "model/uuid.h"
 #include "store/store.h"
-#include "store/store_cassandra.h"
+#include "store/cassandra/store_cassandra.h"
 
 typedef struct server {
     const config_t *cfg;

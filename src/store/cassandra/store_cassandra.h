@@ -5,6 +5,9 @@
  * client's I/O thread. API nodes keep no state: any number of them can serve
  * the same keyspace. The keyspace of the FastAPI implementation works as is
  * (its four tables are read and written in its format); we only add tables.
+ *
+ * This header and store.h are the only doors in: the rest of this folder
+ * shares cass_internal.h, which maps its files.
  */
 #ifndef MESSENGER_STORE_CASSANDRA_H
 #define MESSENGER_STORE_CASSANDRA_H

@@ -1,0 +1,228 @@
+/* cass_internal.h - PRIVATE to src/store/cassandra/: shared by this folder's
+ * files and included by nothing outside it. The doors in are
+ * store_cassandra.h (open, migrate) and store.h (every operation, through
+ * the ops table that cass_open.c fills).
+ *
+ * Tables. The first four are the FastAPI implementation's, in its format;
+ * the others are ours and only ever added (created in cass_schema.c):
+ *
+ *   users                     (user_id) username
+ *   conversations_by_user     (user_id, conversation_id DESC) other_user_id, last_message, last_updated
+ *   messages_by_conversation  (conversation_id, message_id DESC) sender_id, receiver_id, content, created_at
+ *   conversation_metadata     (conversation_id) created_at
+ *   users_by_name             (username_lower) user_id             unique names (LWT)
+ *   conversations_by_recency  (user_id, activity DESC, conversation_id DESC)   the list order
+ *                             (conversation_id a 16-byte blob: see v_conv_key)
+ *   conversation_participants (conversation_id) user1_id, user2_id
+ *   idempotency               ((sender_id, client_message_id)) ... TTL 24 h (LWT)
+ *
+ * Recency without read-modify-write races. A conversation's activity is the
+ * time (ms) of its newest message, or its creation while it has none. Every
+ * write of a send carries USING TIMESTAMP = the message's time in µs, so that
+ * last-write-wins resolves concurrent sends to the newest message, whatever
+ * order they arrive in. A send reads the conversation's current activity A,
+ * then in one logged batch writes the message, both conversations_by_user
+ * rows, deletes both recency rows at A and inserts both at the new activity.
+ * Two concurrent sends can both read the same A; the older of the two then
+ * leaves a recency row behind that is older than the conversation's
+ * last_updated. Readers check every recency row against
+ * conversations_by_user (one IN query per page) and skip such stale rows,
+ * deleting them as they go (see on_cbu_in in cass_pages.c). A send's delete
+ * can never remove a newer row: its tombstone carries the older message's
+ * timestamp.
+ *
+ * So a page of the conversation list costs two queries whatever the number
+ * of conversations, a page of messages one, and a send three parallel
+ * point reads (sender, receiver, current activity) and one batch.
+ *
+ * The files:
+ *   cass_statements.c  every CQL text the store sends, in one table (Q_*)
+ *   cass_exec.c        submitting requests, error mapping, fan-out joins, row decoding
+ *   cass_users.c       users (create, get, find) and auth tokens
+ *   cass_send.c        a message send (idempotent) and a conversation open (seeder)
+ *   cass_pages.c       pages of messages and of conversations, one conversation
+ *   cass_schema.c      keyspace and tables, blocking calls, the FastAPI-keyspace migration
+ *   cass_open.c        configuration checks, connecting, health, open and close
+ */
+#ifndef MESSENGER_CASS_INTERNAL_H
+#define MESSENGER_CASS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cql.h"
+#include "model/uuid.h"
+#include "store/cassandra/store_cassandra.h"
+#include "store/store_impl.h"
+
+#define MAX_PAGE 100
+#define RECENCY_SLACK 8 /* extra recency rows fetched per page, for stale ones */
+/* The most recency rows one fetch checks against conversations_by_user:
+ * the largest IN list (cass_in_statements_build). */
+#define CBU_IN_MAX (MAX_PAGE + RECENCY_SLACK + 1)
+
+typedef struct cass_store {
+    store_t base;
+    cql_client *cql;
+    idgen_t *ids;
+    uint16_t consistency;
+    uint32_t timeout_ms;
+    /* "... conversation_id IN (?, ..., ?)" for n = 1..MAX_PAGE+RECENCY_SLACK+1 */
+    char *cbu_in[CBU_IN_MAX + 1];
+} cass_store_t;
+
+/* ------------------------------------------------------------------ statements (cass_statements.c) */
+
+/* Every statement the store sends, by name; its text is cass_cql(q), in
+ * the one table of cass_statements.c. A prepared statement's text is also
+ * its handle: lib/cql's prepare cache is keyed by it (prepared on first use,
+ * re-prepared when a node forgets it). The schema's DDL, formatted with the
+ * keyspace, is in cass_schema.c. */
+typedef enum cass_q {
+    /* prepared (cass_exec, cql_batch) */
+    Q_USER_GET,
+    Q_USER_PUT,
+    Q_NAME_GET,
+    Q_CRED_GET,
+    Q_CRED_PUT,
+    Q_TOKEN_GET,
+    Q_TOKEN_PUT,
+    Q_TOKEN_DEL,
+    Q_NAME_LWT,
+    Q_IDEM_LWT,
+    Q_CBU_GET,
+    Q_CBU_PUT,
+    Q_MSG_PUT,
+    Q_REC_DEL,
+    Q_REC_PUT,
+    Q_META_GET,
+    Q_META_PUT,
+    Q_PART_GET,
+    Q_PART_PUT,
+    Q_MSG_GET,
+    Q_MSG_TOP,
+    Q_MSG_BEFORE,
+    Q_MSG_AFTER,
+    Q_REC_TOP,
+    Q_REC_BELOW,
+    Q_HEALTH,
+    /* unprepared, blocking (cass_schema.c: start-up and `messenger schema`) */
+    Q_RECENCY_GC,
+    Q_SCAN_USERS,
+    Q_SCAN_CBU,
+    Q_COUNT
+} cass_q;
+
+extern const char *const cass_cql_text[Q_COUNT];
+
+static inline const char *cass_cql(cass_q q) { return cass_cql_text[q]; }
+
+/* Fills s->cbu_in[1..CBU_IN_MAX]; STORE_ENOMEM leaves what was built for
+ * cass_in_statements_free. */
+int cass_in_statements_build(cass_store_t *s);
+void cass_in_statements_free(cass_store_t *s);
+
+/* ------------------------------------------------------------------ requests (cass_exec.c) */
+
+/* Maps a CQL completion to a store error, logging what the operator needs. */
+int cass_map_cql(int status, cql_result *r, const char *what);
+
+void cass_query_opts(const cass_store_t *s, cql_query_opts *o);
+
+/* Submits a prepared statement; on a submit failure the callback is run
+ * here with that status, so callers have one path for every outcome.
+ * opts NULL: the store's consistency and timeout. */
+void cass_exec_cql(cass_store_t *s, const char *cql, const cql_value *v, size_t n, const cql_query_opts *opts,
+                   cql_result_cb cb, void *arg);
+static inline void cass_exec(cass_store_t *s, cass_q q, const cql_value *v, size_t n, const cql_query_opts *opts,
+                             cql_result_cb cb, void *arg) {
+    cass_exec_cql(s, cass_cql(q), v, n, opts, cb, arg);
+}
+
+/* A lightweight transaction (INSERT ... IF NOT EXISTS): serial consistency
+ * for its Paxos round, the store's consistency for the commit. */
+void cass_exec_lwt(cass_store_t *s, cass_q q, const cql_value *v, size_t n, cql_result_cb cb, void *arg);
+
+/* ---- fan-out: independent reads issued at once, joined by a counter ----
+ * Each branch reports to the join; the last one to arrive runs `done`, on
+ * whichever thread that is. The submitter holds one extra count while it
+ * submits, so `done` cannot run before every branch is out. */
+typedef struct join {
+    _Atomic int pending;
+    _Atomic int err;                 /* the first error of any branch */
+    void (*done)(void *op, int err);
+    void *op;
+} join_t;
+
+void cass_join_start(join_t *j, int branches, void (*done)(void *, int), void *op);
+void cass_join_arrive(join_t *j, int err);
+
+/* A branch that only asks whether a row exists. */
+typedef struct probe {
+    join_t *join;
+    bool found;
+    const char *what;
+} probe_t;
+
+void cass_probe(cass_store_t *s, join_t *j, probe_t *p, const char *what, cass_q q, const cql_value *v, size_t n);
+
+/* ---- values and rows ---- */
+
+static inline cql_value v_uuid(const uuid_t *u) { return cql_value_uuid(u->b); }
+static inline cql_value v_timeuuid(const uuid_t *u) { return cql_value_timeuuid(u->b); }
+/* conversations_by_recency keys conversations as a blob: Cassandra orders a
+ * uuid column by version nibble first, and derived conversation ids carry
+ * arbitrary nibbles; a blob orders byte-wise, like our cursors. */
+static inline cql_value v_conv_key(const uuid_t *u) { return cql_value_blob(u->b, 16); }
+
+/* Reads column `col` of the current row as a uuid. */
+static inline bool row_uuid(cql_result *r, int col, uuid_t *out) {
+    return cql_row_get_uuid(r, col, out->b) == CQL_OK;
+}
+
+/* Reads column `col` of the current row as a time in Unix ms (a timestamp
+ * or a bigint of ms): CQL_OK only for a time within time_ms_valid(). What a
+ * node sends is input: a value outside it is logged and read as absent. */
+int cass_row_time_ms(cql_result *r, int col, int64_t *out);
+
+static inline int64_t ticks_to_unix_us(uint64_t ticks) {
+    return ((int64_t)ticks - (int64_t)UUID_TICKS_UNIX_EPOCH) / 10;
+}
+
+/* conversation_metadata and conversation_participants are immutable, and the
+ * first writer must win: an inverted write timestamp makes the earliest
+ * creation time the "latest" write. */
+static inline int64_t first_writer_wins_ts(int64_t created_ms) { return (INT64_C(1) << 62) - created_ms * 1000; }
+
+/* Decodes a message row of the MSG_COLS shape (cass_statements.c: Q_MSG_GET,
+ * Q_MSG_TOP, Q_MSG_BEFORE, Q_MSG_AFTER). */
+bool cass_decode_message(cql_result *r, const uuid_t *conv, message_t *m);
+
+/* ------------------------------------------------------------------ operations (store_impl.h's contracts) */
+
+void cass_user_create(store_t *base, const user_t *u, store_user_cb cb, void *ctx);     /* cass_users.c */
+void cass_user_get(store_t *base, const uuid_t *id, store_user_cb cb, void *ctx);
+void cass_user_find(store_t *base, const char *name, size_t len, store_user_cb cb, void *ctx);
+void cass_token_put(store_t *base, const store_token_t *t, store_token_cb cb, void *ctx);
+void cass_token_get(store_t *base, const uint8_t *hash, store_token_cb cb, void *ctx);
+void cass_token_delete(store_t *base, const uint8_t *hash, store_token_cb cb, void *ctx);
+void cass_message_send(store_t *base, const store_send_t *r, store_send_cb cb, void *ctx);     /* cass_send.c */
+void cass_conversation_open(store_t *base, const uuid_t *a, const uuid_t *b, int64_t at_ms, store_conv_cb cb,
+                            void *ctx);
+void cass_messages_list(store_t *base, const store_msg_query_t *q, store_msg_page_cb cb, void *ctx); /* cass_pages.c */
+void cass_conversations_list(store_t *base, const store_conv_query_t *q, store_conv_page_cb cb, void *ctx);
+void cass_conversation_get(store_t *base, const uuid_t *id, store_conv_cb cb, void *ctx);
+
+/* ------------------------------------------------------------------ start-up (cass_open.c, cass_schema.c) */
+
+/* False, with the reason logged, for a keyspace name outside [A-Za-z0-9_]{1,48}. */
+bool cass_keyspace_check(const char *keyspace);
+
+/* A client connected to cfg's hosts (USE keyspace unless NULL), waited for
+ * up to cfg->connect_wait_ms (30 s when 0); STORE_EUNAVAILABLE logged. */
+int cass_connect(const store_cassandra_config_t *cfg, const char *keyspace, cql_client **out);
+
+/* Creates the keyspace and tables (IF NOT EXISTS), blocking. */
+int cass_create_schema(const store_cassandra_config_t *cfg);
+
+#endif

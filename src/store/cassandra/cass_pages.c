@@ -1,0 +1,434 @@
+/* cass_pages.c - the reads of the API's lists on Cassandra: a page of a
+ * conversation's messages (one query), a page of a user's conversations
+ * (recency rows checked against conversations_by_user: see "Recency without
+ * read-modify-write races" in cass_internal.h), and one conversation.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/cassandra/cass_internal.h"
+
+/* ------------------------------------------------------------------ message pages */
+
+typedef struct msg_page_op {
+    cass_store_t *s;
+    store_msg_page_cb cb;
+    void *ctx;
+    store_msg_query_t q;
+} msg_page_op_t;
+
+static void on_meta_for_empty_page(void *arg, int status, cql_result *r) {
+    msg_page_op_t *op = arg;
+    int err = cass_map_cql(status, r, "metadata read");
+    if (!err && cql_result_next_row(r) != 1) err = STORE_ENOTFOUND;
+    store_msg_page_t page = {.items = NULL, .count = 0, .more = false};
+    op->cb(op->ctx, err, err ? NULL : &page);
+    free(op);
+}
+
+static void on_msg_page(void *arg, int status, cql_result *r) {
+    msg_page_op_t *op = arg;
+    int err = cass_map_cql(status, r, "message page");
+    if (err) {
+        op->cb(op->ctx, err, NULL);
+        free(op);
+        return;
+    }
+    message_t items[MAX_PAGE];
+    store_msg_page_t page = {.items = items};
+    while (cql_result_next_row(r) == 1) {
+        if (page.count == (size_t)op->q.limit) { page.more = true; break; }
+        if (cass_decode_message(r, &op->q.conversation_id, &items[page.count])) page.count++;
+    }
+    if (page.count == 0 && !page.more) {
+        /* Empty: an empty conversation, or none at all? */
+        cql_value v[1] = {v_uuid(&op->q.conversation_id)};
+        cass_exec(op->s, Q_META_GET, v, 1, NULL, on_meta_for_empty_page, op);
+        return;
+    }
+    op->cb(op->ctx, STORE_OK, &page);
+    free(op);
+}
+
+void cass_messages_list(store_t *base, const store_msg_query_t *q, store_msg_page_cb cb, void *ctx) {
+    cass_store_t *s = (cass_store_t *)base;
+    msg_page_op_t *op = calloc(1, sizeof *op);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->s = s;
+    op->cb = cb;
+    op->ctx = ctx;
+    op->q = *q;
+    if (op->q.limit < 1) op->q.limit = 1;
+    if (op->q.limit > MAX_PAGE) op->q.limit = MAX_PAGE;
+    cql_value v[3];
+    v[0] = v_uuid(&q->conversation_id);
+    int32_t fetch = op->q.limit + 1; /* one more tells whether more exist */
+    if (q->has_after || q->has_before) {
+        v[1] = v_timeuuid(q->has_after ? &q->after : &q->before);
+        v[2] = cql_value_int(fetch);
+        cass_exec(s, q->has_after ? Q_MSG_AFTER : Q_MSG_BEFORE, v, 3, NULL, on_msg_page, op);
+    } else {
+        v[1] = cql_value_int(fetch);
+        cass_exec(s, Q_MSG_TOP, v, 2, NULL, on_msg_page, op);
+    }
+}
+
+/* ------------------------------------------------------------------ conversation pages */
+
+typedef struct conv_item {
+    conversation_t c;
+    char *content; /* owned copy */
+} conv_item_t;
+
+typedef struct conv_page_op {
+    cass_store_t *s;
+    store_conv_page_cb cb;
+    void *ctx;
+    store_conv_query_t q;
+    join_t start;                /* user exists; a bare cursor's position */
+    probe_t user;
+    bool cursor_set;             /* position to continue below */
+    int64_t pos_activity;
+    uuid_t pos_id;
+    bool has_start;              /* the page's own cursor (fixed), see relocate */
+    int64_t start_activity;
+    uuid_t start_id;
+    /* rows of the current recency fetch */
+    size_t n_rows;
+    bool rows_more;
+    int64_t row_activity[CBU_IN_MAX];
+    uuid_t row_conv[CBU_IN_MAX];
+    /* accepted items */
+    size_t count;
+    bool more;
+    conv_item_t items[2 * (MAX_PAGE + 1) + RECENCY_SLACK]; /* the best limit+1, plus one fetch */
+} conv_page_op_t;
+
+/* What conversations_by_user says of one fetched recency row (on_cbu_in). */
+typedef enum { MISSING, STALE, LIVE } row_state_t;
+
+static void conv_page_finish(conv_page_op_t *op, int err) {
+    conversation_t out[MAX_PAGE];
+    store_conv_page_t page = {.items = out, .count = 0, .more = op->more};
+    if (!err) {
+        for (size_t i = 0; i < op->count && i < (size_t)op->q.limit; i++) out[page.count++] = op->items[i].c;
+    }
+    op->cb(op->ctx, err, err ? NULL : &page);
+    for (size_t i = 0; i < op->count; i++) free(op->items[i].content);
+    free(op);
+}
+
+static void conv_fetch_recency(conv_page_op_t *op);
+
+static void on_stale_deleted(void *arg, int status, cql_result *r) {
+    (void)arg;
+    if (status) cass_map_cql(status, r, "stale recency row delete");
+}
+
+/* Deletes a recency row that no longer matches its conversation. The
+ * tombstone's timestamp is the end of that row's millisecond: it removes the
+ * row, and nothing written for a later message. */
+static void delete_stale(cass_store_t *s, const uuid_t *user, int64_t activity, const uuid_t *conv) {
+    cql_value v[4] = {cql_value_bigint((activity + 1) * 1000 - 1), v_uuid(user), cql_value_bigint(activity),
+                      v_conv_key(conv)};
+    cass_exec(s, Q_REC_DEL, v, 4, NULL, on_stale_deleted, NULL);
+}
+
+/* True when conv was already accepted by this request (a conversation whose
+ * newest send is half-applied can have two live recency rows for a moment). */
+static bool conv_seen(const conv_page_op_t *op, const uuid_t *conv) {
+    for (size_t i = 0; i < op->count; i++)
+        if (uuid_cmp(&op->items[i].c.id, conv) == 0) return true;
+    return false;
+}
+
+/* Position order of the list: activity, then conversation id, descending. */
+static int position_cmp(int64_t a_act, const uuid_t *a_id, int64_t b_act, const uuid_t *b_id) {
+    if (a_act != b_act) return a_act < b_act ? -1 : 1;
+    return uuid_cmp(a_id, b_id);
+}
+
+static int item_desc(const void *x, const void *y) {
+    const conv_item_t *a = x, *b = y;
+    return -position_cmp((int64_t)a->c.activity, &a->c.id, (int64_t)b->c.activity, &b->c.id);
+}
+
+/* on_cbu_in, step 1: matches the conversations_by_user rows in r to the
+ * fetched recency rows, filling state[] and found[] (found[i].content owned);
+ * returns STORE_ENOMEM when a copy failed, else STORE_OK. */
+static int cbu_match(conv_page_op_t *op, cql_result *r, row_state_t *state, conv_item_t *found) {
+    int err = STORE_OK;
+    while (!err && cql_result_next_row(r) == 1) {
+        uuid_t conv, other;
+        int64_t updated;
+        if (!row_uuid(r, 0, &conv) || !row_uuid(r, 1, &other) || cass_row_time_ms(r, 3, &updated) != CQL_OK)
+            continue;
+        for (size_t i = 0; i < op->n_rows; i++) {
+            if (state[i] != MISSING || uuid_cmp(&op->row_conv[i], &conv) != 0) continue;
+            conversation_t *c = &found[i].c;
+            int64_t at = op->row_activity[i] < updated ? updated : op->row_activity[i];
+            state[i] = op->row_activity[i] < updated ? STALE : LIVE;
+            c->id = conv;
+            c->user1_id = op->q.user_id;
+            c->user2_id = other;
+            c->activity = (uint64_t)at;
+            c->created_at_ms = at;
+            c->last_message_at_ms = at;
+            cql_str text;
+            if (cql_row_get_text(r, 2, &text) == CQL_OK) {
+                c->has_last_message = true;
+                found[i].content = malloc(text.len + 1);
+                if (!found[i].content) { err = STORE_ENOMEM; break; }
+                if (text.len) memcpy(found[i].content, text.ptr, text.len);
+                c->last_message_content = found[i].content;
+                c->last_message_len = text.len;
+            }
+        }
+    }
+    return err;
+}
+
+/* on_cbu_in, step 2: moves the accepted rows of found[] into op->items,
+ * deleting stale rows unless err; frees whatever of found[] is left. */
+static void cbu_accept(conv_page_op_t *op, const row_state_t *state, conv_item_t *found, int err) {
+    /* Live rows first, so that a relocated stale row never doubles one. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < op->n_rows; i++) {
+            if (state[i] != (pass == 0 ? LIVE : STALE)) continue;
+            conv_item_t *it = &found[i];
+            if (pass == 1 && !err)
+                delete_stale(op->s, &op->q.user_id, op->row_activity[i], &op->row_conv[i]);
+            bool in_range = !op->has_start || position_cmp((int64_t)it->c.activity, &it->c.id, op->start_activity,
+                                                           &op->start_id) < 0;
+            if (err || !in_range || op->count == sizeof op->items / sizeof op->items[0] || conv_seen(op, &it->c.id)) {
+                free(it->content);
+                it->content = NULL;
+                continue;
+            }
+            op->items[op->count++] = *it;
+            it->content = NULL;
+        }
+    }
+    for (size_t i = 0; i < op->n_rows; i++) free(found[i].content);
+}
+
+/* on_cbu_in, step 3: the page is complete, or the next recency fetch. */
+static void conv_page_settle(conv_page_op_t *op) {
+    qsort(op->items, op->count, sizeof op->items[0], item_desc);
+    /* Only the first limit+1 can ever be on this page. */
+    while (op->count > (size_t)op->q.limit + 1) free(op->items[--op->count].content);
+    /* Enough when the first limit+1 items all lie above the rows still to be
+     * fetched (anything fetched later sorts below them). */
+    if (op->count > (size_t)op->q.limit &&
+        (!op->rows_more || position_cmp((int64_t)op->items[op->q.limit].c.activity, &op->items[op->q.limit].c.id,
+                                        op->row_activity[op->n_rows - 1], &op->row_conv[op->n_rows - 1]) >= 0)) {
+        op->more = true;
+        conv_page_finish(op, STORE_OK);
+        return;
+    }
+    if (!op->rows_more) { conv_page_finish(op, STORE_OK); return; }
+    /* Skipped rows made the page short: continue below the last row seen. */
+    op->cursor_set = true;
+    op->pos_activity = op->row_activity[op->n_rows - 1];
+    op->pos_id = op->row_conv[op->n_rows - 1];
+    conv_fetch_recency(op);
+}
+
+/* Checks the fetched recency rows against conversations_by_user, whose
+ * last_updated is the conversation's true position:
+ *  - activity == last_updated: the conversation's row -> accept once;
+ *  - activity >  last_updated: a send's batch reached the recency partition
+ *    before conversations_by_user -> accept once (the position is right);
+ *  - activity <  last_updated: superseded -> delete it, and if no live row
+ *    of the conversation was seen, place the conversation at last_updated
+ *    itself (its batch reached conversations_by_user first, or the row was
+ *    left behind by a race): within this page's range it belongs there;
+ *  - no conversations_by_user row yet: a first send in flight -> skip.
+ * Only provably superseded rows are deleted, so a reader never removes the
+ * row that makes a conversation visible. While one of its batches is
+ * half-applied a conversation still shows at its true position on a page
+ * that covers it; a walk whose cursor is already below that position misses
+ * it, which is the "moved to the top by new activity" case the API allows. */
+static void on_cbu_in(void *arg, int status, cql_result *r) {
+    conv_page_op_t *op = arg;
+    int err = cass_map_cql(status, r, "conversation rows");
+    if (err) { conv_page_finish(op, err); return; }
+    row_state_t state[CBU_IN_MAX];
+    conv_item_t found[CBU_IN_MAX];
+    memset(found, 0, sizeof found);
+    for (size_t i = 0; i < op->n_rows; i++) state[i] = MISSING;
+    err = cbu_match(op, r, state, found);
+    cbu_accept(op, state, found, err);
+    if (err) { conv_page_finish(op, err); return; }
+    conv_page_settle(op);
+}
+
+static void conv_validate(conv_page_op_t *op) {
+    if (op->n_rows == 0) { conv_page_finish(op, STORE_OK); return; }
+    cql_value v[CBU_IN_MAX + 1];
+    v[0] = v_uuid(&op->q.user_id);
+    for (size_t i = 0; i < op->n_rows; i++) v[i + 1] = v_uuid(&op->row_conv[i]);
+    cass_exec_cql(op->s, op->s->cbu_in[op->n_rows], v, op->n_rows + 1, NULL, on_cbu_in, op);
+}
+
+static void on_recency(void *arg, int status, cql_result *r) {
+    conv_page_op_t *op = arg;
+    int err = cass_map_cql(status, r, "conversation recency");
+    if (err) { conv_page_finish(op, err); return; }
+    size_t want = (size_t)op->q.limit + 1 - op->count + RECENCY_SLACK;
+    op->n_rows = 0;
+    while (op->n_rows < want && cql_result_next_row(r) == 1) {
+        int64_t a;
+        const uint8_t *key;
+        size_t key_len;
+        if (cass_row_time_ms(r, 0, &a) != CQL_OK || cql_row_get_blob(r, 1, &key, &key_len) != CQL_OK ||
+            key_len != 16)
+            continue;
+        memcpy(op->row_conv[op->n_rows].b, key, 16);
+        op->row_activity[op->n_rows++] = a;
+    }
+    op->rows_more = op->n_rows == want;
+    conv_validate(op);
+}
+
+static void conv_fetch_recency(conv_page_op_t *op) {
+    int32_t want = op->q.limit + 1 - (int32_t)op->count + RECENCY_SLACK;
+    cql_value v[4];
+    v[0] = v_uuid(&op->q.user_id);
+    if (op->cursor_set) {
+        v[1] = cql_value_bigint(op->pos_activity);
+        v[2] = v_conv_key(&op->pos_id);
+        v[3] = cql_value_int(want);
+        cass_exec(op->s, Q_REC_BELOW, v, 4, NULL, on_recency, op);
+    } else {
+        v[1] = cql_value_int(want);
+        cass_exec(op->s, Q_REC_TOP, v, 2, NULL, on_recency, op);
+    }
+}
+
+static void conv_start_done(void *arg, int err) {
+    conv_page_op_t *op = arg;
+    if (!err && !op->user.found) err = STORE_ENOTFOUND;
+    if (err) conv_page_finish(op, err);
+    else conv_fetch_recency(op);
+}
+
+static void on_conv_cursor(void *arg, int status, cql_result *r) {
+    conv_page_op_t *op = arg;
+    int err = cass_map_cql(status, r, "cursor conversation read");
+    if (!err && (cql_result_next_row(r) != 1 || cass_row_time_ms(r, 2, &op->pos_activity) != CQL_OK))
+        err = STORE_EBADCURSOR;
+    op->cursor_set = op->has_start = true;
+    op->pos_id = op->start_id = op->q.cursor_id;
+    op->start_activity = op->pos_activity;
+    cass_join_arrive(&op->start, err);
+}
+
+void cass_conversations_list(store_t *base, const store_conv_query_t *q, store_conv_page_cb cb, void *ctx) {
+    cass_store_t *s = (cass_store_t *)base;
+    conv_page_op_t *op = calloc(1, sizeof *op);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->s = s;
+    op->cb = cb;
+    op->ctx = ctx;
+    op->q = *q;
+    if (op->q.limit < 1) op->q.limit = 1;
+    if (op->q.limit > MAX_PAGE) op->q.limit = MAX_PAGE;
+    bool bare = q->has_cursor && q->cursor_is_id;
+    if (q->has_cursor && !bare) {
+        op->cursor_set = op->has_start = true;
+        op->pos_activity = op->start_activity = (int64_t)q->cursor_activity;
+        op->pos_id = op->start_id = q->cursor_id;
+    }
+    cass_join_start(&op->start, bare ? 2 : 1, conv_start_done, op);
+    cql_value vu[1] = {v_uuid(&q->user_id)};
+    cass_probe(s, &op->start, &op->user, "user read", Q_USER_GET, vu, 1);
+    if (bare) {
+        cql_value vc[2] = {v_uuid(&q->user_id), v_uuid(&q->cursor_id)};
+        cass_exec(s, Q_CBU_GET, vc, 2, NULL, on_conv_cursor, op);
+    }
+    cass_join_arrive(&op->start, 0);
+}
+
+/* ------------------------------------------------------------------ one conversation */
+
+typedef struct conv_get_op {
+    cass_store_t *s;
+    store_conv_cb cb;
+    void *ctx;
+    conversation_t conv;
+    join_t reads;               /* metadata, participants, newest message */
+    bool has_meta, has_part;
+    uuid_t part1, part2;
+    char *content;
+} conv_get_op_t;
+
+static void conv_get_done(void *arg, int err) {
+    conv_get_op_t *op = arg;
+    if (!err && !op->has_meta) err = STORE_ENOTFOUND;
+    if (!err && op->has_part) {
+        op->conv.user1_id = op->part1;
+        op->conv.user2_id = op->part2;
+    }
+    op->cb(op->ctx, err, err ? NULL : &op->conv);
+    free(op->content);
+    free(op);
+}
+
+static void on_get_meta(void *arg, int status, cql_result *r) {
+    conv_get_op_t *op = arg;
+    int err = cass_map_cql(status, r, "metadata read");
+    if (!err && cql_result_next_row(r) == 1) {
+        op->has_meta = true;
+        if (cass_row_time_ms(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
+    }
+    cass_join_arrive(&op->reads, err);
+}
+
+static void on_get_part(void *arg, int status, cql_result *r) {
+    conv_get_op_t *op = arg;
+    int err = cass_map_cql(status, r, "participants read");
+    if (!err && cql_result_next_row(r) == 1 && row_uuid(r, 0, &op->part1) && row_uuid(r, 1, &op->part2))
+        op->has_part = true;
+    cass_join_arrive(&op->reads, err);
+}
+
+static void on_get_last(void *arg, int status, cql_result *r) {
+    conv_get_op_t *op = arg;
+    int err = cass_map_cql(status, r, "last message read");
+    message_t m;
+    if (!err && cql_result_next_row(r) == 1 && cass_decode_message(r, &op->conv.id, &m)) {
+        op->content = malloc(m.content_len + 1);
+        if (!op->content) {
+            err = STORE_ENOMEM;
+        } else {
+            if (m.content_len) memcpy(op->content, m.content, m.content_len);
+            op->conv.has_last_message = true;
+            op->conv.last_message_id = m.id;
+            op->conv.last_message_at_ms = m.created_at_ms;
+            op->conv.last_message_content = op->content;
+            op->conv.last_message_len = m.content_len;
+            /* Participants of a conversation the FastAPI implementation wrote
+             * (no participants row): the sender and receiver. */
+            op->conv.user1_id = m.sender_id;
+            op->conv.user2_id = m.receiver_id;
+        }
+    }
+    cass_join_arrive(&op->reads, err);
+}
+
+void cass_conversation_get(store_t *base, const uuid_t *id, store_conv_cb cb, void *ctx) {
+    cass_store_t *s = (cass_store_t *)base;
+    conv_get_op_t *op = calloc(1, sizeof *op);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->s = s;
+    op->cb = cb;
+    op->ctx = ctx;
+    op->conv.id = *id;
+    cass_join_start(&op->reads, 3, conv_get_done, op);
+    cql_value v[2] = {v_uuid(id), cql_value_int(1)};
+    cass_exec(s, Q_META_GET, v, 1, NULL, on_get_meta, op);
+    cass_exec(s, Q_PART_GET, v, 1, NULL, on_get_part, op);
+    cass_exec(s, Q_MSG_TOP, v, 2, NULL, on_get_last, op);
+    cass_join_arrive(&op->reads, 0);
+}

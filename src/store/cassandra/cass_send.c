@@ -1,0 +1,312 @@
+/* cass_send.c - the writes that move a conversation: a message send (the
+ * idempotency key reserved by a lightweight transaction, three parallel
+ * point reads, one logged batch; see "Recency without read-modify-write
+ * races" in cass_internal.h) and a conversation opened with no message (the
+ * seeder's).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/cassandra/cass_internal.h"
+#include "util/sha256.h"
+#include "util/timefmt.h"
+
+/* ------------------------------------------------------------------ send */
+
+typedef struct send_op {
+    cass_store_t *s;
+    store_send_cb cb;
+    void *ctx;
+    store_send_t req;
+    message_t msg;
+    join_t reads;           /* sender, receiver, activity, metadata */
+    probe_t sender, receiver, meta;
+    bool has_old, replayed, reserved;
+    int64_t old_activity;
+    uint8_t content_hash[SHA256_LEN];
+    char *result_text;      /* content of a replayed message */
+    char text[];            /* content, then client_message_id */
+} send_op_t;
+
+static void send_finish(send_op_t *op, int err) {
+    op->cb(op->ctx, err, err ? NULL : &op->msg, op->replayed);
+    free(op->result_text);
+    free(op);
+}
+
+static void send_write(send_op_t *op);
+
+static void send_reads_done(void *arg, int err) {
+    send_op_t *op = arg;
+    if (!err && (!op->sender.found || !op->receiver.found)) err = STORE_ENOTFOUND;
+    if (err) send_finish(op, err);
+    else send_write(op);
+}
+
+static void on_send_activity(void *arg, int status, cql_result *r) {
+    send_op_t *op = arg;
+    int err = cass_map_cql(status, r, "conversation read");
+    if (!err && cql_result_next_row(r) == 1 && cass_row_time_ms(r, 2, &op->old_activity) == CQL_OK)
+        op->has_old = true;
+    cass_join_arrive(&op->reads, err);
+}
+
+static void send_reads(send_op_t *op) {
+    cass_store_t *s = op->s;
+    cass_join_start(&op->reads, 4, send_reads_done, op);
+    cql_value vs[1] = {v_uuid(&op->req.sender_id)};
+    cass_probe(s, &op->reads, &op->sender, "sender look-up", Q_USER_GET, vs, 1);
+    cql_value vr[1] = {v_uuid(&op->req.receiver_id)};
+    cass_probe(s, &op->reads, &op->receiver, "receiver look-up", Q_USER_GET, vr, 1);
+    cql_value va[2] = {v_uuid(&op->req.sender_id), v_uuid(&op->msg.conversation_id)};
+    cass_exec(s, Q_CBU_GET, va, 2, NULL, on_send_activity, op);
+    cql_value vm[1] = {v_uuid(&op->msg.conversation_id)};
+    cass_probe(s, &op->reads, &op->meta, "metadata read", Q_META_GET, vm, 1);
+    cass_join_arrive(&op->reads, 0); /* the submitter's own count */
+}
+
+static void on_send_batch(void *arg, int status, cql_result *r) {
+    send_op_t *op = arg;
+    send_finish(op, cass_map_cql(status, r, "send batch"));
+}
+
+static void send_write(send_op_t *op) {
+    cass_store_t *s = op->s;
+    message_t *m = &op->msg;
+    if (!op->reserved) {
+        /* Not older than the conversation's newest message, even when this
+         * node's clock is behind the node that wrote it. */
+        uint64_t floor = op->has_old ? unix_ms_to_ticks(op->old_activity) : 0;
+        idgen_next_after(s->ids, floor, &m->id);
+    }
+    m->created_at_ms = ticks_to_unix_ms(uuid_time_ticks(&m->id));
+    int64_t ts = ticks_to_unix_us(uuid_time_ticks(&m->id));
+    int64_t act = m->created_at_ms;
+    const uuid_t *snd = &m->sender_id, *rcv = &m->receiver_id, *conv = &m->conversation_id;
+    const uuid_t *lo = uuid_cmp(snd, rcv) <= 0 ? snd : rcv, *hi = lo == snd ? rcv : snd;
+    cql_value content = cql_value_textn(m->content, m->content_len);
+
+    cql_value v_msg[7] = {v_uuid(conv), v_timeuuid(&m->id), v_uuid(snd), v_uuid(rcv), content,
+                          cql_value_timestamp(act), cql_value_bigint(ts)};
+    cql_value v_cbu_s[6] = {v_uuid(snd), v_uuid(conv), v_uuid(rcv), content, cql_value_timestamp(act), cql_value_bigint(ts)};
+    cql_value v_cbu_r[6] = {v_uuid(rcv), v_uuid(conv), v_uuid(snd), content, cql_value_timestamp(act), cql_value_bigint(ts)};
+    cql_value v_del_s[4] = {cql_value_bigint(ts), v_uuid(snd), cql_value_bigint(op->old_activity), v_conv_key(conv)};
+    cql_value v_del_r[4] = {cql_value_bigint(ts), v_uuid(rcv), cql_value_bigint(op->old_activity), v_conv_key(conv)};
+    cql_value v_rec_s[4] = {v_uuid(snd), cql_value_bigint(act), v_conv_key(conv), cql_value_bigint(ts)};
+    cql_value v_rec_r[4] = {v_uuid(rcv), cql_value_bigint(act), v_conv_key(conv), cql_value_bigint(ts)};
+    int64_t fw = first_writer_wins_ts(act);
+    cql_value v_meta[3] = {v_uuid(conv), cql_value_timestamp(act), cql_value_bigint(fw)};
+    cql_value v_part[4] = {v_uuid(conv), v_uuid(lo), v_uuid(hi), cql_value_bigint(fw)};
+
+    cql_batch_stmt st[9];
+    size_t n = 0;
+    st[n++] = (cql_batch_stmt){cass_cql(Q_MSG_PUT), v_msg, 7, 1};
+    st[n++] = (cql_batch_stmt){cass_cql(Q_CBU_PUT), v_cbu_s, 6, 1};
+    st[n++] = (cql_batch_stmt){cass_cql(Q_CBU_PUT), v_cbu_r, 6, 1};
+    if (op->has_old && op->old_activity != act) {
+        st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), v_del_s, 4, 1};
+        st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), v_del_r, 4, 1};
+    }
+    st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), v_rec_s, 4, 1};
+    st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), v_rec_r, 4, 1};
+    if (!op->meta.found) {
+        st[n++] = (cql_batch_stmt){cass_cql(Q_META_PUT), v_meta, 3, 1};
+        st[n++] = (cql_batch_stmt){cass_cql(Q_PART_PUT), v_part, 4, 1};
+    }
+    cql_query_opts o;
+    cass_query_opts(s, &o);
+    int rc = cql_batch(s->cql, CQL_BATCH_LOGGED, st, n, &o, on_send_batch, op);
+    if (rc < 0) on_send_batch(op, rc, NULL);
+}
+
+/* An idempotency key was already used: fetch what it names and compare. */
+static void on_send_reserved_message(void *arg, int status, cql_result *r) {
+    send_op_t *op = arg;
+    int err = cass_map_cql(status, r, "idempotent replay read");
+    if (err) { send_finish(op, err); return; }
+    message_t old;
+    if (cql_result_next_row(r) == 1 && cass_decode_message(r, &op->msg.conversation_id, &old)) {
+        if (uuid_cmp(&old.receiver_id, &op->req.receiver_id) != 0 || old.content_len != op->req.content_len ||
+            (old.content_len && memcmp(old.content, op->req.content, old.content_len) != 0)) {
+            send_finish(op, STORE_ECONFLICT);
+            return;
+        }
+        op->result_text = malloc(old.content_len + 1);
+        if (!op->result_text) { send_finish(op, STORE_ENOMEM); return; }
+        if (old.content_len) memcpy(op->result_text, old.content, old.content_len);
+        old.content = op->result_text;
+        op->msg = old;
+        op->replayed = true;
+        send_finish(op, STORE_OK);
+        return;
+    }
+    /* Reserved but never written (the first attempt failed half-way):
+     * complete it now with the reserved id. */
+    op->replayed = true;
+    send_reads(op);
+}
+
+static int col_index(cql_result *r, const char *name) {
+    int32_t n = cql_result_column_count(r);
+    for (int32_t i = 0; i < n; i++) {
+        cql_column c;
+        if (cql_result_column(r, i, &c) == CQL_OK && c.name.len == strlen(name) &&
+            memcmp(c.name.ptr, name, c.name.len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static void on_send_idem(void *arg, int status, cql_result *r) {
+    send_op_t *op = arg;
+    int err = cass_map_cql(status, r, "idempotency reservation");
+    int applied = 0;
+    if (!err && (cql_result_next_row(r) != 1 || cql_row_get_bool(r, 0, &applied) != CQL_OK)) err = STORE_EIO;
+    if (err) { send_finish(op, err); return; }
+    if (applied) { send_reads(op); return; }
+    /* Taken: the row that holds the key comes back with the answer. */
+    int c_conv = col_index(r, "conversation_id"), c_id = col_index(r, "message_id"),
+        c_rcv = col_index(r, "receiver_id"), c_hash = col_index(r, "content_sha256");
+    uuid_t conv, id, rcv;
+    const uint8_t *hash;
+    size_t hash_len;
+    if (c_conv < 0 || c_id < 0 || c_rcv < 0 || c_hash < 0 || !row_uuid(r, c_conv, &conv) || !row_uuid(r, c_id, &id) ||
+        !row_uuid(r, c_rcv, &rcv) || cql_row_get_blob(r, c_hash, &hash, &hash_len) != CQL_OK) {
+        send_finish(op, STORE_EIO);
+        return;
+    }
+    if (uuid_cmp(&rcv, &op->req.receiver_id) != 0 || hash_len != sizeof op->content_hash ||
+        memcmp(hash, op->content_hash, hash_len) != 0) {
+        send_finish(op, STORE_ECONFLICT);
+        return;
+    }
+    op->msg.id = id;
+    op->reserved = true;
+    cql_value v[2] = {v_uuid(&conv), v_timeuuid(&id)};
+    cass_exec(op->s, Q_MSG_GET, v, 2, NULL, on_send_reserved_message, op);
+}
+
+void cass_message_send(store_t *base, const store_send_t *r, store_send_cb cb, void *ctx) {
+    cass_store_t *s = (cass_store_t *)base;
+    size_t keylen = r->client_message_id ? r->client_message_id_len : 0;
+    send_op_t *op = calloc(1, sizeof *op + r->content_len + keylen + 1);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL, false); return; }
+    op->s = s;
+    op->cb = cb;
+    op->ctx = ctx;
+    op->req = *r;
+    if (r->content_len) memcpy(op->text, r->content, r->content_len);
+    op->req.content = op->text;
+    if (keylen) {
+        memcpy(op->text + r->content_len, r->client_message_id, keylen);
+        op->req.client_message_id = op->text + r->content_len;
+    }
+    message_t *m = &op->msg;
+    conversation_id_derive(&r->sender_id, &r->receiver_id, &m->conversation_id);
+    m->sender_id = r->sender_id;
+    m->receiver_id = r->receiver_id;
+    m->content = op->req.content;
+    m->content_len = r->content_len;
+    if (!uuid_is_nil(&r->message_id)) {
+        m->id = r->message_id; /* the seeder's fixed id */
+        op->reserved = true;
+    }
+    if (!op->req.client_message_id) {
+        send_reads(op);
+        return;
+    }
+    /* Reserve the key and the message id in one lightweight transaction. */
+    idgen_next(s->ids, &m->id);
+    op->reserved = true;
+    sha256(op->req.content, op->req.content_len, op->content_hash);
+    cql_value v[6] = {v_uuid(&r->sender_id), cql_value_textn(op->req.client_message_id, keylen),
+                      v_uuid(&m->conversation_id), v_timeuuid(&m->id), v_uuid(&r->receiver_id),
+                      cql_value_blob(op->content_hash, sizeof op->content_hash)};
+    cass_exec_lwt(s, Q_IDEM_LWT, v, 6, on_send_idem, op);
+}
+
+/* ------------------------------------------------------------------ open (seeder) */
+
+typedef struct open_op {
+    cass_store_t *s;
+    store_conv_cb cb;
+    void *ctx;
+    conversation_t conv;
+    uuid_t a, b;
+    join_t reads;               /* both users exist; metadata */
+    probe_t user_a, user_b;
+    bool exists;
+} open_op_t;
+
+static void open_finish(open_op_t *op, int err) {
+    op->cb(op->ctx, err, err ? NULL : &op->conv);
+    free(op);
+}
+
+static void on_open_batch(void *arg, int status, cql_result *r) {
+    open_op_t *op = arg;
+    open_finish(op, cass_map_cql(status, r, "open batch"));
+}
+
+static void open_write(open_op_t *op) {
+    int64_t at = op->conv.created_at_ms, ts = at * 1000, fw = first_writer_wins_ts(at);
+    const uuid_t *conv = &op->conv.id;
+    const uuid_t *lo = uuid_cmp(&op->a, &op->b) <= 0 ? &op->a : &op->b, *hi = lo == &op->a ? &op->b : &op->a;
+    cql_value none = cql_value_null();
+    cql_value v_meta[3] = {v_uuid(conv), cql_value_timestamp(at), cql_value_bigint(fw)};
+    cql_value v_part[4] = {v_uuid(conv), v_uuid(lo), v_uuid(hi), cql_value_bigint(fw)};
+    cql_value v_cbu_a[6] = {v_uuid(&op->a), v_uuid(conv), v_uuid(&op->b), none, cql_value_timestamp(at), cql_value_bigint(ts)};
+    cql_value v_cbu_b[6] = {v_uuid(&op->b), v_uuid(conv), v_uuid(&op->a), none, cql_value_timestamp(at), cql_value_bigint(ts)};
+    cql_value v_rec_a[4] = {v_uuid(&op->a), cql_value_bigint(at), v_conv_key(conv), cql_value_bigint(ts)};
+    cql_value v_rec_b[4] = {v_uuid(&op->b), cql_value_bigint(at), v_conv_key(conv), cql_value_bigint(ts)};
+    cql_batch_stmt st[6] = {
+        {cass_cql(Q_META_PUT), v_meta, 3, 1}, {cass_cql(Q_PART_PUT), v_part, 4, 1},
+        {cass_cql(Q_CBU_PUT), v_cbu_a, 6, 1}, {cass_cql(Q_CBU_PUT), v_cbu_b, 6, 1},
+        {cass_cql(Q_REC_PUT), v_rec_a, 4, 1}, {cass_cql(Q_REC_PUT), v_rec_b, 4, 1},
+    };
+    cql_query_opts o;
+    cass_query_opts(op->s, &o);
+    int rc = cql_batch(op->s->cql, CQL_BATCH_LOGGED, st, 6, &o, on_open_batch, op);
+    if (rc < 0) on_open_batch(op, rc, NULL);
+}
+
+static void open_read_done(void *arg, int err) {
+    open_op_t *op = arg;
+    if (!err && (!op->user_a.found || !op->user_b.found)) err = STORE_ENOTFOUND;
+    if (err || op->exists) open_finish(op, err);
+    else open_write(op);
+}
+
+static void on_open_meta(void *arg, int status, cql_result *r) {
+    open_op_t *op = arg;
+    int err = cass_map_cql(status, r, "metadata read");
+    if (!err && cql_result_next_row(r) == 1) {
+        op->exists = true;
+        if (cass_row_time_ms(r, 0, &op->conv.created_at_ms) != CQL_OK) op->conv.created_at_ms = 0;
+        op->conv.last_message_at_ms = op->conv.created_at_ms;
+    }
+    cass_join_arrive(&op->reads, err);
+}
+
+void cass_conversation_open(store_t *base, const uuid_t *a, const uuid_t *b, int64_t at_ms, store_conv_cb cb,
+                            void *ctx) {
+    cass_store_t *s = (cass_store_t *)base;
+    open_op_t *op = calloc(1, sizeof *op);
+    if (!op) { cb(ctx, STORE_ENOMEM, NULL); return; }
+    op->s = s;
+    op->cb = cb;
+    op->ctx = ctx;
+    op->a = *a;
+    op->b = *b;
+    conversation_id_derive(a, b, &op->conv.id);
+    op->conv.user1_id = *a;
+    op->conv.user2_id = *b;
+    op->conv.created_at_ms = at_ms ? at_ms : time_now_ms();
+    op->conv.last_message_at_ms = op->conv.created_at_ms;
+    cass_join_start(&op->reads, 3, open_read_done, op);
+    cql_value va[1] = {v_uuid(a)}, vb[1] = {v_uuid(b)}, vm[1] = {v_uuid(&op->conv.id)};
+    cass_probe(s, &op->reads, &op->user_a, "user read", Q_USER_GET, va, 1);
+    cass_probe(s, &op->reads, &op->user_b, "user read", Q_USER_GET, vb, 1);
+    cass_exec(s, Q_META_GET, vm, 1, NULL, on_open_meta, op);
+    cass_join_arrive(&op->reads, 0);
+}
