@@ -10,6 +10,10 @@
 
 /* ------------------------------------------------------------------ message pages */
 
+/* A page holds 1..MAX_PAGE items whatever the query asks: the arrays of a
+ * page op are sized by MAX_PAGE. */
+static int page_limit(int limit) { return limit < 1 ? 1 : limit > MAX_PAGE ? MAX_PAGE : limit; }
+
 typedef struct msg_page_op {
     cass_store_t *s;
     store_msg_page_cb cb;
@@ -58,8 +62,7 @@ void cass_messages_list(store_t *base, const store_msg_query_t *q, store_msg_pag
     op->cb = cb;
     op->ctx = ctx;
     op->q = *q;
-    if (op->q.limit < 1) op->q.limit = 1;
-    if (op->q.limit > MAX_PAGE) op->q.limit = MAX_PAGE;
+    op->q.limit = page_limit(q->limit);
     cql_value v[3];
     v[0] = v_uuid(&q->conversation_id);
     int32_t fetch = op->q.limit + 1; /* one more tells whether more exist */
@@ -332,8 +335,7 @@ void cass_conversations_list(store_t *base, const store_conv_query_t *q, store_c
     op->cb = cb;
     op->ctx = ctx;
     op->q = *q;
-    if (op->q.limit < 1) op->q.limit = 1;
-    if (op->q.limit > MAX_PAGE) op->q.limit = MAX_PAGE;
+    op->q.limit = page_limit(q->limit);
     bool bare = q->has_cursor && q->cursor_is_id;
     if (q->has_cursor && !bare) {
         op->cursor_set = op->has_start = true;
