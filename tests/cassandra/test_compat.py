@@ -10,7 +10,8 @@ import hashlib
 import time
 import uuid
 
-from conftest import Client, new_keyspace, run_messenger
+from support.server import run_messenger
+from support.store import new_keyspace
 
 # The FastAPI implementation's DDL (scripts/setup_db.py), as it creates them.
 FASTAPI_TABLES = [
@@ -42,15 +43,15 @@ def iso_ms(s):
 def test_our_writes_read_through_the_driver(start_server, driver):
     ks = new_keyspace()
     srv = start_server(ks)
-    c = Client(srv.port)
-    st, alice = c.call("POST", "/api/users", {"username": "alice"})
+    c = srv.client()
+    st, alice, _ = c.call("POST", "/api/users", {"username": "alice"})
     assert st == 201
-    st, bob = c.call("POST", "/api/users", {"username": "bob"})
+    st, bob, _ = c.call("POST", "/api/users", {"username": "bob"})
     assert st == 201
     sent = []
     for i, text in enumerate(["hello", "", "émoji 😀 \"quoted\"\nline"]):
         a, b = (alice, bob) if i % 2 == 0 else (bob, alice)
-        st, m = c.call("POST", "/api/messages/", {"sender_id": a["user_id"], "receiver_id": b["user_id"], "content": text})
+        st, m, _ = c.call("POST", "/api/messages/", {"sender_id": a["user_id"], "receiver_id": b["user_id"], "content": text})
         assert st == 201, m
         sent.append(m)
     c.close()
@@ -116,24 +117,24 @@ def test_fastapi_keyspace_served_unchanged(start_server, driver):
     out = run_messenger("schema", "--cassandra-keyspace", ks)
     assert "failed" not in out.split("migration:")[-1].split(",")[-1] or " 0 failed" in out, out
     srv = start_server(ks, extra=["--no-schema"])
-    c = Client(srv.port)
+    c = srv.client()
 
-    st, u = c.call("GET", f"/api/users/{ids['bob']}")
+    st, u, _ = c.call("GET", f"/api/users/{ids['bob']}")
     assert st == 200 and u == {"user_id": str(ids["bob"]), "username": "bob"}
-    st, u = c.call("GET", "/api/users?username=CAROL")  # found through the migrated name index
+    st, u, _ = c.call("GET", "/api/users?username=CAROL")  # found through the migrated name index
     assert st == 200 and u["user_id"] == str(ids["carol"])
 
     # Messages: newest first, 20 + 5, created_at as written.
-    st, p1 = c.call("GET", f"/api/messages/conversation/{ab}?limit=20")
+    st, p1, _ = c.call("GET", f"/api/messages/conversation/{ab}?limit=20")
     assert st == 200 and p1["total"] == 20 and p1["next_cursor"]
     assert [m["content"] for m in p1["data"]] == [f"m{i}" for i in range(24, 4, -1)]
     assert iso_ms(p1["data"][0]["created_at"]) == ms(base + datetime.timedelta(minutes=34))
-    st, p2 = c.call("GET", f"/api/messages/conversation/{ab}?limit=20&before_message_id={p1['next_cursor']}")
+    st, p2, _ = c.call("GET", f"/api/messages/conversation/{ab}?limit=20&before_message_id={p1['next_cursor']}")
     assert st == 200 and [m["content"] for m in p2["data"]] == ["m4", "m3", "m2", "m1", "m0"]
     assert p2["next_cursor"] is None
 
     # Conversations by recency, from the migrated index: carol, bob, dave.
-    st, lst = c.call("GET", f"/api/conversations/user/{ids['alice']}")
+    st, lst, _ = c.call("GET", f"/api/conversations/user/{ids['alice']}")
     assert st == 200
     assert [x["conversation_id"] for x in lst["data"]] == [str(ac), str(ab), str(ad)]
     assert lst["data"][0]["last_message_content"] == "from carol"
@@ -141,17 +142,17 @@ def test_fastapi_keyspace_served_unchanged(start_server, driver):
     assert iso_ms(lst["data"][2]["last_message_at"]) == ms(base)
 
     # One conversation: participants from its messages (FastAPI keeps none).
-    st, conv = c.call("GET", f"/api/conversations/{ad}")
+    st, conv, _ = c.call("GET", f"/api/conversations/{ad}")
     assert st == 200
     assert {conv["user1_id"], conv["user2_id"]} == {str(ids["alice"]), str(ids["dave"])}
     assert conv["last_message_content"] == "to dave"
 
     # A new message through our API moves alice-dave to the top, and the
     # FastAPI tables carry it in their own format.
-    st, m = c.call("POST", "/api/messages/", {"sender_id": str(ids["dave"]), "receiver_id": str(ids["alice"]),
-                                              "content": "back again"})
+    st, m, _ = c.call("POST", "/api/messages/", {"sender_id": str(ids["dave"]), "receiver_id": str(ids["alice"]),
+                                                 "content": "back again"})
     assert st == 201 and m["conversation_id"] == str(ad)
-    st, lst = c.call("GET", f"/api/conversations/user/{ids['alice']}")
+    st, lst, _ = c.call("GET", f"/api/conversations/user/{ids['alice']}")
     assert [x["conversation_id"] for x in lst["data"]] == [str(ad), str(ac), str(ab)]
     r = driver.execute(f"SELECT last_message, last_updated FROM {ks}.conversations_by_user "
                        "WHERE user_id = %s AND conversation_id = %s", [ids["alice"], ad]).one()

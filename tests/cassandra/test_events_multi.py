@@ -13,16 +13,18 @@ import os
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from conftest import EOF, REPO_ROOT, Client, Server, SSEStream, drop_keyspaces, new_keyspace
+from support.env import REPO_ROOT
+from support.factories import login, register
+from support.server import AUTH_ARGS, ServerProcess
+from support.sse import EOF, SSEStream
+from support.store import drop_keyspaces, new_keyspace
 
 REDIS_SCRIPT = str(REPO_ROOT / "scripts" / "redis")
 REDIS_PORT = int(os.environ.get("MESSENGER_REDIS_PORT", "6390"))
 BROKER = f"redis://127.0.0.1:{REDIS_PORT}"
-FAST = ["--argon2-memory-kib", "1024", "--argon2-iterations", "1", "--sse-heartbeat", "1"]
 
 
 def redis(cmd, check=True):
@@ -62,33 +64,34 @@ def redis_up():
 
 
 class Account:
-    def __init__(self, port, name=None):
-        self.username = name or f"u-{uuid.uuid4().hex[:12]}"
-        self.password = "pw-" + uuid.uuid4().hex
-        c = Client(port)
-        st, u = c.call("POST", "/api/users", {"username": self.username, "password": self.password})
-        assert st == 201, (st, u)
-        self.user_id = u["user_id"]
-        st, lg = c.call("POST", "/api/auth/login", {"username": self.username, "password": self.password})
-        assert st == 200, (st, lg)
-        self.token = lg["access_token"]
-        c.close()
+    """A user registered and logged in through srv, with a client of its own
+    on each instance it uses."""
+
+    def __init__(self, srv):
+        c = srv.client()
+        try:
+            user, self.password = register(c)
+            self.token = login(c, user["username"], self.password)["access_token"]
+        finally:
+            c.close()
+        self.username = user["username"]
+        self.user_id = user["user_id"]
         self.clients = {}
 
     def on(self, srv):
         """An authenticated client on srv (the token is valid on every instance)."""
         if srv.port not in self.clients:
-            self.clients[srv.port] = Client(srv.port, self.token)
+            self.clients[srv.port] = srv.client(token=self.token)
         return self.clients[srv.port]
 
     def send(self, srv, to, content):
         c = self.on(srv)
-        st, m = c.call("POST", "/api/messages/", {"receiver_id": to.user_id, "content": content})
+        st, m, _ = c.call("POST", "/api/messages/", {"receiver_id": to.user_id, "content": content})
         assert st == 201, (srv.port, st, m)
         return m, c.last_raw
 
     def stream(self, srv, last_event_id=None):
-        s = SSEStream(srv.port, self.token, last_event_id=last_event_id)
+        s = SSEStream(srv, self.token, last_event_id=last_event_id)
         s.open()
         return s
 
@@ -110,20 +113,26 @@ def pair_of_instances(redis_up, tmp_path_factory):
     broker known to carry events both ways."""
     ks = new_keyspace("ev")
     tmp = tmp_path_factory.mktemp("events-multi")
-    a = Server(ks, tmp / "a.log", FAST + ["--broker", redis_up], auth=True).start()
-    b = Server(ks, tmp / "b.log", FAST + ["--broker", redis_up], auth=True).start()
+
+    def instance():
+        # as conftest.py's start_server starts them: info-level logs, 30 s to stop
+        return ServerProcess(keyspace=ks, log_dir=tmp, args=AUTH_ARGS + ("--broker", redis_up), auth=True,
+                             log_level="info", shutdown_timeout=30.0).start()
+
+    a = instance()
+    b = instance()
     servers = [a, b]
     try:
         # The subscriptions come up in the background: wait until a probe sent
         # through one instance reaches a stream on the other, both ways.
-        p, q = Account(a.port), Account(b.port)
+        p, q = Account(a), Account(b)
         for src, dst in ((b, a), (a, b)):
             s = p.stream(dst)
             deadline = time.monotonic() + 30
             try:
                 while True:
                     assert time.monotonic() < deadline, \
-                        f"no event crossed from :{src.port} to :{dst.port} within 30 s\n{dst.log()}"
+                        f"no event crossed from :{src.port} to :{dst.port} within 30 s\n{dst.log_text()}"
                     m, _ = q.send(src, p, "probe")
                     got = None
                     end = time.monotonic() + 1.0
@@ -147,16 +156,16 @@ def pair_of_instances(redis_up, tmp_path_factory):
         codes = [(s, s.stop()) for s in servers]
         drop_keyspaces({ks})
         for s, code in codes:
-            assert code == 0, f"server exit code {code}:\n{s.log()}"
+            assert code == 0, f"server exit code {code}:\n{s.log_text()}"
 
 
 def test_events_cross_instances(pair_of_instances):
     a, b = pair_of_instances
-    alice, bob = Account(a.port), Account(b.port)
+    alice, bob = Account(a), Account(b)
     streams = []
     try:
         # a token from one instance works on the other
-        st, me = bob.on(a).call("GET", "/api/auth/me")
+        st, me, _ = bob.on(a).call("GET", "/api/auth/me")
         assert st == 200 and me["user_id"] == bob.user_id, (st, me)
         sa_alice = alice.stream(a)
         sb_alice = alice.stream(b)
@@ -170,7 +179,7 @@ def test_events_cross_instances(pair_of_instances):
         for s in streams:
             assert_event_is(s.next_message(), m2, raw2)
         # a third user on either instance gets nothing: its first event is its own
-        carol = Account(a.port)
+        carol = Account(a)
         sc = carol.stream(b)
         streams.append(sc)
         m3, raw3 = bob.send(a, alice, "again through A")
@@ -188,7 +197,7 @@ def test_events_cross_instances(pair_of_instances):
 
 def test_resume_on_the_other_instance(pair_of_instances):
     a, b = pair_of_instances
-    alice, bob, carol = Account(a.port), Account(b.port), Account(a.port)
+    alice, bob, carol = Account(a), Account(b), Account(a)
     try:
         s = alice.stream(a)
         m1, raw1 = bob.send(b, alice, "seen on A")
@@ -213,18 +222,18 @@ def test_logout_on_one_instance_ends_streams_on_the_other(pair_of_instances):
     """A logout through B ends the token's stream on A (a session-end payload
     through the broker) within a second, and the token is refused on both."""
     a, b = pair_of_instances
-    alice = Account(a.port)
+    alice = Account(a)
     try:
         s = alice.stream(a)
         t0 = time.monotonic()
-        st, body = alice.on(b).call("POST", "/api/auth/logout")
+        st, body, _ = alice.on(b).call("POST", "/api/auth/logout")
         assert st == 204, (st, body)
         assert s.wait_eof(3), "the stream on the other instance outlived the logout"
         assert time.monotonic() - t0 < 1.5, f"ended {time.monotonic() - t0:.2f}s after the logout"
         s.close()
         for srv in (a, b):
-            c = Client(srv.port, alice.token)
-            st, _ = c.call("GET", "/api/auth/me")
+            c = srv.client(token=alice.token)
+            st, _, _ = c.call("GET", "/api/auth/me")
             c.close()
             assert st == 401, (srv.port, st)
     finally:
@@ -250,7 +259,7 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
     import threading
     a, b = pair_of_instances
     servers = (a, b)
-    pairs = [(Account(a.port), Account(b.port)) for _ in range(4)]   # (sender, receiver)
+    pairs = [(Account(a), Account(b)) for _ in range(4)]   # (sender, receiver)
     acked = [[] for _ in pairs]
     got = [[] for _ in pairs]
     reconnects = [0] * len(pairs)
@@ -266,7 +275,7 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
         try:
             while not stop_sending.is_set():
                 srv = servers[n % 2]
-                st, m = snd.on(srv).call("POST", "/api/messages/", {"receiver_id": rcv.user_id, "content": f"m{n}"})
+                st, m, _ = snd.on(srv).call("POST", "/api/messages/", {"receiver_id": rcv.user_id, "content": f"m{n}"})
                 n += 1
                 if st == 201:
                     acked[i].append(m["message_id"])
@@ -284,7 +293,7 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
         if not last:   # nothing yet: the whole history, newest first, then in order
             history, cursor = [], ""
             while True:
-                st, page = c.call("GET", f"/api/messages/conversation/{cids[i]}?limit=100{cursor}")
+                st, page, _ = c.call("GET", f"/api/messages/conversation/{cids[i]}?limit=100{cursor}")
                 assert st == 200, (st, page)
                 history.extend(x["message_id"] for x in page["data"])
                 if not page["next_cursor"]:
@@ -293,7 +302,7 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
             got[i].extend(reversed(history))
             return history[0] if history else None
         while True:
-            st, page = c.call("GET", f"/api/messages/conversation/{cids[i]}?limit=100&after_message_id={last}")
+            st, page, _ = c.call("GET", f"/api/messages/conversation/{cids[i]}?limit=100&after_message_id={last}")
             assert st == 200, (st, page)
             got[i].extend(x["message_id"] for x in page["data"])
             if page["data"]:
@@ -381,7 +390,7 @@ def test_redis_killed_under_load_nothing_missed(pair_of_instances):
 def test_redis_outage_ends_streams_then_live_again(pair_of_instances):
     """Runs last: it stops and restarts Redis."""
     a, b = pair_of_instances
-    alice, bob = Account(a.port), Account(b.port)
+    alice, bob = Account(a), Account(b)
     received = []          # message ids, every segment, in order
     trace = []             # (segment, content) of each, for the failure messages
     labels = {}

@@ -5,7 +5,10 @@ runs last (file order)."""
 import subprocess
 import time
 
-from conftest import CASSANDRA_SCRIPT, Client, new_keyspace
+from support.env import REPO_ROOT
+from support.store import new_keyspace
+
+CASSANDRA_SCRIPT = str(REPO_ROOT / "scripts" / "cassandra")
 
 
 def cassandra(cmd):
@@ -15,16 +18,16 @@ def cassandra(cmd):
 
 def timed(c, method, path, body=None):
     t0 = time.monotonic()
-    st, b = c.call(method, path, body)
+    st, b, _ = c.call(method, path, body)
     return st, b, time.monotonic() - t0
 
 
 def test_cassandra_down_gives_503_and_server_recovers(start_server):
     srv = start_server(new_keyspace("fo"), extra=["--cassandra-timeout-ms", "2000"])
-    c = Client(srv.port)
-    _, a = c.call("POST", "/api/users", {"username": "alice"})
-    _, b = c.call("POST", "/api/users", {"username": "bob"})
-    st, m1 = c.call("POST", "/api/messages/", {"sender_id": a["user_id"], "receiver_id": b["user_id"], "content": "before"})
+    c = srv.client()
+    _, a, _ = c.call("POST", "/api/users", {"username": "alice"})
+    _, b, _ = c.call("POST", "/api/users", {"username": "bob"})
+    st, m1, _ = c.call("POST", "/api/messages/", {"sender_id": a["user_id"], "receiver_id": b["user_id"], "content": "before"})
     assert st == 201
     cid = m1["conversation_id"]
 
@@ -48,14 +51,14 @@ def test_cassandra_down_gives_503_and_server_recovers(start_server):
     # Back without restarting our server: it reconnects by itself.
     deadline = time.monotonic() + 120
     while True:
-        st, _ = c.call("GET", "/health")
+        st, _, _ = c.call("GET", "/health")
         if st == 200:
             break
-        assert time.monotonic() < deadline, f"no recovery within 120 s:\n{srv.log()}"
+        assert time.monotonic() < deadline, f"no recovery within 120 s:\n{srv.log_text()}"
         time.sleep(0.5)
-    st, m2 = c.call("POST", "/api/messages/", {"sender_id": b["user_id"], "receiver_id": a["user_id"], "content": "after"})
+    st, m2, _ = c.call("POST", "/api/messages/", {"sender_id": b["user_id"], "receiver_id": a["user_id"], "content": "after"})
     assert st == 201, m2
-    st, page = c.call("GET", f"/api/messages/conversation/{cid}")
+    st, page, _ = c.call("GET", f"/api/messages/conversation/{cid}")
     assert st == 200
     contents = [m["content"] for m in page["data"]]
     assert contents[0] == "after" and "before" in contents

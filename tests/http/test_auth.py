@@ -13,9 +13,10 @@ import uuid
 
 import pytest
 
-from conftest import (FAST_ARGON2, Client, ServerProcess, check_time,
-                      derive_conversation_id, login, make_account, new_password, new_username,
-                      parse_time, register)
+from support.checks import check_time, derive_conversation_id, now_ms, parse_time
+from support.client import Client
+from support.factories import login, make_account, new_password, new_username, register
+from support.server import FAST_ARGON2, ServerProcess
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 NOT_AUTHENTICATED = "Not authenticated"
@@ -26,10 +27,6 @@ CONV_NOT_FOUND = "Conversation not found"
 USER_NOT_FOUND = "User not found"
 SENDER_MISMATCH = "sender_id must be the authenticated user"
 DEFAULT_TTL = 604800
-
-
-def now_ms():
-    return round(time.time() * 1000)
 
 
 def assert_401(status, body, headers, detail, what=""):

@@ -19,14 +19,14 @@ LMDB only: skipped when the suite runs on Cassandra.
 """
 import errno
 import os
-import signal
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from conftest import CASSANDRA, SHUTDOWN_TIMEOUT, _RECENTLY_STOPPED
+from support.env import CASSANDRA
+from support.server import SHUTDOWN_TIMEOUT
 
 pytestmark = pytest.mark.skipif(CASSANDRA, reason="the embedded LMDB store's disk only")
 
@@ -71,23 +71,12 @@ def fill(path):
     return total
 
 
-def kill9(srv):
-    srv.proc.kill()
-    srv.proc.wait(SHUTDOWN_TIMEOUT)
-    srv.returncode = srv.proc.returncode
-    srv.proc = None
-    _RECENTLY_STOPPED.append(srv)
-
-
 def stop(srv):
     """SIGTERM; the exit code (a clean close may fail to record itself on a
-    full disk, which is logged, not fatal)."""
-    srv.proc.send_signal(signal.SIGTERM)
-    srv.proc.wait(SHUTDOWN_TIMEOUT)
-    srv.returncode = srv.proc.returncode
-    srv.proc = None
-    _RECENTLY_STOPPED.append(srv)
-    return srv.returncode
+    full disk, which is logged, not fatal). Not exiting in time is."""
+    rc = srv.stop()
+    assert rc != "timeout", f"no exit within {SHUTDOWN_TIMEOUT}s of SIGTERM\n{srv.log_text()}"
+    return rc
 
 
 def send(c, a, b, content=CONTENT):
@@ -174,7 +163,7 @@ def test_full_disk_read_only_then_writes_resume(small_disk, server_factory):
     c.close()
 
     # 4. every acknowledged message survives a crash
-    kill9(srv)
+    srv.kill9()
     srv = server_factory.start(data)
     c = srv.client()
     assert list(reversed(c.walk_messages(cid, limit=100))) == acked

@@ -1,16 +1,14 @@
 """Real-time events (issue 5): GET /api/events as Server-Sent Events.
 
-A small SSE client (raw socket, HTTP/1.1 with chunked or plain bodies, a
-reader thread per stream, bounded waits everywhere) checks: the response
-headers and the `retry:` preamble, delivery to both participants and to no one
-else, heartbeats, resuming with Last-Event-ID (header or query) across several
+Through the SSE client of tests/support/sse.py (raw socket, HTTP/1.1 with
+chunked or plain bodies, a reader thread per stream, bounded waits
+everywhere), checks: the response headers and the `retry:` preamble,
+delivery to both participants and to no one else, heartbeats, resuming with Last-Event-ID (header or query) across several
 conversations with no gap and no duplicate while reconnecting under load, the
 reset after more than 1000 missed messages, auth errors, auth-off mode, a
 client that never reads, many streams at once, and SIGTERM with open streams.
 """
-import json
 import os
-import queue
 import random
 import socket
 import threading
@@ -19,323 +17,13 @@ import uuid
 
 import pytest
 
-from conftest import AUTH_ARGS, CASSANDRA, ServerProcess, make_account, timeuuid_key
+from support.checks import timeuuid_key
+from support.factories import make_account, send_many
+from support.fixtures import streams_fixture
+from support.server import AUTH_ARGS, ServerProcess
+from support.sse import EOF
 
-WAIT = 15.0 if CASSANDRA else 10.0  # longest wait for one expected event
-
-
-# --------------------------------------------------------------------------
-# SSE client
-# --------------------------------------------------------------------------
-
-class Block:
-    """One SSE block (the lines up to a blank line)."""
-
-    def __init__(self):
-        self.id = None
-        self.event = None
-        self.data_lines = []
-        self.retry = None
-        self.comments = []
-        self.fields = []  # (name, value) in order, comments as (":", text)
-        self.t = None
-
-    @property
-    def data(self):
-        return "\n".join(self.data_lines) if self.data_lines else None
-
-    @property
-    def is_heartbeat(self):
-        return self.comments and not (self.data_lines or self.id is not None or self.event or self.retry)
-
-    @property
-    def is_message(self):
-        return self.event == "message" or (self.event is None and self.data_lines)
-
-    def json(self):
-        return json.loads(self.data)
-
-    def __repr__(self):
-        return f"Block({self.fields!r})"
-
-
-class EOF:
-    def __repr__(self):
-        return "EOF"
-
-
-EOF = EOF()
-
-
-class SSEParser:
-    """Feed it the raw bytes of an HTTP response; it parses the status line
-    and headers, undoes chunked transfer coding, and splits the body into
-    SSE blocks."""
-
-    def __init__(self):
-        self.buf = b""
-        self.state = "head"
-        self.status = None
-        self.headers = {}
-        self.chunked = False
-        self.length = None
-        self.chunk_left = 0
-        self.body = bytearray()      # the decoded body, all of it
-        self.line = b""
-        self.cur = Block()
-        self.done = False
-
-    def feed(self, data):
-        """Returns the blocks completed by data."""
-        self.buf += data
-        out = []
-        while True:
-            if self.state == "head":
-                i = self.buf.find(b"\r\n\r\n")
-                if i < 0:
-                    return out
-                head, self.buf = self.buf[:i].decode("latin-1"), self.buf[i + 4:]
-                lines = head.split("\r\n")
-                self.status = int(lines[0].split()[1])
-                for ln in lines[1:]:
-                    k, _, v = ln.partition(":")
-                    self.headers[k.strip().lower()] = v.strip()
-                self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
-                if not self.chunked and "content-length" in self.headers:
-                    self.length = int(self.headers["content-length"])
-                self.state = "chunk-size" if self.chunked else "plain"
-            elif self.state == "chunk-size":
-                i = self.buf.find(b"\r\n")
-                if i < 0:
-                    return out
-                size = int(self.buf[:i].split(b";")[0], 16)
-                self.buf = self.buf[i + 2:]
-                if size == 0:
-                    self.state = "trailer"
-                else:
-                    self.chunk_left = size
-                    self.state = "chunk"
-            elif self.state == "chunk":
-                if not self.buf:
-                    return out
-                take = self.buf[:self.chunk_left]
-                self.buf = self.buf[len(take):]
-                self.chunk_left -= len(take)
-                out += self._body(take)
-                if self.chunk_left == 0:
-                    self.state = "chunk-end"
-            elif self.state == "chunk-end":
-                if len(self.buf) < 2:
-                    return out
-                assert self.buf[:2] == b"\r\n", f"bad chunk framing: {self.buf[:20]!r}"
-                self.buf = self.buf[2:]
-                self.state = "chunk-size"
-            elif self.state == "trailer":
-                self.done = True
-                return out
-            elif self.state == "plain":
-                if not self.buf:
-                    return out
-                take = self.buf
-                if self.length is not None:
-                    take = self.buf[:self.length - len(self.body)]
-                self.buf = self.buf[len(take):]
-                out += self._body(take)
-                if self.length is not None and len(self.body) >= self.length:
-                    self.done = True
-                    return out
-
-    def _body(self, data):
-        self.body += data
-        if self.status != 200:
-            return []
-        out = []
-        self.line += data
-        while True:
-            i = self.line.find(b"\n")
-            if i < 0:
-                break
-            ln, self.line = self.line[:i], self.line[i + 1:]
-            if ln.endswith(b"\r"):
-                ln = ln[:-1]
-            b = self._line(ln.decode("utf-8"))
-            if b is not None:
-                out.append(b)
-        return out
-
-    def _line(self, ln):
-        cur = self.cur
-        if ln == "":
-            if not cur.fields:
-                return None
-            cur.t = time.monotonic()
-            self.cur = Block()
-            return cur
-        if ln.startswith(":"):
-            text = ln[1:]
-            if text.startswith(" "):
-                text = text[1:]
-            cur.comments.append(text)
-            cur.fields.append((":", text))
-            return None
-        name, sep, value = ln.partition(":")
-        if sep and value.startswith(" "):
-            value = value[1:]
-        cur.fields.append((name, value))
-        if name == "id":
-            cur.id = value
-        elif name == "event":
-            cur.event = value
-        elif name == "data":
-            cur.data_lines.append(value)
-        elif name == "retry":
-            cur.retry = value
-        return None
-
-
-class SSEStream:
-    """GET /api/events on a socket of its own; a reader thread parses what
-    arrives into a queue of Blocks (then EOF). Every wait is bounded."""
-
-    def __init__(self, port, token=None, last_event_id=None, query="", headers=None,
-                 host="127.0.0.1", rcvbuf=None, read=True):
-        self.parser = SSEParser()
-        self.q = queue.Queue()
-        self.head = threading.Event()
-        self.eof = threading.Event()
-        self.received = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(10)
-        self.sock.connect((host, port))
-        self.sock.settimeout(None)
-        lines = [f"GET /api/events{query} HTTP/1.1", f"Host: {host}:{port}",
-                 "Accept: text/event-stream", "Cache-Control: no-cache"]
-        if token:
-            lines.append(f"Authorization: Bearer {token}")
-        if last_event_id is not None:
-            lines.append(f"Last-Event-ID: {last_event_id}")
-        for k, v in (headers or {}).items():
-            lines.append(f"{k}: {v}")
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self.thread = None
-        if read:
-            self.thread = threading.Thread(target=self._reader, daemon=True)
-            self.thread.start()
-
-    def _reader(self):
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                self.received += len(data)
-                for b in self.parser.feed(data):
-                    self.q.put(b)
-                if self.parser.status is not None:
-                    self.head.set()
-                if self.parser.done:
-                    break
-        except OSError:
-            pass
-        finally:
-            self.head.set()
-            self.eof.set()
-            self.q.put(EOF)
-
-    # ---- waiting ----
-
-    def status(self, timeout=WAIT):
-        assert self.head.wait(timeout), f"no response head within {timeout}s"
-        assert self.parser.status is not None, "connection closed before a response head"
-        return self.parser.status
-
-    def error(self, timeout=WAIT):
-        """For a non-200 answer: (status, headers, parsed JSON body)."""
-        st = self.status(timeout)
-        assert self.eof.wait(timeout) or self.parser.done, "error body not finished"
-        deadline = time.monotonic() + timeout
-        while not self.parser.done and not self.eof.is_set() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        body = bytes(self.parser.body)
-        return st, self.parser.headers, (json.loads(body) if body else None)
-
-    def next(self, timeout=WAIT):
-        """The next Block, or EOF; AssertionError when nothing comes in time."""
-        try:
-            return self.q.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no SSE block within {timeout}s (stream status {self.parser.status})")
-
-    def next_nonheartbeat(self, timeout=WAIT):
-        deadline = time.monotonic() + timeout
-        while True:
-            b = self.next(max(0.01, deadline - time.monotonic()))
-            if b is EOF or not b.is_heartbeat:
-                return b
-
-    def next_message(self, timeout=WAIT):
-        b = self.next_nonheartbeat(timeout)
-        assert b is not EOF, "the stream ended while a message was expected"
-        assert b.event == "message", f"expected a message event, got {b!r}"
-        return b
-
-    def messages(self, n, timeout=WAIT):
-        """The next n message events (heartbeats skipped)."""
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            left = deadline - time.monotonic()
-            assert left > 0, f"only {len(out)} of {n} message events within {timeout}s"
-            out.append(self.next_message(left))
-        return out
-
-    def open(self, timeout=WAIT):
-        """Waits for 200 and the retry preamble; returns self."""
-        st = self.status(timeout)
-        if st != 200:
-            raise AssertionError(f"GET /api/events -> {st}: {bytes(self.parser.body)[:300]!r}")
-        b = self.next(timeout)
-        assert b is not EOF, "stream ended before the retry preamble"
-        assert b.fields == [("retry", "2000")], f"the stream must start with `retry: 2000`, got {b!r}"
-        return self
-
-    def wait_eof(self, timeout):
-        """True when the stream ended within timeout (events left unread are dropped)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                b = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                return False
-            if b is EOF:
-                return True
-        return False
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        if self.thread is not None:
-            self.thread.join(5)
-
-
-@pytest.fixture
-def streams():
-    """open(port, ...) -> SSEStream; every stream is closed after the test."""
-    made = []
-
-    def open_(*a, **kw):
-        s = SSEStream(*a, **kw)
-        made.append(s)
-        return s
-
-    yield open_
-    for s in made:
-        s.close()
+streams = streams_fixture()  # streams(port, ...) -> an SSEStream, closed after the test
 
 
 def assert_event_is(block, msg, raw=None):
@@ -547,37 +235,10 @@ def test_reconnecting_under_load_no_gap_no_duplicate(auth_server, new_account, s
     assert len(segments) > 5, "the test did not reconnect often enough to mean anything"
 
 
-def _send_many(auth_server, acct, to, n, threads=4):
-    """n sends from acct to to over several connections; returns the messages."""
-    out, errors = [], []
-    lock = threading.Lock()
-
-    def work(k):
-        cl = auth_server.client(token=acct.token)
-        try:
-            for i in range(k, n, threads):
-                m = cl.send(acct.user_id, to.user_id, f"bulk {i}")
-                with lock:
-                    out.append(m)
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            cl.close()
-
-    ts = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(180)
-    assert not errors, f"bulk send failed: {errors[0]!r}"
-    assert len(out) == n
-    return out
-
-
 def test_more_than_1000_missed_is_a_reset(auth_server, new_account, streams):
     a, b = new_account(), new_account()
     marker, _ = send(a, b, "marker")
-    bulk = _send_many(auth_server, b, a, 1000)
+    bulk = send_many(auth_server, b, a, 1000)
     expect = sorted((m["message_id"] for m in bulk), key=timeuuid_key)
     # exactly 1000 missed: all replayed, oldest first
     s1 = streams(auth_server.port, a.token, last_event_id=marker["message_id"]).open()
@@ -649,14 +310,14 @@ def test_a_client_that_never_reads_is_dropped(small_pending_server, streams):
         stuck = streams(srv.port, a.token, rcvbuf=4096, read=False)
         content = "x" * 12000
         # warm up (allocator arenas, store pages) before measuring
-        warm = _send_many_content(srv, b, a, 50, content)
+        warm = send_many(srv, b, a, 50, content)
         reader.messages(len(warm), timeout=60)
         before = rss(srv.pid)
         # in rounds that the reading client keeps up with (it must not look
         # like a client that does not read)
         n, sent, got = 1000, [], []
         for _ in range(n // 50):
-            sent += _send_many_content(srv, b, a, 50, content)
+            sent += send_many(srv, b, a, 50, content)
             got += reader.messages(50, timeout=60)
         assert {x.id for x in got} == {m["message_id"] for m in sent}, "a reading client missed events"
         after = rss(srv.pid)
@@ -692,32 +353,6 @@ def test_a_client_that_never_reads_is_dropped(small_pending_server, streams):
     finally:
         a.close()
         b.close()
-
-
-def _send_many_content(server, acct, to, n, content, threads=4):
-    out, errors = [], []
-    lock = threading.Lock()
-
-    def work(k):
-        cl = server.client(token=acct.token)
-        try:
-            for i in range(k, n, threads):
-                m = cl.send(acct.user_id, to.user_id, content)
-                with lock:
-                    out.append(m)
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            cl.close()
-
-    ts = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(180)
-    assert not errors, f"send failed: {errors[0]!r}"
-    assert len(out) == n
-    return out
 
 
 def test_sigterm_with_open_streams_exits_0(server_factory, streams):

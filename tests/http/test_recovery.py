@@ -34,9 +34,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (AUTH_ARGS, CASSANDRA, MESSENGER_BIN, SHUTDOWN_TIMEOUT, ServerProcess,
-                      _RECENTLY_STOPPED, _free_port, login, make_account, server_env,
-                      store_args)
+from support.env import CASSANDRA, MESSENGER_BIN
+from support.factories import login, make_account
+from support.server import AUTH_ARGS, ServerProcess, free_port, server_env
+from support.store import store_args
 
 pytestmark = pytest.mark.skipif(CASSANDRA, reason="crash recovery of the embedded LMDB store only")
 
@@ -74,25 +75,12 @@ def read_state(data_dir):
 def kill9(srv):
     """SIGKILL: a process crash, no shutdown code runs."""
     assert srv.alive, f"server died before the crash:\n{srv.log_text()}"
-    srv.proc.kill()
-    srv.proc.wait(SHUTDOWN_TIMEOUT)
-    srv.returncode = srv.proc.returncode
-    srv.proc = None
-    _RECENTLY_STOPPED.append(srv)  # show its log if the test fails
+    srv.kill9()
 
 
 def stop_with(srv, sig):
     """A clean shutdown by sig; asserts exit code 0."""
-    srv.proc.send_signal(sig)
-    try:
-        rc = srv.proc.wait(SHUTDOWN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        srv.proc.kill()
-        srv.proc.wait()
-        rc = "timeout"
-    srv.returncode = rc
-    srv.proc = None
-    _RECENTLY_STOPPED.append(srv)
+    rc = srv.stop(sig)
     assert rc == 0, f"exit code {rc!r} after {sig!r}\n--- server log ---\n{srv.log_text()}"
 
 
@@ -619,7 +607,7 @@ def test_second_process_on_the_same_data_dir_is_refused(server_factory, lib):
     first = c.send(a, b, "first")
 
     second = ServerProcess(d, log_dir=server_factory.tmp_root)
-    second.port = _free_port()
+    second.port = free_port()
     assert second.port != srv.port
     proc = _run_second(second.command(), "a second `messenger serve`")
     _assert_refused(proc, "a second `messenger serve`")

@@ -10,48 +10,9 @@ from urllib.parse import quote
 
 import pytest
 
+from support.raw import raw_request, status_of
+
 MAX_BODY = 64 * 1024
-
-
-def raw_request(server, data, read_timeout=10.0, shutdown_write=False):
-    """Sends raw bytes on a new connection; returns the bytes received until
-    the server closes or a complete-looking response arrives / timeout."""
-    s = socket.create_connection((server.host, server.port), timeout=read_timeout)
-    try:
-        try:
-            s.sendall(data)
-            if shutdown_write:
-                s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        chunks = []
-        deadline = time.monotonic() + read_timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            buf = b"".join(chunks)
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if sep:
-                cl = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")]
-                if cl and len(body) >= int(cl[0]):
-                    break
-        return b"".join(chunks)
-    finally:
-        s.close()
-
-
-def status_of(resp):
-    if not resp.startswith(b"HTTP/1."):
-        return None
-    return int(resp.split(b" ", 2)[1])
 
 
 def assert_healthy(server):

@@ -8,7 +8,10 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import CASSANDRA, MESSENGER_BIN, ServerProcess, derive_conversation_id, run_seed, store_args
+from support.checks import derive_conversation_id
+from support.env import CASSANDRA, MESSENGER_BIN
+from support.server import ServerProcess, run_seed
+from support.store import store_args
 
 
 # The store benchmark is its own program, beside the server's binary.

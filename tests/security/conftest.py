@@ -1,36 +1,31 @@
 """The adversarial suite's fixtures.
 
-The server harness is tests/http/conftest.py (see harness.py, which loads it
-under its own module name): its fixtures and hooks are imported here, so
-pytest registers them for this directory as if they were defined here.
+The harness is tests/support (see its __init__.py): the shared fixtures and
+hooks are imported here from support.fixtures, so pytest registers them for
+this directory as if they were defined here.
 """
-import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 import pytest
 
-import harness
-from harness import AUTH_ARGS, WEB_DIR, SSEStream, ServerProcess, make_account, sanitizer_report
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-H = harness.H
-
-# The harness's fixtures (module-scoped temp dir, auth_server, new_account,
-# server_factory, lib) and its hooks (server logs attached to failing
-# tests, test keyspaces dropped at the end).
-_module_tmp = H._module_tmp
-auth_server = H.auth_server
-new_account = H.new_account
-server_factory = H.server_factory
-lib = H.lib
-pytest_runtest_setup = H.pytest_runtest_setup
-pytest_runtest_makereport = H.pytest_runtest_makereport
-pytest_sessionfinish = H.pytest_sessionfinish
+from support.env import WAIT, WEB_DIR  # noqa: E402
+from support.fixtures import (_module_tmp, accounts, auth_server, lib, new_account,  # noqa: E402,F401
+                              pytest_runtest_makereport, pytest_runtest_setup,
+                              pytest_sessionfinish, server_factory, streams_fixture)
+from support.server import AUTH_ARGS, ServerProcess, running_servers, sanitizer_report  # noqa: E402
 
 # Flags every server of this suite gets: auth on (by the harness), fast
 # password hashing, a 1 s heartbeat, the web client's files wherever pytest
 # runs from.
 SEC_ARGS = AUTH_ARGS + ("--web-dir", str(WEB_DIR))
+
+# streams(server, token=..., ...) -> an SSEStream; closed after the test.
+# Its waits are bounded by this suite's WAIT, and open() is content with
+# any `retry:` preamble (the exact one is tests/http's business).
+streams = streams_fixture(wait=WAIT, strict_preamble=False)
 
 
 @pytest.fixture(scope="module")
@@ -58,37 +53,6 @@ def start_server(_module_tmp):
     assert not problems, "\n\n".join(problems)
 
 
-@pytest.fixture
-def accounts():
-    """accounts(server, n=1) -> a list of n fresh logged-in Accounts on
-    server; their clients are closed after the test."""
-    made = []
-
-    def make(server, n=1):
-        out = [make_account(server) for _ in range(n)]
-        made.extend(out)
-        return out
-
-    yield make
-    for a in made:
-        a.close()
-
-
-@pytest.fixture
-def streams():
-    """streams(server, token=..., ...) -> an SSEStream; closed after the test."""
-    made = []
-
-    def open_(*a, **kw):
-        s = SSEStream(*a, **kw)
-        made.append(s)
-        return s
-
-    yield open_
-    for s in made:
-        s.close()
-
-
 _REPORTED = set()
 
 
@@ -99,11 +63,11 @@ def _no_sanitizer_reports():
     that stops the server, through its exit code)."""
     yield
     bad = []
-    for srv in list(H._ALL_SERVERS):
-        if srv.proc is None or id(srv) in _REPORTED:
+    for srv in running_servers():
+        if id(srv) in _REPORTED:
             continue
         rep = sanitizer_report(srv)
         if rep:
             _REPORTED.add(id(srv))
-            bad.append(f"server on port {srv.port} ({srv.data_dir}):\n{rep}")
+            bad.append(f"server on port {srv.port} ({srv.where}):\n{rep}")
     assert not bad, "sanitizer report:\n" + "\n\n".join(bad)

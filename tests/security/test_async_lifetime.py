@@ -14,9 +14,12 @@ import uuid
 
 import pytest
 
-from harness import (EOF, REPO_ROOT, WAIT, SSEStream, assert_alive, connect, derive_conversation_id,
-                     login, make_account, messages_of, read_response, request_bytes, reset, send,
-                     wait_server_read_all)
+from support.checks import derive_conversation_id
+from support.env import REPO_ROOT, WAIT
+from support.factories import login, make_account, messages_of, send
+from support.raw import connect, read_response, request_bytes, reset, wait_server_read_all
+from support.server import assert_alive
+from support.sse import EOF, SSEStream
 
 REPEAT = 50
 REPEAT_EVENTS = 200   # the stream's set-up races the close most: more tries
@@ -144,13 +147,13 @@ def raw(method, path, token, body, headers):
 def still_works(srv, w):
     """The server is up, sends work and the event hub delivers."""
     assert_alive(srv)
-    s = SSEStream(srv, token=w["b"].token)
+    s = SSEStream(srv, token=w["b"].token, wait=WAIT, strict_preamble=False)
     try:
         s.open()
         m = send(w["a"], w["b"], "still working " + uuid.uuid4().hex)
         deadline = time.monotonic() + WAIT
         while True:
-            blk = s.next_message(deadline - time.monotonic())
+            blk = s.next_nonheartbeat(deadline - time.monotonic())
             assert blk is not EOF, "the stream ended while a message was expected"
             if blk.id == m["message_id"]:
                 break

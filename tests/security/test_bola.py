@@ -12,8 +12,10 @@ import uuid
 
 import pytest
 
-from harness import (EOF, assert_alive, exchange, login, make_account, messages_of, request_bytes,
-                     send)
+from support.factories import login, make_account, messages_of, send
+from support.raw import exchange, request_bytes
+from support.server import assert_alive
+from support.sse import EOF
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +120,7 @@ def test_stranger_gets_only_its_own_events(auth_server, abc, streams):
     leaked = send(a, b, "secret sent while C listens")
     mine = send(b, c, "for c")
     for name, s in (("live", live), ("resumed", resumed), ("resumed-by-query", by_query)):
-        blk = s.next_message()
+        blk = s.next_nonheartbeat()
         assert blk is not EOF, (name, "stream ended")
         # events come in order: a leak of A's message would come first
         assert blk.id == mine["message_id"], (name, "C's stream got something else first", blk)
@@ -131,7 +133,7 @@ def test_stranger_gets_only_its_own_events(auth_server, abc, streams):
         marker = send(b, c, "marker")
         seen = []
         for _ in range(10_000):
-            blk = early.next_message()
+            blk = early.next_nonheartbeat()
             assert blk is not EOF, "stream ended"
             seen.append(blk.id)
             if blk.id == marker["message_id"]:

@@ -15,8 +15,12 @@ import uuid
 
 import pytest
 
-from harness import (EOF, WEB_DIR, assert_alive, connect, derive_conversation_id, exchange, login,
-                     make_account, messages_of, now_ms, parse_time, read_response, request_bytes, send)
+from support.checks import derive_conversation_id, now_ms, parse_time
+from support.env import WEB_DIR
+from support.factories import login, make_account, messages_of, send
+from support.raw import connect, exchange, read_response, request_bytes
+from support.server import assert_alive
+from support.sse import EOF
 
 MAX_BODY = 64 * 1024
 
@@ -562,14 +566,14 @@ def test_crlf_in_usernames_and_content_never_makes_a_header(srv, ab, streams):
     assert r.json()["data"][0] == m, r
     r = get_raw(srv, f"/api/conversations/{m['conversation_id']}", token=a.token)
     check_head(r, "conversation")
-    blk = watch.next_message()
+    blk = watch.next_nonheartbeat()
     assert blk is not EOF, "stream ended"
     assert [k for k, _ in blk.fields] == ["id", "event", "data"], ("the content made SSE fields", blk)
     assert blk.id == m["message_id"] and blk.event == "message", blk
     assert blk.json() == m, blk
     # nothing else came: the next block is the next message, not a forged one
     m2 = send(a, b, "after the injection")
-    blk = watch.next_message()
+    blk = watch.next_nonheartbeat()
     assert blk is not EOF and blk.id == m2["message_id"], ("a forged event", blk)
 
 

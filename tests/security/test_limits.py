@@ -11,16 +11,53 @@ barrier, every one on a connection of its own:
 - open connections per client address.
 """
 import collections
+import threading
 import time
 import uuid
 
 import pytest
 
-from harness import (EOF, WAIT, assert_alive, closed_soon, connect, login, make_account,
-                     read_response, register, request_bytes, run_together, send)
+from support.env import WAIT
+from support.factories import login, make_account, register, send
+from support.raw import closed_soon, connect, read_response, request_bytes
+from support.server import assert_alive
+from support.sse import EOF
 
 ATTEMPTS = 10
 WINDOW = 3
+
+
+def run_together(n, prepare, act, timeout=120.0):
+    """n threads: each calls prepare(i) (e.g. connects), then all wait on one
+    barrier, then each calls act(i, prepared). Returns the n results (an
+    exception object where act raised). Bounded by timeout."""
+    barrier = threading.Barrier(n, timeout=timeout)
+    results = [None] * n
+
+    def work(i):
+        try:
+            p = prepare(i)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            results[i] = e
+            try:
+                barrier.abort()
+            except Exception:
+                pass
+            return
+        try:
+            barrier.wait()
+            results[i] = act(i, p)
+        except BaseException as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"threads still running after {timeout}s"
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +213,7 @@ def _stream_cap(server, streams, cap):
             assert not s.ended, f"stream {i + 2} ended; only the oldest should"
         m = send(b, a, "to every open stream")
         for i, s in enumerate(live + [watcher]):
-            blk = s.next_message()
+            blk = s.next_nonheartbeat()
             assert blk is not EOF, f"open stream {i + 1} of {len(live)} ended instead of delivering"
             assert blk.id == m["message_id"], (i, blk)
         # and again: the next oldest goes

@@ -13,8 +13,10 @@ import uuid
 
 import pytest
 
-from harness import (WAIT, assert_alive, connect, make_account, messages_of, read_response,
-                     request_bytes, reset, send)
+from support.env import WAIT
+from support.factories import make_account, messages_of, send
+from support.raw import connect, read_response, request_bytes, reset
+from support.server import assert_alive
 
 
 @pytest.fixture(scope="module")

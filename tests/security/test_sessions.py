@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from harness import EOF, assert_alive, login, make_account, message_ids, now_ms, parse_time, send
+from support.checks import now_ms, parse_time
+from support.factories import login, make_account, send
+from support.server import assert_alive
+from support.sse import EOF, message_ids
 
 END_WITHIN = 1.0       # the contract: a stream ends within 1 s
 SLACK = 0.5            # scheduling on a shared 2-core machine
@@ -61,8 +64,8 @@ def test_messages_after_logout_never_reach_the_logged_out_stream(auth_server, ne
     doomed = streams(auth_server, token=a.token).open()
     kept = streams(auth_server, token=other_token).open()
     before = send(b, a, "before the logout")
-    assert doomed.next_message().id == before["message_id"]
-    assert kept.next_message().id == before["message_id"]
+    assert doomed.next_nonheartbeat().id == before["message_id"]
+    assert kept.next_nonheartbeat().id == before["message_id"]
     logout(auth_server, a.token)
     after = [send(b, a, f"after the logout {i}")["message_id"] for i in range(5)]
     ended = doomed.wait_eof(END_WITHIN + SLACK)
@@ -72,7 +75,7 @@ def test_messages_after_logout_never_reach_the_logged_out_stream(auth_server, ne
     # the other session's stream is open and got every one of them
     got = []
     for _ in after:
-        blk = kept.next_message()
+        blk = kept.next_nonheartbeat()
         assert blk is not EOF, "the user's other session's stream ended at the logout"
         got.append(blk.id)
     assert got == after, (got, after)
