@@ -3,7 +3,7 @@ the test (needs root: skipped with the reason when mount is refused).
 
 The store keeps MDB_WRITEMAP and reserves data.mdb's blocks before it writes
 (a write-map page fault on a full disk would be SIGBUS), so a full disk is
-never a crash: see "disk space" in src/store/store_lmdb.c.
+never a crash: see src/store/lmdb/lmdb_space.c.
 
   1. While running: the disk is filled by another file; sends and
      registrations get 507, reads keep working, the server stays up, and

@@ -460,7 +460,7 @@ def test_torn_log_tail_is_cut_off(server_factory, lib, mode):
 
 def log_records(segment):
     """(offset, length) of every record of a segment file, by the layout in
-    src/store/wal.h: magic u32 | length u32 | seq u64 | crc32 u32 | payload."""
+    src/store/lmdb/wal.h: magic u32 | length u32 | seq u64 | crc32 u32 | payload."""
     data = segment.read_bytes()
     out, off = [], 0
     while off + 20 <= len(data) and data[off:off + 4] == b"MWL1":
