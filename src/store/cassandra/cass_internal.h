@@ -85,6 +85,8 @@ typedef enum cass_q {
     Q_NAME_GET,
     Q_CRED_GET,
     Q_CRED_PUT,
+    Q_USER_DEL,
+    Q_CRED_DEL,
     Q_TOKEN_GET,
     Q_TOKEN_PUT,
     Q_TOKEN_DEL,

@@ -18,6 +18,8 @@ const char *const cass_cql_text[] = {
     [Q_NAME_GET] = "SELECT user_id FROM users_by_name WHERE username_lower = ?",
     [Q_CRED_GET] = "SELECT password_hash FROM user_credentials WHERE user_id = ?",
     [Q_CRED_PUT] = "INSERT INTO user_credentials (user_id, password_hash) VALUES (?, ?)",
+    [Q_USER_DEL] = "DELETE FROM users WHERE user_id = ?",
+    [Q_CRED_DEL] = "DELETE FROM user_credentials WHERE user_id = ?",
     [Q_TOKEN_GET] = "SELECT user_id, expires_at FROM auth_tokens WHERE token_hash = ?",
     [Q_TOKEN_PUT] = "INSERT INTO auth_tokens (token_hash, user_id, expires_at) VALUES (?, ?, ?) USING TTL ?",
     [Q_TOKEN_DEL] = "DELETE FROM auth_tokens WHERE token_hash = ?",

@@ -1,12 +1,14 @@
-/* cass_users.c - users and auth tokens on Cassandra: a name reserved in
- * users_by_name by a lightweight transaction, then the credentials, then the
- * users row; a look-up by id or by (folded) name; tokens by the hash of
- * their secret, with a TTL that ends with them.
+/* cass_users.c - users and auth tokens on Cassandra: a registration writes
+ * the credentials and the users row, then reserves the name in
+ * users_by_name by a lightweight transaction; a look-up by id or by
+ * (folded) name; tokens by the hash of their secret, with a TTL that ends
+ * with them.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store/cassandra/cass_internal.h"
+#include "util/log.h"
 #include "util/timefmt.h"
 
 /* ------------------------------------------------------------------ users */
@@ -104,21 +106,44 @@ void cass_user_find(store_t *base, const char *name, size_t len, store_user_cb c
     cass_exec(s, Q_NAME_GET, v, 1, NULL, on_name_row, op);
 }
 
-static void on_user_put(void *arg, int status, cql_result *r) {
+/* A registration writes its rows first and reserves the name last, so
+ * that a failure half-way can never leave a name reserved for a user that
+ * does not exist, which nobody could ever take again (the reservation is a
+ * lightweight transaction: IF NOT EXISTS would refuse every later try).
+ * Until the reservation the rows are reachable by nobody: the id is fresh
+ * and random, and a look-up by name goes through users_by_name. From the
+ * reservation on, the user is whole and can log in. A reservation whose
+ * outcome is unknown (a time-out) is one or the other, never half. */
+
+/* The name was taken: the rows written for it go again (best effort: a
+ * row left behind names a user nobody can find by name). */
+static void on_undo_user(void *arg, int status, cql_result *r) {
     user_op_t *op = arg;
-    user_op_finish(op, cass_map_cql(status, r, "user insert"));
+    if (cass_map_cql(status, r, "user row removal after a taken name"))
+        log_warn("store", "cassandra: a registration's users row may be left behind (name taken)");
+    user_op_finish(op, STORE_ECONFLICT);
 }
 
-static void put_user_row(user_op_t *op) {
-    cql_value v[2] = {v_uuid(&op->user.id), cql_value_textn(op->name, op->user.name_len)};
-    cass_exec(op->s, Q_USER_PUT, v, 2, NULL, on_user_put, op);
+static void on_undo_cred(void *arg, int status, cql_result *r) {
+    user_op_t *op = arg;
+    (void)cass_map_cql(status, r, "credentials removal after a taken name");
+    cql_value v[1] = {v_uuid(&op->user.id)};
+    cass_exec(op->s, Q_USER_DEL, v, 1, NULL, on_undo_user, op);
 }
 
-static void on_cred_put(void *arg, int status, cql_result *r) {
-    user_op_t *op = arg;
-    int err = cass_map_cql(status, r, "credentials insert");
-    if (err) user_op_finish(op, err);
-    else put_user_row(op);
+/* Whether a refused reservation's row (the LWT answers with the row it
+ * found) names our own id: a registration of the same user again (the
+ * seeder's ids are derived from names), whose rows are the existing user's
+ * and must stay. */
+static bool reserved_for_us(cql_result *r, const uuid_t *id) {
+    int32_t n = cql_result_column_count(r);
+    for (int32_t i = 1; i < n; i++) {
+        cql_column c;
+        uuid_t found;
+        if (cql_result_column(r, i, &c) == CQL_OK && c.name.len == 7 && memcmp(c.name.ptr, "user_id", 7) == 0)
+            return row_uuid(r, (int)i, &found) && uuid_cmp(&found, id) == 0;
+    }
+    return false;
 }
 
 static void on_name_lwt(void *arg, int status, cql_result *r) {
@@ -126,16 +151,36 @@ static void on_name_lwt(void *arg, int status, cql_result *r) {
     int err = cass_map_cql(status, r, "username reservation");
     int applied = 0;
     if (!err && (cql_result_next_row(r) != 1 || cql_row_get_bool(r, 0, &applied) != CQL_OK)) err = STORE_EIO;
-    if (!err && !applied) err = STORE_ECONFLICT;
-    if (err) { user_op_finish(op, err); return; }
-    /* The credentials before the users row: once a user can be found, it
-     * can log in. */
-    if (op->user.password_hash) {
-        cql_value v[2] = {v_uuid(&op->user.id), cql_value_textn(op->hash, op->user.password_hash_len)};
-        cass_exec(op->s, Q_CRED_PUT, v, 2, NULL, on_cred_put, op);
-        return;
-    }
-    put_user_row(op);
+    if (err || applied) { user_op_finish(op, err); return; }
+    if (reserved_for_us(r, &op->user.id)) { user_op_finish(op, STORE_ECONFLICT); return; }
+    cql_value v[1] = {v_uuid(&op->user.id)};
+    cass_exec(op->s, Q_CRED_DEL, v, 1, NULL, on_undo_cred, op);
+}
+
+static void reserve_name(user_op_t *op) {
+    cql_value v[2] = {cql_value_textn(op->folded, op->user.name_len), v_uuid(&op->user.id)};
+    cass_exec_lwt(op->s, Q_NAME_LWT, v, 2, on_name_lwt, op);
+}
+
+static void on_user_put(void *arg, int status, cql_result *r) {
+    user_op_t *op = arg;
+    int err = cass_map_cql(status, r, "user insert");
+    if (err) user_op_finish(op, err);
+    else reserve_name(op);
+}
+
+static void put_user_row(user_op_t *op) {
+    cql_value v[2] = {v_uuid(&op->user.id), cql_value_textn(op->name, op->user.name_len)};
+    cass_exec(op->s, Q_USER_PUT, v, 2, NULL, on_user_put, op);
+}
+
+/* The credentials before the users row: once a user can be found by id, it
+ * can log in (when it registered with a password). */
+static void on_cred_put(void *arg, int status, cql_result *r) {
+    user_op_t *op = arg;
+    int err = cass_map_cql(status, r, "credentials insert");
+    if (err) user_op_finish(op, err);
+    else put_user_row(op);
 }
 
 void cass_user_create(store_t *base, const user_t *u, store_user_cb cb, void *ctx) {
@@ -149,8 +194,12 @@ void cass_user_create(store_t *base, const user_t *u, store_user_cb cb, void *ct
         op->user.password_hash = op->hash;
         op->user.password_hash_len = u->password_hash_len;
     }
-    cql_value v[2] = {cql_value_textn(op->folded, u->name_len), v_uuid(&u->id)};
-    cass_exec_lwt(s, Q_NAME_LWT, v, 2, on_name_lwt, op);
+    if (op->user.password_hash) {
+        cql_value v[2] = {v_uuid(&op->user.id), cql_value_textn(op->hash, op->user.password_hash_len)};
+        cass_exec(s, Q_CRED_PUT, v, 2, NULL, on_cred_put, op);
+    } else {
+        put_user_row(op);
+    }
 }
 
 /* ------------------------------------------------------------------ tokens */
