@@ -3,6 +3,7 @@
 #   make run     install missing Debian packages, build, serve on 127.0.0.1:8000
 #   make run-cassandra   the same on a real local Cassandra (scripts/cassandra)
 #   make test    install, build, run every test (also under ASan+UBSan)
+#   make test-cluster   a local 3-node Cassandra cluster under kill -9 (tests/cluster)
 #   make bench   benchmarks (bench/README.md)
 #   make         build build/messenger
 #
@@ -46,7 +47,7 @@ BENCH_STORE := $(B)/messenger-bench-store
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all build deps run run-cassandra test unit bench bench-json clean
+.PHONY: all build deps run run-cassandra test test-cluster unit bench bench-json clean
 all: build
 build: $(BIN) build/messenger $(BENCH_STORE)
 
@@ -104,6 +105,16 @@ test: deps
 	@$(MAKE) --no-print-directory VARIANT=tsan build
 	@$(MAKE) --no-print-directory -C lib/cql BUILD=$(CURDIR)/build/cql $(CQL_TEST_BINS)
 	@scripts/test.sh
+
+# A local 3-node Cassandra cluster (scripts/cassandra cluster, beside the
+# single node), the cluster test on it (tests/cluster: 16 senders, kill -9 of
+# a node, its restart, kill -9 of the first contact point), the cluster
+# stopped whatever the outcome. Report: tests/cluster/artifacts/.
+test-cluster: deps
+	@$(MAKE) --no-print-directory build
+	@scripts/cassandra cluster start 3 || { scripts/cassandra cluster stop; exit 1; }
+	@MESSENGER_BIN=$(CURDIR)/build/release/messenger python3 -m pytest -s -v -p no:cacheprovider tests/cluster; \
+	  rc=$$?; scripts/cassandra cluster stop; exit $$rc
 
 # Benchmarks: seeds a data set, drives the server with wrk, prints a table.
 bench: deps
