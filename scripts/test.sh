@@ -8,10 +8,14 @@
 #   3. a real Cassandra (scripts/cassandra start): lib/cql's integration test,
 #      the same HTTP suite on the Cassandra store (release, ASan+UBSan with
 #      delayed completions, TSan) and the adversarial suite,
-#      and the Cassandra-only tests (driver compatibility, failover).
+#      and the Cassandra-only tests (driver compatibility, failover);
+#   4. a local 3-node Cassandra cluster (scripts/cassandra cluster start 3,
+#      beside the single node) and the cluster test on it (tests/cluster:
+#      16 senders through kill -9 of a node, its restart, kill -9 of the first
+#      contact point; about 5 minutes on 2 cores), then the cluster stopped.
 # Ends with one summary line: "summary: N passed, M failed". A Cassandra that
-# cannot start fails the run (MESSENGER_TEST_CASSANDRA=0 skips part 2, and
-# says so).
+# cannot start fails the run (MESSENGER_TEST_CASSANDRA=0 skips parts 3 and
+# 4, MESSENGER_TEST_CLUSTER=0 part 4 alone, and each says so).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -148,6 +152,21 @@ if [ "${MESSENGER_TEST_CASSANDRA:-1}" = 1 ]; then
     fi
 else
     echo "MESSENGER_TEST_CASSANDRA=0: the Cassandra tests were NOT run"
+fi
+
+if [ "${MESSENGER_TEST_CASSANDRA:-1}" = 1 ] && [ "${MESSENGER_TEST_CLUSTER:-1}" = 1 ]; then
+    echo "== starting a 3-node Cassandra cluster (scripts/cassandra cluster start 3)"
+    if scripts/cassandra cluster start 3; then
+        rm -f tests/cluster/artifacts/cluster-report.*
+        run_pytest "cassandra 3-node cluster under kill -9" build/release/messenger tests/cluster
+        cat tests/cluster/artifacts/cluster-report.txt 2>/dev/null || true
+    else
+        echo "the cluster did not start: the cluster test cannot run"
+        tally "cassandra cluster start" 0 1
+    fi
+    scripts/cassandra cluster stop
+else
+    echo "MESSENGER_TEST_CASSANDRA=0 or MESSENGER_TEST_CLUSTER=0: the cluster test was NOT run"
 fi
 
 if ((${#failures[@]})); then printf 'failed: %s\n' "${failures[@]}"; fi

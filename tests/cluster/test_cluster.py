@@ -10,6 +10,9 @@ content) that send for the whole scenario:
     c  node 2 restarted on its data, until every node sees it UN, then ~10 s
     d  kill -9 of node 1 (127.0.0.2, the FIRST contact point), kept down  ~20 s
 
+(each phase goes on past its seconds until acks flow again, at most 60 s
+more: see ACKS_FLOWING).
+
 A quorum (2 of 3) is available in every phase. Per phase we count acks
 (201), 503s and anything else, and the longest stall in acknowledgements:
 the longest time without any 201 from any sender (from the phase's start
@@ -45,7 +48,7 @@ import pytest
 
 from support.checks import derive_conversation_id
 from support.client import Client, query
-from support.env import REPO_ROOT
+from support.env import MESSENGER_BIN, REPO_ROOT
 from support.server import ServerProcess
 from support.store import new_keyspace
 
@@ -60,6 +63,12 @@ OFFSETS = (1, SENDERS - 1, SENDERS // 2)
 PHASES = [float(x) for x in os.environ.get("MESSENGER_CLUSTER_PHASES", "10,20,10,20").split(",")]
 STALL_TARGET = 5.0
 BACKOFF_503 = 0.05  # a sender's pause after a 503, so that 503s do not spin
+# A phase lasts its seconds, and then as long as no send has been
+# acknowledged for ACKS_FLOWING seconds (at most EXTEND_MAX more): each phase
+# ends with acks flowing again, so that a slower machine (gossip takes longer
+# to mark a node down) measures the whole stall and still has acks in it.
+ACKS_FLOWING = 2.0
+EXTEND_MAX = 60.0
 STALL_REASON = (
     "issue 14: every send is a logged batch whose batchlog Cassandra writes to two other nodes "
     "(Write_timeout ... write_type=BATCH_LOG, cl=TWO) until gossip marks the killed node down "
@@ -97,6 +106,7 @@ class Sender(threading.Thread):
         self.i, self.srv, self.users, self.run_id, self.stop = i, srv, users, run_id, stop
         self.attempts = {}  # content -> (sender_id, receiver_id, client_message_id)
         self.events = []    # (time, status or "error:Name", message_id or None, content)
+        self.last_ack = 0.0  # monotonic time of its latest 201
 
     def run(self):
         c = Client(self.srv.host, self.srv.port, retry=False, timeout=30)
@@ -118,7 +128,10 @@ class Sender(threading.Thread):
                     c = Client(self.srv.host, self.srv.port, retry=False, timeout=30)
                     continue
                 mid = body.get("message_id") if st == 201 and isinstance(body, dict) else None
-                self.events.append((time.monotonic(), st, mid, content))
+                now = time.monotonic()
+                self.events.append((now, st, mid, content))
+                if st == 201:
+                    self.last_ack = now
                 if st == 503:
                     time.sleep(BACKOFF_503)
         finally:
@@ -175,7 +188,8 @@ def render(report):
               f"(of which written and readable: {t['503_written']}), "
               f"read-back pages answered 503 {t['read_503']}",
               f"node 2 restart (until UN everywhere): {report['restart_s']} s; "
-              f"scenario {report['scenario_s']} s, read-back {report['readback_s']} s"]
+              f"scenario {report['scenario_s']} s, read-back {report['readback_s']} s; "
+              f"`messenger schema` attempts on the fresh keyspace: {report['schema_attempts']}"]
     return "\n".join(lines)
 
 
@@ -189,65 +203,74 @@ def scenario(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("cluster")
     keyspace = new_keyspace("cl")
-    srv = ServerProcess(keyspace=keyspace, log_dir=tmp, log_level="info", shutdown_timeout=30.0,
-                        args=["--cassandra-hosts", HOSTS, "--cassandra-replication", "3",
-                              "--cassandra-consistency", "quorum"]).start()
+    store = ["--store", "cassandra", "--cassandra-keyspace", keyspace, "--cassandra-hosts", HOSTS,
+             "--cassandra-replication", "3", "--cassandra-consistency", "quorum"]
     try:
-        c = srv.client()
-        users = [c.create_user(f"cl-{uuid.uuid4().hex[:12]}")["user_id"] for _ in range(SENDERS)]
-        run_id = uuid.uuid4().hex[:8]
-        stop = threading.Event()
-        senders = [Sender(i, srv, users, run_id, stop) for i in range(SENDERS)]
-        t_begin = time.monotonic()
-        for s in senders:
-            s.start()
-        bounds = []  # (phase, start, end)
+        schema_attempts = make_schema(store)
+        srv = ServerProcess(keyspace=keyspace, log_dir=tmp, log_level="info", shutdown_timeout=30.0,
+                            args=[*store[4:], "--no-schema"]).start()
         try:
-            t = time.monotonic()
-            time.sleep(PHASES[0])
-            bounds.append(("a: 3 nodes up", t, time.monotonic()))
-
-            cluster("kill", "2")
-            t = time.monotonic()
-            time.sleep(PHASES[1])
-            bounds.append(("b: node 2 (127.0.0.3) killed", t, time.monotonic()))
-
-            t = time.monotonic()
-            restart_s, _ = cluster("restart", "2")
-            time.sleep(PHASES[2])
-            bounds.append(("c: node 2 restarted", t, time.monotonic()))
-
-            cluster("kill", "1")
-            t = time.monotonic()
-            time.sleep(PHASES[3])
-            bounds.append(("d: node 1 (127.0.0.2, first contact) killed", t, time.monotonic()))
-        finally:
-            stop.set()
+            c = srv.client()
+            users = [c.create_user(f"cl-{uuid.uuid4().hex[:12]}")["user_id"] for _ in range(SENDERS)]
+            run_id = uuid.uuid4().hex[:8]
+            stop = threading.Event()
+            senders = [Sender(i, srv, users, run_id, stop) for i in range(SENDERS)]
+            t_begin = time.monotonic()
             for s in senders:
-                s.join(60)
-        scenario_s = time.monotonic() - t_begin
-        assert not any(s.is_alive() for s in senders), "a sender did not stop within 60 s"
+                s.start()
+            bounds = []  # (phase, start, end)
 
-        events = [e for s in senders for e in s.events]
-        attempts = {k: v for s in senders for k, v in s.attempts.items()}
-        acked = {e[3]: e[2] for e in events if e[1] == 201}  # content -> message_id
-        refused = {e[3] for e in events if e[1] != 201}
+            def hold(t, seconds):
+                """Until t + seconds, then until acks flow (see ACKS_FLOWING)."""
+                time.sleep(max(0.0, t + seconds - time.monotonic()))
+                while (time.monotonic() - max(x.last_ack for x in senders) > ACKS_FLOWING
+                       and time.monotonic() < t + seconds + EXTEND_MAX):
+                    time.sleep(0.1)
+                return time.monotonic()
 
-        # Read everything back, two nodes up.
-        t_read = time.monotonic()
-        stats = {"read_503": 0}
-        lists = {u: read_all(c, f"/api/conversations/user/{u}", 100, "before_conversation_id", stats)
-                 for u in users}
-        cids = sorted({derive_conversation_id(users[i], users[(i + o) % SENDERS])
-                       for i in range(SENDERS) for o in OFFSETS})
-        read = {cid: read_all(c, f"/api/messages/conversation/{cid}", 100, "before_message_id", stats)
-                for cid in cids}
-        readback_s = time.monotonic() - t_read
-        c.close()
+            try:
+                t = time.monotonic()
+                bounds.append(("a: 3 nodes up", t, hold(t, PHASES[0])))
+
+                cluster("kill", "2")
+                t = time.monotonic()
+                bounds.append(("b: node 2 (127.0.0.3) killed", t, hold(t, PHASES[1])))
+
+                t = time.monotonic()
+                restart_s, _ = cluster("restart", "2")
+                bounds.append(("c: node 2 restarted", t, hold(time.monotonic(), PHASES[2])))
+
+                cluster("kill", "1")
+                t = time.monotonic()
+                bounds.append(("d: node 1 (127.0.0.2, first contact) killed", t, hold(t, PHASES[3])))
+            finally:
+                stop.set()
+                for s in senders:
+                    s.join(60)
+            scenario_s = time.monotonic() - t_begin
+            assert not any(s.is_alive() for s in senders), "a sender did not stop within 60 s"
+
+            events = [e for s in senders for e in s.events]
+            attempts = {k: v for s in senders for k, v in s.attempts.items()}
+            acked = {e[3]: e[2] for e in events if e[1] == 201}  # content -> message_id
+            refused = {e[3] for e in events if e[1] != 201}
+
+            # Read everything back, two nodes up.
+            t_read = time.monotonic()
+            stats = {"read_503": 0}
+            lists = {u: read_all(c, f"/api/conversations/user/{u}", 100, "before_conversation_id", stats)
+                     for u in users}
+            cids = sorted({derive_conversation_id(users[i], users[(i + o) % SENDERS])
+                           for i in range(SENDERS) for o in OFFSETS})
+            read = {cid: read_all(c, f"/api/messages/conversation/{cid}", 100, "before_message_id", stats)
+                    for cid in cids}
+            readback_s = time.monotonic() - t_read
+            c.close()
+        finally:
+            code = srv.stop()
     finally:
-        code = srv.stop()
+        _drop_keyspace(keyspace)
     assert code == 0, f"server exit code {code}:\n{srv.log_text()}"
-    _drop_keyspace(keyspace)
 
     msgs = [m for ms in read.values() for m in ms]
     by_id = collections.Counter(m["message_id"] for m in msgs)
@@ -262,7 +285,7 @@ def scenario(tmp_path_factory):
                    "503_written": sum(1 for k in refused if by_content[k]),
                    "read_503": stats["read_503"]},
         "restart_s": round(restart_s, 1), "scenario_s": round(scenario_s, 1),
-        "readback_s": round(readback_s, 1), "keyspace": keyspace, "server_log": str(srv.log_path),
+        "readback_s": round(readback_s, 1), "schema_attempts": schema_attempts, "keyspace": keyspace, "server_log": str(srv.log_path),
     }
     text = render(report)
     print("\n" + text)
@@ -274,12 +297,49 @@ def scenario(tmp_path_factory):
             "server": srv}
 
 
-def _drop_keyspace(keyspace):
-    """Drops the test keyspace through the nodes still up (never 127.0.0.1);
-    a failure to clean up is printed, not failed."""
+def driver():
+    """A DataStax driver Cluster on the nodes that are up (never 127.0.0.1)."""
+    from cassandra.cluster import Cluster
+    return Cluster([a for a in NODES if cql_open(a)], port=9042)
+
+
+def make_schema(store):
+    """`messenger schema` on the cluster until it succeeds (at most 10 times),
+    then waits until the nodes agree on the schema; returns the attempts.
+
+    More than one attempt is a known problem of the server, not of this
+    test: its schema statements go round-robin to the nodes without waiting
+    for schema agreement, so on a fresh keyspace a CREATE TABLE can reach a
+    node that has not yet heard of the CREATE KEYSPACE ("Keyspace ... doesn't
+    exist"), and a server started on a fresh keyspace exits. The attempts
+    are reported, and the server then starts with --no-schema."""
+    out = ""
+    for attempt in range(1, 11):
+        proc = subprocess.run([MESSENGER_BIN, "schema", *store], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=300)
+        out += f"--- attempt {attempt}: exit {proc.returncode}\n" + proc.stdout.decode("utf-8", "replace")
+        if proc.returncode == 0:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"messenger schema failed 10 times on the cluster:\n{out[-6000:]}", pytrace=False)
+    cl = driver()
     try:
-        from cassandra.cluster import Cluster
-        cl = Cluster([a for a in NODES if cql_open(a)], port=9042)
+        cl.connect()
+        assert cl.control_connection.wait_for_schema_agreement(wait_time=120), \
+            "the nodes do not agree on the schema after 120 s"
+    finally:
+        cl.shutdown()
+    if attempt > 1:
+        print(f"\ntests/cluster: messenger schema took {attempt} attempts on the cluster:\n{out[-3000:]}")
+    return attempt
+
+
+def _drop_keyspace(keyspace):
+    """Drops the test keyspace through the nodes still up; a failure to clean
+    up is printed, not failed."""
+    try:
+        cl = driver()
         try:
             cl.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         finally:
@@ -342,7 +402,7 @@ def test_conversation_lists_hold_each_conversation_once(scenario):
         assert sorted(got) == sorted(want), f"user {i}: list {got}, expected {sorted(want)}"
 
 
-@pytest.mark.xfail(strict=True, reason=STALL_REASON)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STALL_REASON)
 def test_ack_stall_under_5s_while_a_node_is_down(scenario):
     """The issue's target: no acknowledgement stall of 5 s or more in the
     phases with a node down (b and d)."""
