@@ -11,29 +11,47 @@
  *   messages_by_conversation  (conversation_id, message_id DESC) sender_id, receiver_id, content, created_at
  *   conversation_metadata     (conversation_id) created_at
  *   users_by_name             (username_lower) user_id             unique names (LWT)
- *   conversations_by_recency  (user_id, activity DESC, conversation_id DESC)   the list order
+ *   conversation_recency      (user_id, tier, pos DESC, conversation_id DESC) activity   the list order
  *                             (conversation_id a 16-byte blob: see v_conv_key)
  *   conversation_participants (conversation_id) user1_id, user2_id
  *   idempotency               ((sender_id, client_message_id)) ... TTL 24 h (LWT)
+ *   (conversations_by_recency: the previous versions' list index, no longer read or written)
  *
- * Recency without read-modify-write races. A conversation's activity is the
- * time (ms) of its newest message, or its creation while it has none. Every
- * write of a send carries USING TIMESTAMP = the message's time in µs, so that
- * last-write-wins resolves concurrent sends to the newest message, whatever
- * order they arrive in. A send reads the conversation's current activity A,
- * then in one logged batch writes the message, both conversations_by_user
- * rows, deletes both recency rows at A and inserts both at the new activity.
- * Two concurrent sends can both read the same A; the older of the two then
- * leaves a recency row behind that is older than the conversation's
- * last_updated. Readers check every recency row against
- * conversations_by_user (one IN query per page) and skip such stale rows,
- * deleting them as they go (see on_cbu_in in cass_pages.c). A send's delete
- * can never remove a newer row: its tombstone carries the older message's
- * timestamp.
+ * Recency with bounded tombstones. A conversation's activity is the
+ * timeuuid time (100-ns ticks) of its newest message, or its creation while
+ * it has none; the list is ordered by (activity, conversation id), newest
+ * first. Moving a row whose clustering key is its activity writes a
+ * tombstone at the top of the partition on every send, which every list
+ * read then scans (the queue anti-pattern). So a row has one of two forms:
+ *  - tier 0, "cold": pos = activity, exact order on disk;
+ *  - tier 1, "hot" (its two newest messages lie within RECENCY_HOT_TICKS of
+ *    each other): pos = activity / RECENCY_HOT_TICKS, a five-minute bucket,
+ *    and the exact activity a regular column. A send that stays in the
+ *    bucket only overwrites that column: no tombstone.
+ * A send deletes its old row only when the key changes: at most one
+ * tombstone per user per five minutes of a conversation's life (and one per
+ * send that follows a five-minute silence). A page reads the tier-0 rows
+ * below its cursor, then the tier-1 buckets that can hold anything above
+ * the last of them, and orders both in memory (cass_pages.c).
+ *
+ * Without read-modify-write races. Every write of a send carries USING
+ * TIMESTAMP = the message's time in µs, so that last-write-wins resolves
+ * concurrent sends to the newest message, whatever order they arrive in (an
+ * equal timestamp resolves to the greater activity). A send reads the
+ * conversation's two newest message ids, from which it knows the key of the
+ * row the previous send wrote; then in one logged batch it writes the
+ * message, both conversations_by_user rows, deletes both old recency rows
+ * if their key changes and upserts the new ones. Concurrent sends (or a
+ * keyspace indexed by `messenger schema`) can leave a row behind that is
+ * older than the conversation's last_updated. Readers check every recency
+ * row against conversations_by_user (one IN query per page) and skip such
+ * stale rows, deleting them as they go (see on_cbu_in in cass_pages.c). A
+ * send's delete can never remove a newer row: its tombstone carries the
+ * older message's timestamp.
  *
  * So a page of the conversation list costs two queries whatever the number
- * of conversations, a page of messages one, and a send three parallel
- * point reads (sender, receiver, current activity) and one batch.
+ * of conversations, a page of messages one, and a send four parallel
+ * point reads (sender, receiver, metadata, newest ids) and one batch.
  *
  * The files:
  *   cass_statements.c  every CQL text the store sends, in one table (Q_*)
@@ -54,6 +72,25 @@
 #include "model/uuid.h"
 #include "store/cassandra/store_cassandra.h"
 #include "store/store_impl.h"
+
+/* The width of a hot row's bucket and the gap between a conversation's two
+ * newest messages that makes it hot: 5 minutes in 100-ns ticks. Wider
+ * buckets mean fewer tombstones per hot conversation (one per bucket per
+ * user) and more rows per list read (every hot conversation in the buckets
+ * a page covers); see docs/cassandra-store.md. */
+#define RECENCY_HOT_TICKS (INT64_C(300) * 10000000)
+/* The most tier-1 rows one page fetch orders in memory. */
+#define RECENCY_HOT_MAX 5000
+
+/* A recency row's key: tier 0 at its exact activity, tier 1 in its bucket. */
+typedef struct rec_key {
+    int32_t tier;
+    int64_t pos;
+} rec_key_t;
+
+static inline rec_key_t rec_key_of(int64_t activity, bool hot) {
+    return hot ? (rec_key_t){1, activity / RECENCY_HOT_TICKS} : (rec_key_t){0, activity};
+}
 
 #define MAX_PAGE 100
 #define RECENCY_SLACK 8 /* extra recency rows fetched per page, for stale ones */
@@ -105,11 +142,13 @@ typedef enum cass_q {
     Q_MSG_TOP,
     Q_MSG_BEFORE,
     Q_MSG_AFTER,
+    Q_MSG_NEWEST,
     Q_REC_TOP,
     Q_REC_BELOW,
+    Q_REC_HOT,
     Q_HEALTH,
     /* unprepared, blocking (cass_schema.c: start-up and `messenger schema`) */
-    Q_RECENCY_GC,
+    Q_TABLE_GC,
     Q_SCAN_USERS,
     Q_SCAN_CBU,
     Q_COUNT
@@ -176,6 +215,17 @@ static inline cql_value v_timeuuid(const uuid_t *u) { return cql_value_timeuuid(
  * uuid column by version nibble first, and derived conversation ids carry
  * arbitrary nibbles; a blob orders byte-wise, like our cursors. */
 static inline cql_value v_conv_key(const uuid_t *u) { return cql_value_blob(u->b, 16); }
+
+/* Q_REC_PUT's values: user's recency row of conv at key, written at ts (µs). */
+static inline void cass_rec_values(cql_value v[6], const uuid_t *user, const uuid_t *conv, rec_key_t key,
+                                   int64_t activity, int64_t ts) {
+    v[0] = v_uuid(user);
+    v[1] = cql_value_int(key.tier);
+    v[2] = cql_value_bigint(key.pos);
+    v[3] = v_conv_key(conv);
+    v[4] = cql_value_bigint(activity);
+    v[5] = cql_value_bigint(ts);
+}
 
 /* Reads column `col` of the current row as a uuid. */
 static inline bool row_uuid(cql_result *r, int col, uuid_t *out) {

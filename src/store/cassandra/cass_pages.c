@@ -93,14 +93,17 @@ typedef struct conv_page_op {
     bool cursor_set;             /* position to continue below */
     int64_t pos_activity;
     uuid_t pos_id;
+    int64_t cursor_ms, cursor_newest; /* a bare cursor's conversation (on_conv_cursor) */
     bool has_start;              /* the page's own cursor (fixed), see relocate */
     int64_t start_activity;
     uuid_t start_id;
-    /* rows of the current recency fetch */
+    /* rows of the current recency fetch: the tier-0 rows, then the best of
+     * them and the tier-1 rows, in list order */
     size_t n_rows;
     bool rows_more;
     int64_t row_activity[CBU_IN_MAX];
     uuid_t row_conv[CBU_IN_MAX];
+    rec_key_t row_key[CBU_IN_MAX];
     /* accepted items */
     size_t count;
     bool more;
@@ -129,12 +132,12 @@ static void on_stale_deleted(void *arg, int status, cql_result *r) {
 }
 
 /* Deletes a recency row that no longer matches its conversation. The
- * tombstone's timestamp is the end of that row's millisecond: it removes the
- * row, and nothing written for a later message. */
-static void delete_stale(cass_store_t *s, const uuid_t *user, int64_t activity, const uuid_t *conv) {
-    cql_value v[4] = {cql_value_bigint((activity + 1) * 1000 - 1), v_uuid(user), cql_value_bigint(activity),
-                      v_conv_key(conv)};
-    cass_exec(s, Q_REC_DEL, v, 4, NULL, on_stale_deleted, NULL);
+ * tombstone carries the timestamp its activity was written with: it removes
+ * the row, and nothing written for a later message. */
+static void delete_stale(cass_store_t *s, const uuid_t *user, int64_t activity, rec_key_t key, const uuid_t *conv) {
+    cql_value v[5] = {cql_value_bigint(ticks_to_unix_us((uint64_t)activity)), v_uuid(user), cql_value_int(key.tier),
+                      cql_value_bigint(key.pos), v_conv_key(conv)};
+    cass_exec(s, Q_REC_DEL, v, 5, NULL, on_stale_deleted, NULL);
 }
 
 /* True when conv was already accepted by this request (a conversation whose
@@ -169,14 +172,18 @@ static int cbu_match(conv_page_op_t *op, cql_result *r, row_state_t *state, conv
         for (size_t i = 0; i < op->n_rows; i++) {
             if (state[i] != MISSING || uuid_cmp(&op->row_conv[i], &conv) != 0) continue;
             conversation_t *c = &found[i].c;
-            int64_t at = op->row_activity[i] < updated ? updated : op->row_activity[i];
-            state[i] = op->row_activity[i] < updated ? STALE : LIVE;
+            /* last_updated is in ms (the FastAPI format): a row whose
+             * activity lies in an earlier ms is superseded, and the
+             * conversation's position is the start of that ms. */
+            int64_t row_ms = ticks_to_unix_ms((uint64_t)op->row_activity[i]);
+            state[i] = row_ms < updated ? STALE : LIVE;
+            int64_t at = row_ms < updated ? (int64_t)unix_ms_to_ticks(updated) : op->row_activity[i];
             c->id = conv;
             c->user1_id = op->q.user_id;
             c->user2_id = other;
             c->activity = (uint64_t)at;
-            c->created_at_ms = at;
-            c->last_message_at_ms = at;
+            c->created_at_ms = ticks_to_unix_ms((uint64_t)at);
+            c->last_message_at_ms = c->created_at_ms;
             cql_str text;
             if (cql_row_get_text(r, 2, &text) == CQL_OK) {
                 c->has_last_message = true;
@@ -200,7 +207,7 @@ static void cbu_accept(conv_page_op_t *op, const row_state_t *state, conv_item_t
             if (state[i] != (pass == 0 ? LIVE : STALE)) continue;
             conv_item_t *it = &found[i];
             if (pass == 1 && !err)
-                delete_stale(op->s, &op->q.user_id, op->row_activity[i], &op->row_conv[i]);
+                delete_stale(op->s, &op->q.user_id, op->row_activity[i], op->row_key[i], &op->row_conv[i]);
             bool in_range = !op->has_start || position_cmp((int64_t)it->c.activity, &it->c.id, op->start_activity,
                                                            &op->start_id) < 0;
             if (err || !in_range || op->count == sizeof op->items / sizeof op->items[0] || conv_seen(op, &it->c.id)) {
@@ -274,28 +281,90 @@ static void conv_validate(conv_page_op_t *op) {
     cass_exec_cql(op->s, op->s->cbu_in[op->n_rows], v, op->n_rows + 1, NULL, on_cbu_in, op);
 }
 
+/* Reads a row of the REC_COLS shape (activity, conversation_id, tier, pos). */
+static bool rec_row(cql_result *r, int64_t *activity, uuid_t *conv, rec_key_t *key) {
+    const uint8_t *k;
+    size_t k_len;
+    int32_t tier;
+    if (cql_row_get_bigint(r, 0, activity) != CQL_OK || cql_row_get_blob(r, 1, &k, &k_len) != CQL_OK ||
+        k_len != 16 || cql_row_get_int(r, 2, &tier) != CQL_OK || cql_row_get_bigint(r, 3, &key->pos) != CQL_OK)
+        return false;
+    memcpy(conv->b, k, 16);
+    key->tier = tier;
+    return time_ms_valid(ticks_to_unix_ms((uint64_t)*activity));
+}
+
+typedef struct rec_cand {
+    int64_t activity;
+    uuid_t conv;
+    rec_key_t key;
+} rec_cand_t;
+
+static int cand_desc(const void *x, const void *y) {
+    const rec_cand_t *a = x, *b = y;
+    return -position_cmp(a->activity, &a->conv, b->activity, &b->conv);
+}
+
+/* The fetch's wanted row count: the page's remaining items and the slack. */
+static size_t fetch_want(const conv_page_op_t *op) {
+    return (size_t)op->q.limit + 1 - op->count + RECENCY_SLACK;
+}
+
+/* The tier-1 rows, merged with the tier-0 rows into op->row_* in list
+ * order: every hot row below the cursor that can rank above the last
+ * tier-0 row was read (cass_pages' fetch asked for its buckets). */
+static void on_recency_hot(void *arg, int status, cql_result *r) {
+    conv_page_op_t *op = arg;
+    int err = cass_map_cql(status, r, "conversation recency (hot)");
+    if (err) { conv_page_finish(op, err); return; }
+    size_t cap = op->n_rows + (size_t)(cql_result_row_count(r) > 0 ? cql_result_row_count(r) : 0);
+    rec_cand_t *c = malloc((cap ? cap : 1) * sizeof *c);
+    if (!c) { conv_page_finish(op, STORE_ENOMEM); return; }
+    size_t n = 0;
+    for (size_t i = 0; i < op->n_rows; i++) c[n++] = (rec_cand_t){op->row_activity[i], op->row_conv[i], op->row_key[i]};
+    while (n < cap && cql_result_next_row(r) == 1) {
+        rec_cand_t *x = &c[n];
+        if (!rec_row(r, &x->activity, &x->conv, &x->key) || x->key.tier != 1) continue;
+        if (op->cursor_set && position_cmp(x->activity, &x->conv, op->pos_activity, &op->pos_id) >= 0) continue;
+        n++;
+    }
+    qsort(c, n, sizeof *c, cand_desc);
+    size_t want = fetch_want(op);
+    if (n > want) op->rows_more = true; /* the rest is read again below the last row kept */
+    op->n_rows = n < want ? n : want;
+    for (size_t i = 0; i < op->n_rows; i++) {
+        op->row_activity[i] = c[i].activity;
+        op->row_conv[i] = c[i].conv;
+        op->row_key[i] = c[i].key;
+    }
+    free(c);
+    conv_validate(op);
+}
+
+/* The tier-0 rows below the cursor, in order; then the hot buckets from the
+ * last of them (all, when there are fewer than wanted) up to the cursor. */
 static void on_recency(void *arg, int status, cql_result *r) {
     conv_page_op_t *op = arg;
     int err = cass_map_cql(status, r, "conversation recency");
     if (err) { conv_page_finish(op, err); return; }
-    size_t want = (size_t)op->q.limit + 1 - op->count + RECENCY_SLACK;
+    size_t want = fetch_want(op), got = 0;
     op->n_rows = 0;
-    while (op->n_rows < want && cql_result_next_row(r) == 1) {
-        int64_t a;
-        const uint8_t *key;
-        size_t key_len;
-        if (cass_row_time_ms(r, 0, &a) != CQL_OK || cql_row_get_blob(r, 1, &key, &key_len) != CQL_OK ||
-            key_len != 16)
-            continue;
-        memcpy(op->row_conv[op->n_rows].b, key, 16);
-        op->row_activity[op->n_rows++] = a;
+    while (got < want && cql_result_next_row(r) == 1) {
+        got++;
+        size_t i = op->n_rows;
+        if (rec_row(r, &op->row_activity[i], &op->row_conv[i], &op->row_key[i]) && op->row_key[i].tier == 0)
+            op->n_rows++;
     }
-    op->rows_more = op->n_rows == want;
-    conv_validate(op);
+    op->rows_more = got == want;
+    int64_t lo = op->rows_more && op->n_rows ? op->row_activity[op->n_rows - 1] / RECENCY_HOT_TICKS : 0;
+    int64_t hi = op->cursor_set ? op->pos_activity / RECENCY_HOT_TICKS : INT64_MAX;
+    cql_value v[4] = {v_uuid(&op->q.user_id), cql_value_bigint(lo), cql_value_bigint(hi),
+                      cql_value_int(RECENCY_HOT_MAX)};
+    cass_exec(op->s, Q_REC_HOT, v, 4, NULL, on_recency_hot, op);
 }
 
 static void conv_fetch_recency(conv_page_op_t *op) {
-    int32_t want = op->q.limit + 1 - (int32_t)op->count + RECENCY_SLACK;
+    int32_t want = (int32_t)fetch_want(op);
     cql_value v[4];
     v[0] = v_uuid(&op->q.user_id);
     if (op->cursor_set) {
@@ -309,22 +378,47 @@ static void conv_fetch_recency(conv_page_op_t *op) {
     }
 }
 
-static void conv_start_done(void *arg, int err) {
-    conv_page_op_t *op = arg;
-    if (!err && !op->user.found) err = STORE_ENOTFOUND;
-    if (err) conv_page_finish(op, err);
-    else conv_fetch_recency(op);
-}
-
+/* A bare cursor's position is its conversation's activity: last_updated
+ * (ms, from conversations_by_user, which also proves the conversation is
+ * the user's), refined to the newest message's ticks when that message is
+ * the one last_updated records. */
 static void on_conv_cursor(void *arg, int status, cql_result *r) {
     conv_page_op_t *op = arg;
     int err = cass_map_cql(status, r, "cursor conversation read");
-    if (!err && (cql_result_next_row(r) != 1 || cass_row_time_ms(r, 2, &op->pos_activity) != CQL_OK))
-        err = STORE_EBADCURSOR;
-    op->cursor_set = op->has_start = true;
-    op->pos_id = op->start_id = op->q.cursor_id;
-    op->start_activity = op->pos_activity;
+    int64_t ms = 0;
+    if (!err && (cql_result_next_row(r) != 1 || cass_row_time_ms(r, 2, &ms) != CQL_OK)) err = STORE_EBADCURSOR;
+    op->cursor_ms = ms;
     cass_join_arrive(&op->start, err);
+}
+
+static void on_cursor_newest(void *arg, int status, cql_result *r) {
+    conv_page_op_t *op = arg;
+    int err = cass_map_cql(status, r, "cursor conversation read");
+    uuid_t id;
+    if (!err && cql_result_next_row(r) == 1 && row_uuid(r, 0, &id) && uuid_version(&id) == 1)
+        op->cursor_newest = (int64_t)uuid_time_ticks(&id);
+    cass_join_arrive(&op->start, err);
+}
+
+static void conv_start_done(void *arg, int err) {
+    conv_page_op_t *op = arg;
+    if (!err && !op->user.found) err = STORE_ENOTFOUND;
+    if (err) { conv_page_finish(op, err); return; }
+    if (op->q.has_cursor && op->q.cursor_is_id) {
+        int64_t at = (int64_t)unix_ms_to_ticks(op->cursor_ms);
+        if (ticks_to_unix_ms((uint64_t)op->cursor_newest) == op->cursor_ms) at = op->cursor_newest;
+        op->cursor_set = op->has_start = true;
+        op->pos_id = op->start_id = op->q.cursor_id;
+        op->pos_activity = op->start_activity = at;
+    }
+    conv_fetch_recency(op);
+}
+
+/* A cursor this store gave before activity was in ticks held ms: anything
+ * below the ticks of 1970 is one, and names the start of its ms. */
+static int64_t cursor_ticks(uint64_t activity) {
+    if (activity < UUID_TICKS_UNIX_EPOCH) return (int64_t)unix_ms_to_ticks((int64_t)activity);
+    return activity > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)activity;
 }
 
 void cass_conversations_list(store_t *base, const store_conv_query_t *q, store_conv_page_cb cb, void *ctx) {
@@ -339,15 +433,16 @@ void cass_conversations_list(store_t *base, const store_conv_query_t *q, store_c
     bool bare = q->has_cursor && q->cursor_is_id;
     if (q->has_cursor && !bare) {
         op->cursor_set = op->has_start = true;
-        op->pos_activity = op->start_activity = (int64_t)q->cursor_activity;
+        op->pos_activity = op->start_activity = cursor_ticks(q->cursor_activity);
         op->pos_id = op->start_id = q->cursor_id;
     }
-    cass_join_start(&op->start, bare ? 2 : 1, conv_start_done, op);
+    cass_join_start(&op->start, bare ? 3 : 1, conv_start_done, op);
     cql_value vu[1] = {v_uuid(&q->user_id)};
     cass_probe(s, &op->start, &op->user, "user read", Q_USER_GET, vu, 1);
     if (bare) {
         cql_value vc[2] = {v_uuid(&q->user_id), v_uuid(&q->cursor_id)};
         cass_exec(s, Q_CBU_GET, vc, 2, NULL, on_conv_cursor, op);
+        cass_exec(s, Q_MSG_NEWEST, vc + 1, 1, NULL, on_cursor_newest, op);
     }
     cass_join_arrive(&op->start, 0);
 }

@@ -12,17 +12,17 @@
 #include "store/cassandra/cass_internal.h"
 #include "util/log.h"
 
-/* Every send deletes a recency row, so a user's partition fills with
- * tombstones that every page of the list reads through (a 2M-message set:
- * ~400 per user, 51 ms per page). The table is an index that readers check
- * against conversations_by_user (a stale row is skipped and deleted), so a
- * deleted row that comes back does no harm: its tombstones need not outlive
- * a compaction (gc_grace_seconds 0), and levelled compaction with
- * single-sstable tombstone compactions purges them soon after they are
- * written. */
+/* conversation_recency is written in logged batches, and Cassandra's
+ * batchlog replay (and its hints) drop a table's mutations once they are
+ * older than its gc_grace_seconds: 0 would lose a replayed send's recency
+ * rows. Three hours is the default hint window. A send writes a tombstone
+ * only when a row changes key (cass_internal.h), so few need purging;
+ * levelled compaction keeps a partition in few sstables for the reads. */
+#define RECENCY_GC_GRACE 10800
+#define STR(x) #x
+#define XSTR(x) STR(x)
 #define RECENCY_TABLE_OPTIONS \
-    "gc_grace_seconds = 0 AND compaction = {'class': 'LeveledCompactionStrategy', " \
-    "'unchecked_tombstone_compaction': 'true', 'tombstone_threshold': '0.1', 'tombstone_compaction_interval': '60'}"
+    "gc_grace_seconds = " XSTR(RECENCY_GC_GRACE) " AND compaction = {'class': 'LeveledCompactionStrategy'}"
 
 /* The seed design's four tables, exactly as the FastAPI implementation
  * creates them, then ours. %s: the keyspace. */
@@ -36,9 +36,9 @@ static const char *const TABLES[] = {
     "WITH CLUSTERING ORDER BY (message_id DESC)",
     "CREATE TABLE IF NOT EXISTS %s.conversation_metadata (conversation_id uuid PRIMARY KEY, created_at timestamp)",
     "CREATE TABLE IF NOT EXISTS %s.users_by_name (username_lower text PRIMARY KEY, user_id uuid)",
-    "CREATE TABLE IF NOT EXISTS %s.conversations_by_recency (user_id uuid, activity bigint, conversation_id blob, "
-    "PRIMARY KEY (user_id, activity, conversation_id)) WITH CLUSTERING ORDER BY (activity DESC, conversation_id DESC) "
-    "AND " RECENCY_TABLE_OPTIONS,
+    "CREATE TABLE IF NOT EXISTS %s.conversation_recency (user_id uuid, tier int, pos bigint, conversation_id blob, "
+    "activity bigint, PRIMARY KEY (user_id, tier, pos, conversation_id)) "
+    "WITH CLUSTERING ORDER BY (tier ASC, pos DESC, conversation_id DESC) AND " RECENCY_TABLE_OPTIONS,
     "CREATE TABLE IF NOT EXISTS %s.conversation_participants (conversation_id uuid PRIMARY KEY, user1_id uuid, "
     "user2_id uuid)",
     "CREATE TABLE IF NOT EXISTS %s.idempotency (sender_id uuid, client_message_id text, conversation_id uuid, "
@@ -130,28 +130,38 @@ static void read_first_int(void *arg, cql_result *r) {
     if (cql_row_get_int(r, 0, &v) == CQL_OK) *(int32_t *)arg = v;
 }
 
-/* A recency table made by an earlier version gets the options above,
- * once: an ALTER on every start-up would change the schema every time. */
-static int recency_options_update(cql_client *c, const char *ks) {
-    char q[1024];
-    int32_t gc_grace = 0;
-    cql_value kv = cql_value_text(ks);
-    int rc = run_sync(c, cass_cql(Q_RECENCY_GC), &kv, 1, CQL_ONE, read_first_int, &gc_grace);
-    if (rc == CQL_OK && gc_grace != 0) {
-        log_info("store", "cassandra: conversations_by_recency: gc_grace_seconds %d -> 0, levelled compaction",
-                 (int)gc_grace);
-        snprintf(q, sizeof q, "ALTER TABLE %s.conversations_by_recency WITH " RECENCY_TABLE_OPTIONS, ks);
-        rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
-    }
-    return rc;
+/* gc_grace_seconds of ks.table into *out; false when there is no such table. */
+static bool table_gc_grace(cql_client *c, const char *ks, const char *table, int32_t *out) {
+    *out = -1;
+    cql_value v[2] = {cql_value_text(ks), cql_value_text(table)};
+    return run_sync(c, cass_cql(Q_TABLE_GC), v, 2, CQL_ONE, read_first_int, out) == CQL_OK && *out >= 0;
 }
 
-int cass_create_schema(const store_cassandra_config_t *cfg) {
+/* The previous versions' index, conversations_by_recency, is no longer read
+ * or written, and is left in place (a server of an older version still
+ * running on the keyspace keeps using it). It had gc_grace_seconds 0 while
+ * written in logged batches: raised once, so that no table here loses a
+ * replayed batch. */
+static int old_recency_update(cql_client *c, const char *ks) {
+    int32_t gc = 0;
+    if (!table_gc_grace(c, ks, "conversations_by_recency", &gc) || gc != 0) return CQL_OK;
+    log_info("store", "cassandra: conversations_by_recency (unused since conversation_recency): gc_grace_seconds 0 -> "
+             XSTR(RECENCY_GC_GRACE));
+    char q[256];
+    snprintf(q, sizeof q, "ALTER TABLE %s.conversations_by_recency WITH gc_grace_seconds = " XSTR(RECENCY_GC_GRACE), ks);
+    return run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
+}
+
+/* Creates the keyspace and tables; *fresh: conversation_recency did not
+ * exist before (its rows are still to be made from conversations_by_user). */
+static int create_schema(const store_cassandra_config_t *cfg, bool *fresh) {
     cql_client *c;
     int err = cass_connect(cfg, NULL, &c);
     if (err) return err;
     char q[1024];
     const char *ks = cfg->keyspace;
+    int32_t gc;
+    *fresh = !table_gc_grace(c, ks, "conversation_recency", &gc);
     snprintf(q, sizeof q,
              "CREATE KEYSPACE IF NOT EXISTS %s WITH replication = {'class': 'SimpleStrategy', 'replication_factor': %d}",
              ks, cfg->replication_factor > 0 ? cfg->replication_factor : 1);
@@ -160,7 +170,7 @@ int cass_create_schema(const store_cassandra_config_t *cfg) {
         snprintf(q, sizeof q, TABLES[i], ks);
         rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     }
-    if (rc == CQL_OK) rc = recency_options_update(c, ks);
+    if (rc == CQL_OK) rc = old_recency_update(c, ks);
     cql_client_close(c);
     if (rc != CQL_OK) return STORE_EIO;
     log_info("store", "cassandra keyspace %s ready", ks);
@@ -215,27 +225,53 @@ static void migrate_conv_row(void *arg, cql_result *r) {
     uuid_t user, conv;
     int64_t updated;
     if (!row_uuid(r, 0, &user) || !row_uuid(r, 1, &conv) || cass_row_time_ms(r, 2, &updated) != CQL_OK) return;
-    cql_value v[4] = {v_uuid(&user), cql_value_bigint(updated), v_conv_key(&conv), cql_value_bigint(updated * 1000)};
-    migrate_submit(m, Q_REC_PUT, v, 4, false);
+    int64_t act = (int64_t)unix_ms_to_ticks(updated);
+    cql_value v[6];
+    cass_rec_values(v, &user, &conv, rec_key_of(act, false), act, updated * 1000);
+    migrate_submit(m, Q_REC_PUT, v, 6, false);
+}
+
+/* Waits for what the scan submitted: closing would fail it. */
+static void migrate_drain(migrate_ctx_t *m) {
+    struct timespec tick = {0, 2 * 1000 * 1000};
+    while (atomic_load(&m->in_flight) > 0) nanosleep(&tick, NULL);
+}
+
+/* Indexes every conversations_by_user row in conversation_recency (tier 0
+ * at last_updated; a send or a reader moves it on) and, with users, every
+ * user in users_by_name. */
+static int migrate(const store_cassandra_config_t *cfg, bool users) {
+    migrate_ctx_t m = {.consistency = cfg->consistency};
+    int err = cass_connect(cfg, cfg->keyspace, &m.cql);
+    if (err) return err;
+    int rc = CQL_OK;
+    if (users) rc = run_sync(m.cql, cass_cql(Q_SCAN_USERS), NULL, 0, cfg->consistency, migrate_user_row, &m);
+    long n_users = m.rows;
+    if (rc == CQL_OK)
+        rc = run_sync(m.cql, cass_cql(Q_SCAN_CBU), NULL, 0, cfg->consistency, migrate_conv_row, &m);
+    migrate_drain(&m);
+    cql_client_close(m.cql);
+    long failed = atomic_load(&m.failed);
+    log_info("store", "migration: %ld users indexed by name, %ld conversation rows indexed by recency, %ld failed",
+             n_users, m.rows - n_users, failed);
+    return rc == CQL_OK && failed == 0 ? STORE_OK : STORE_EIO;
+}
+
+/* A keyspace of an earlier version gets its new list index at the first
+ * start-up that creates it: served at once, without `messenger schema`. */
+int cass_create_schema(const store_cassandra_config_t *cfg) {
+    bool fresh = false;
+    int err = create_schema(cfg, &fresh);
+    if (!err && fresh) {
+        log_info("store", "cassandra: conversation_recency is new: indexing conversations_by_user (once)");
+        err = migrate(cfg, false);
+    }
+    return err;
 }
 
 int store_cassandra_migrate(const store_cassandra_config_t *cfg) {
     if (!cass_keyspace_check(cfg->keyspace)) return STORE_EIO;
-    int err = cass_create_schema(cfg);
-    if (err) return err;
-    migrate_ctx_t m = {.consistency = cfg->consistency};
-    err = cass_connect(cfg, cfg->keyspace, &m.cql);
-    if (err) return err;
-    int rc = run_sync(m.cql, cass_cql(Q_SCAN_USERS), NULL, 0, cfg->consistency, migrate_user_row, &m);
-    long users = m.rows;
-    if (rc == CQL_OK)
-        rc = run_sync(m.cql, cass_cql(Q_SCAN_CBU), NULL, 0, cfg->consistency, migrate_conv_row, &m);
-    /* Closing would fail what is still in flight: wait for it first. */
-    struct timespec tick = {0, 2 * 1000 * 1000};
-    while (atomic_load(&m.in_flight) > 0) nanosleep(&tick, NULL);
-    cql_client_close(m.cql);
-    long failed = atomic_load(&m.failed);
-    log_info("store", "migration: %ld users indexed by name, %ld conversation rows indexed by recency, %ld failed",
-             users, m.rows - users, failed);
-    return rc == CQL_OK && failed == 0 ? STORE_OK : STORE_EIO;
+    bool fresh;
+    int err = create_schema(cfg, &fresh);
+    return err ? err : migrate(cfg, true);
 }

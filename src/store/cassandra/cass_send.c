@@ -19,10 +19,12 @@ typedef struct send_op {
     void *ctx;
     store_send_t req;
     message_t msg;
-    join_t reads;           /* sender, receiver, activity, metadata */
-    probe_t sender, receiver, meta;
-    bool has_old, replayed, reserved;
-    int64_t old_activity;
+    join_t reads;           /* sender, receiver, metadata, newest ids */
+    probe_t sender, receiver;
+    bool has_meta, replayed, reserved;
+    int64_t created_ms;     /* has_meta: the conversation's creation */
+    int n_newest;           /* message ids read, newest first (0..2) */
+    int64_t newest[2];      /* their times, 100-ns ticks */
     uint8_t content_hash[SHA256_LEN];
     char *result_text;      /* content of a replayed message */
     char text[];            /* content, then client_message_id */
@@ -43,11 +45,22 @@ static void send_reads_done(void *arg, int err) {
     else send_write(op);
 }
 
-static void on_send_activity(void *arg, int status, cql_result *r) {
+static void on_send_meta(void *arg, int status, cql_result *r) {
     send_op_t *op = arg;
-    int err = cass_map_cql(status, r, "conversation read");
-    if (!err && cql_result_next_row(r) == 1 && cass_row_time_ms(r, 2, &op->old_activity) == CQL_OK)
-        op->has_old = true;
+    int err = cass_map_cql(status, r, "metadata read");
+    if (!err && cql_result_next_row(r) == 1) {
+        op->has_meta = true;
+        if (cass_row_time_ms(r, 0, &op->created_ms) != CQL_OK) op->created_ms = 0;
+    }
+    cass_join_arrive(&op->reads, err);
+}
+
+static void on_send_newest(void *arg, int status, cql_result *r) {
+    send_op_t *op = arg;
+    int err = cass_map_cql(status, r, "newest messages read");
+    uuid_t id;
+    while (!err && op->n_newest < 2 && cql_result_next_row(r) == 1)
+        if (row_uuid(r, 0, &id) && uuid_version(&id) == 1) op->newest[op->n_newest++] = (int64_t)uuid_time_ticks(&id);
     cass_join_arrive(&op->reads, err);
 }
 
@@ -58,10 +71,9 @@ static void send_reads(send_op_t *op) {
     cass_probe(s, &op->reads, &op->sender, "sender look-up", Q_USER_GET, vs, 1);
     cql_value vr[1] = {v_uuid(&op->req.receiver_id)};
     cass_probe(s, &op->reads, &op->receiver, "receiver look-up", Q_USER_GET, vr, 1);
-    cql_value va[2] = {v_uuid(&op->req.sender_id), v_uuid(&op->msg.conversation_id)};
-    cass_exec(s, Q_CBU_GET, va, 2, NULL, on_send_activity, op);
     cql_value vm[1] = {v_uuid(&op->msg.conversation_id)};
-    cass_probe(s, &op->reads, &op->meta, "metadata read", Q_META_GET, vm, 1);
+    cass_exec(s, Q_META_GET, vm, 1, NULL, on_send_meta, op);
+    cass_exec(s, Q_MSG_NEWEST, vm, 1, NULL, on_send_newest, op);
     cass_join_arrive(&op->reads, 0); /* the submitter's own count */
 }
 
@@ -70,46 +82,92 @@ static void on_send_batch(void *arg, int status, cql_result *r) {
     send_finish(op, cass_map_cql(status, r, "send batch"));
 }
 
+/* The conversation's activity before this send (false: no conversation
+ * yet) and the key of the recency rows the previous send (or the open)
+ * wrote: hot when its two newest messages lie within RECENCY_HOT_TICKS. */
+static bool send_old_key(const send_op_t *op, int64_t *activity, rec_key_t *key) {
+    if (op->n_newest == 0) {
+        if (!op->has_meta) return false;
+        *activity = (int64_t)unix_ms_to_ticks(op->created_ms);
+        *key = rec_key_of(*activity, false);
+        return true;
+    }
+    *activity = op->newest[0];
+    *key = rec_key_of(*activity, op->n_newest == 2 && op->newest[0] - op->newest[1] <= RECENCY_HOT_TICKS);
+    return true;
+}
+
+/* Both users' recency rows of a send: upserted at the new key, the old rows
+ * deleted when the key changes. Values live in *v until the batch is out. */
+typedef struct rec_vals {
+    cql_value del[2][5];
+    cql_value put[2][6];
+} rec_vals_t;
+
+static size_t send_recency(const send_op_t *op, int64_t act, cql_batch_stmt *st, rec_vals_t *v) {
+    int64_t old_act = 0;
+    rec_key_t old;
+    bool has_old = send_old_key(op, &old_act, &old);
+    /* A message older than the activity (the seeder's ids, a late replay)
+     * leaves the rows where they are. */
+    if (has_old && act <= old_act) return 0;
+    rec_key_t key = rec_key_of(act, op->n_newest > 0 && act - op->newest[0] <= RECENCY_HOT_TICKS);
+    bool moved = has_old && (old.tier != key.tier || old.pos != key.pos);
+    int64_t ts = ticks_to_unix_us((uint64_t)act);
+    const message_t *m = &op->msg;
+    const uuid_t *users[2] = {&m->sender_id, &m->receiver_id};
+    size_t n = 0;
+    for (int i = 0; i < 2; i++) {
+        if (i == 1 && uuid_cmp(users[0], users[1]) == 0) break;
+        cass_rec_values(v->put[i], users[i], &m->conversation_id, key, act, ts);
+        if (moved) {
+            cql_value *d = v->del[i];
+            d[0] = cql_value_bigint(ts);
+            d[1] = v_uuid(users[i]);
+            d[2] = cql_value_int(old.tier);
+            d[3] = cql_value_bigint(old.pos);
+            d[4] = v_conv_key(&m->conversation_id);
+            st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), d, 5, 1};
+        }
+        st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), v->put[i], 6, 1};
+    }
+    return n;
+}
+
 static void send_write(send_op_t *op) {
     cass_store_t *s = op->s;
     message_t *m = &op->msg;
     if (!op->reserved) {
-        /* Not older than the conversation's newest message, even when this
+        /* Later than the conversation's newest message, even when this
          * node's clock is behind the node that wrote it. */
-        uint64_t floor = op->has_old ? unix_ms_to_ticks(op->old_activity) : 0;
+        int64_t old_act = 0;
+        rec_key_t ignored;
+        uint64_t floor = send_old_key(op, &old_act, &ignored) ? (uint64_t)old_act + 1 : 0;
         idgen_next_after(s->ids, floor, &m->id);
     }
-    m->created_at_ms = ticks_to_unix_ms(uuid_time_ticks(&m->id));
-    int64_t ts = ticks_to_unix_us(uuid_time_ticks(&m->id));
-    int64_t act = m->created_at_ms;
+    int64_t act = (int64_t)uuid_time_ticks(&m->id);
+    m->created_at_ms = ticks_to_unix_ms((uint64_t)act);
+    int64_t ts = ticks_to_unix_us((uint64_t)act), at = m->created_at_ms;
     const uuid_t *snd = &m->sender_id, *rcv = &m->receiver_id, *conv = &m->conversation_id;
     const uuid_t *lo = uuid_cmp(snd, rcv) <= 0 ? snd : rcv, *hi = lo == snd ? rcv : snd;
     cql_value content = cql_value_textn(m->content, m->content_len);
 
     cql_value v_msg[7] = {v_uuid(conv), v_timeuuid(&m->id), v_uuid(snd), v_uuid(rcv), content,
-                          cql_value_timestamp(act), cql_value_bigint(ts)};
-    cql_value v_cbu_s[6] = {v_uuid(snd), v_uuid(conv), v_uuid(rcv), content, cql_value_timestamp(act), cql_value_bigint(ts)};
-    cql_value v_cbu_r[6] = {v_uuid(rcv), v_uuid(conv), v_uuid(snd), content, cql_value_timestamp(act), cql_value_bigint(ts)};
-    cql_value v_del_s[4] = {cql_value_bigint(ts), v_uuid(snd), cql_value_bigint(op->old_activity), v_conv_key(conv)};
-    cql_value v_del_r[4] = {cql_value_bigint(ts), v_uuid(rcv), cql_value_bigint(op->old_activity), v_conv_key(conv)};
-    cql_value v_rec_s[4] = {v_uuid(snd), cql_value_bigint(act), v_conv_key(conv), cql_value_bigint(ts)};
-    cql_value v_rec_r[4] = {v_uuid(rcv), cql_value_bigint(act), v_conv_key(conv), cql_value_bigint(ts)};
-    int64_t fw = first_writer_wins_ts(act);
-    cql_value v_meta[3] = {v_uuid(conv), cql_value_timestamp(act), cql_value_bigint(fw)};
+                          cql_value_timestamp(at), cql_value_bigint(ts)};
+    cql_value v_cbu_s[6] = {v_uuid(snd), v_uuid(conv), v_uuid(rcv), content, cql_value_timestamp(at), cql_value_bigint(ts)};
+    cql_value v_cbu_r[6] = {v_uuid(rcv), v_uuid(conv), v_uuid(snd), content, cql_value_timestamp(at), cql_value_bigint(ts)};
+    int64_t fw = first_writer_wins_ts(at);
+    cql_value v_meta[3] = {v_uuid(conv), cql_value_timestamp(at), cql_value_bigint(fw)};
     cql_value v_part[4] = {v_uuid(conv), v_uuid(lo), v_uuid(hi), cql_value_bigint(fw)};
+    rec_vals_t v_rec;
 
     cql_batch_stmt st[9];
     size_t n = 0;
     st[n++] = (cql_batch_stmt){cass_cql(Q_MSG_PUT), v_msg, 7, 1};
     st[n++] = (cql_batch_stmt){cass_cql(Q_CBU_PUT), v_cbu_s, 6, 1};
     st[n++] = (cql_batch_stmt){cass_cql(Q_CBU_PUT), v_cbu_r, 6, 1};
-    if (op->has_old && op->old_activity != act) {
-        st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), v_del_s, 4, 1};
-        st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), v_del_r, 4, 1};
-    }
-    st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), v_rec_s, 4, 1};
-    st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), v_rec_r, 4, 1};
-    if (!op->meta.found) {
+    n += send_recency(op, act, st + n, &v_rec);
+    if (!op->has_meta) {
         st[n++] = (cql_batch_stmt){cass_cql(Q_META_PUT), v_meta, 3, 1};
         st[n++] = (cql_batch_stmt){cass_cql(Q_PART_PUT), v_part, 4, 1};
     }
@@ -257,12 +315,14 @@ static void open_write(open_op_t *op) {
     cql_value v_part[4] = {v_uuid(conv), v_uuid(lo), v_uuid(hi), cql_value_bigint(fw)};
     cql_value v_cbu_a[6] = {v_uuid(&op->a), v_uuid(conv), v_uuid(&op->b), none, cql_value_timestamp(at), cql_value_bigint(ts)};
     cql_value v_cbu_b[6] = {v_uuid(&op->b), v_uuid(conv), v_uuid(&op->a), none, cql_value_timestamp(at), cql_value_bigint(ts)};
-    cql_value v_rec_a[4] = {v_uuid(&op->a), cql_value_bigint(at), v_conv_key(conv), cql_value_bigint(ts)};
-    cql_value v_rec_b[4] = {v_uuid(&op->b), cql_value_bigint(at), v_conv_key(conv), cql_value_bigint(ts)};
+    int64_t act = (int64_t)unix_ms_to_ticks(at);
+    cql_value v_rec_a[6], v_rec_b[6];
+    cass_rec_values(v_rec_a, &op->a, conv, rec_key_of(act, false), act, ts);
+    cass_rec_values(v_rec_b, &op->b, conv, rec_key_of(act, false), act, ts);
     cql_batch_stmt st[6] = {
         {cass_cql(Q_META_PUT), v_meta, 3, 1}, {cass_cql(Q_PART_PUT), v_part, 4, 1},
         {cass_cql(Q_CBU_PUT), v_cbu_a, 6, 1}, {cass_cql(Q_CBU_PUT), v_cbu_b, 6, 1},
-        {cass_cql(Q_REC_PUT), v_rec_a, 4, 1}, {cass_cql(Q_REC_PUT), v_rec_b, 4, 1},
+        {cass_cql(Q_REC_PUT), v_rec_a, 6, 1}, {cass_cql(Q_REC_PUT), v_rec_b, 6, 1},
     };
     cql_query_opts o;
     cass_query_opts(op->s, &o);

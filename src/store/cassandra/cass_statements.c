@@ -10,6 +10,7 @@
 #include "store/cassandra/cass_internal.h"
 
 /* Statements (names unqualified: the client USEs the keyspace). */
+#define REC_COLS "SELECT activity, conversation_id, tier, pos FROM conversation_recency "
 #define MSG_COLS "SELECT message_id, sender_id, receiver_id, content, created_at FROM messages_by_conversation "
 
 const char *const cass_cql_text[] = {
@@ -32,10 +33,10 @@ const char *const cass_cql_text[] = {
                   "last_updated) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
     [Q_MSG_PUT] = "INSERT INTO messages_by_conversation (conversation_id, message_id, sender_id, receiver_id, content, "
                   "created_at) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-    [Q_REC_DEL] = "DELETE FROM conversations_by_recency USING TIMESTAMP ? WHERE user_id = ? AND activity = ? AND "
+    [Q_REC_DEL] = "DELETE FROM conversation_recency USING TIMESTAMP ? WHERE user_id = ? AND tier = ? AND pos = ? AND "
                   "conversation_id = ?",
-    [Q_REC_PUT] = "INSERT INTO conversations_by_recency (user_id, activity, conversation_id) VALUES (?, ?, ?) USING "
-                  "TIMESTAMP ?",
+    [Q_REC_PUT] = "INSERT INTO conversation_recency (user_id, tier, pos, conversation_id, activity) VALUES (?, ?, ?, ?, ?) "
+                  "USING TIMESTAMP ?",
     [Q_META_GET] = "SELECT created_at FROM conversation_metadata WHERE conversation_id = ?",
     [Q_META_PUT] = "INSERT INTO conversation_metadata (conversation_id, created_at) VALUES (?, ?) USING TIMESTAMP ?",
     [Q_PART_GET] = "SELECT user1_id, user2_id FROM conversation_participants WHERE conversation_id = ?",
@@ -45,13 +46,13 @@ const char *const cass_cql_text[] = {
     [Q_MSG_TOP] = MSG_COLS "WHERE conversation_id = ? LIMIT ?",
     [Q_MSG_BEFORE] = MSG_COLS "WHERE conversation_id = ? AND message_id < ? LIMIT ?",
     [Q_MSG_AFTER] = MSG_COLS "WHERE conversation_id = ? AND message_id > ? ORDER BY message_id ASC LIMIT ?",
-    [Q_REC_TOP] = "SELECT activity, conversation_id FROM conversations_by_recency WHERE user_id = ? LIMIT ?",
-    [Q_REC_BELOW] = "SELECT activity, conversation_id FROM conversations_by_recency WHERE user_id = ? AND (activity, "
-                    "conversation_id) < (?, ?) LIMIT ?",
+    [Q_MSG_NEWEST] = "SELECT message_id FROM messages_by_conversation WHERE conversation_id = ? LIMIT 2",
+    [Q_REC_TOP] = REC_COLS "WHERE user_id = ? AND tier = 0 LIMIT ?",
+    [Q_REC_BELOW] = REC_COLS "WHERE user_id = ? AND tier = 0 AND (pos, conversation_id) < (?, ?) LIMIT ?",
+    [Q_REC_HOT] = REC_COLS "WHERE user_id = ? AND tier = 1 AND pos >= ? AND pos <= ? LIMIT ?",
     [Q_HEALTH] = "SELECT release_version FROM system.local",
     /* Unprepared (cass_schema.c's blocking calls). */
-    [Q_RECENCY_GC] = "SELECT gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = ? AND table_name = "
-                     "'conversations_by_recency'",
+    [Q_TABLE_GC] = "SELECT gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
     [Q_SCAN_USERS] = "SELECT user_id, username FROM users",
     [Q_SCAN_CBU] = "SELECT user_id, conversation_id, last_updated FROM conversations_by_user",
 };
