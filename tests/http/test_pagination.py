@@ -3,7 +3,6 @@
 
 import random
 import threading
-import time
 import uuid
 from urllib.parse import quote
 
@@ -438,27 +437,14 @@ def test_user_without_conversations_empty_list(client, lib):
     assert p == {**p, "total": 0, "limit": 20, "data": [], "next_cursor": None}
 
 
-def next_millisecond():
-    """Waits until the wall clock's millisecond has changed. Order is by the
-    last message's time: the Cassandra store keeps it in milliseconds (the
-    design's last_message_at), so two sends in one millisecond tie, and a tie
-    is ordered by conversation id, not by which came first (once seen under
-    ASan: [c2, c3, c1])."""
-    start = time.time_ns() // 1_000_000
-    while time.time_ns() // 1_000_000 <= start:
-        time.sleep(0.0002)
-
-
 def test_order_changes_when_older_conversation_gets_message(client, lib):
     u = client.create_user()["user_id"]
     p1, p2, p3 = (client.create_user()["user_id"] for _ in range(3))
     c1, c2, c3 = (lib.derive_conversation_id(u, p) for p in (p1, p2, p3))
     for p in (p1, p2, p3):
-        next_millisecond()
         client.send(u, p, "to " + p)
     ids = lambda: [c["conversation_id"] for c in client.conversations_page(u)["data"]]
     assert ids() == [c3, c2, c1]
-    next_millisecond()
     bump = client.send(p1, u, "bump")
     assert ids() == [c1, c3, c2]
     top = client.conversations_page(u)["data"][0]
@@ -468,6 +454,65 @@ def test_order_changes_when_older_conversation_gets_message(client, lib):
     assert ids() == [c2, c1, c3]
     status, conv, _ = client.call("GET", f"/api/conversations/{c2}")
     assert conv["last_message_content"] == "again"
+
+
+def same_ms_pairs(sent):
+    """How many of the sends share their millisecond with another one."""
+    by_ms = {}
+    for m in sent:
+        by_ms.setdefault(m["created_at"], []).append(m)
+    return sum(len(v) for v in by_ms.values() if len(v) > 1)
+
+
+def test_back_to_back_sends_list_in_send_order(client, lib):
+    """Activity has the timeuuid's 100 ns (on both stores), so sends that
+    share a millisecond list in the order they were sent; no sleeps."""
+    u = client.create_user()["user_id"]
+    ps = [client.create_user()["user_id"] for _ in range(30)]
+    sent = [client.send(u, p, f"to {i}") for i, p in enumerate(ps)]
+    ids = [c["conversation_id"] for c in client.walk_conversations(u, limit=7)]
+    assert ids == [m["conversation_id"] for m in reversed(sent)], f"{same_ms_pairs(sent)} sends shared a millisecond"
+    # Moving them again, in another order, in one burst.
+    again = [client.send(p, u, "again") for p in reversed(ps[::2])]
+    top = [c["conversation_id"] for c in client.conversations_page(u, limit=15)["data"]]
+    assert top == [m["conversation_id"] for m in reversed(again)]
+
+
+def test_concurrent_sends_in_one_millisecond_list_in_id_order(server, lib):
+    """Eight senders at once, each into its own conversation with u, until
+    some of them share a millisecond: the list is in message-id order (the
+    order the store took them), never in conversation-id order."""
+    c = server.client()
+    u = c.create_user()["user_id"]
+    ps = [c.create_user()["user_id"] for _ in range(8)]
+    clients = [server.client() for _ in ps]
+    shared = 0
+    try:
+        for rnd in range(30):
+            start = threading.Barrier(len(ps))
+            out = [None] * len(ps)
+
+            def one(i):
+                start.wait()
+                out[i] = clients[i].send(ps[i], u, f"r{rnd}")
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(len(ps))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            expect = [m["conversation_id"] for m in sorted(out, key=lambda m: lib.timeuuid_key(m["message_id"]),
+                                                            reverse=True)]
+            got = [x["conversation_id"] for x in c.conversations_page(u, limit=8)["data"]]
+            assert got == expect, (rnd, [m["created_at"] for m in out])
+            shared += same_ms_pairs(out)
+            if shared >= 4:
+                break
+    finally:
+        for x in clients:
+            x.close()
+        c.close()
+    assert shared >= 2, "no two concurrent sends shared a millisecond in 30 rounds"
 
 
 def test_conversation_walk_with_interleaved_sends_deterministic(client, lib):

@@ -35,7 +35,7 @@ int store_cassandra_open(const store_cassandra_config_t *cfg, idgen_t *ids, stor
 
 /* Creates the keyspace and tables (IF NOT EXISTS) and fills our index
  * tables from the FastAPI implementation's tables (users_by_name from
- * users, conversations_by_recency from conversations_by_user): what
+ * users, conversation_recency from conversations_by_user): what
  * `messenger schema` runs once when adopting an existing keyspace. */
 int store_cassandra_migrate(const store_cassandra_config_t *cfg);
 
