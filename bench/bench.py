@@ -86,7 +86,8 @@ KNOBS = {
     "BENCH_IDLE_CONNECTIONS": env_num("BENCH_IDLE_CONNECTIONS", 10000),
     "BENCH_SCALE_ROUNDS": env_num("BENCH_SCALE_ROUNDS", 1 if QUICK else 5),
     "BENCH_RATIO_ROUNDS": env_num("BENCH_RATIO_ROUNDS", 1 if QUICK else 5),
-    "BENCH_SCENARIOS": env_str("BENCH_SCENARIOS", "health,page,list,send,mixed,memory,scale").split(","),
+    "BENCH_SCENARIOS": env_str("BENCH_SCENARIOS", "health,page,list,send,mixed,memory,scale,hot").split(","),
+    "BENCH_HOT_SENDS": env_num("BENCH_HOT_SENDS", 20000 if QUICK else 250000),  # the hot scenario (Cassandra)
     "BENCH_PORT": env_num("BENCH_PORT", 0),                        # 0: a free port
     "BENCH_STRICT": os.environ.get("BENCH_STRICT", "") == "1",     # exit 1 when a target falls short
     # Cassandra's main data set (the issue's minimum by default; BENCH_QUICK: a small set that seeds
@@ -1330,6 +1331,25 @@ def bench_store_on(backend, store, results, datasets, work, rng):
             srv.stop()
 
 
+def bench_hot(store):
+    """Issue 14's hot conversation (Cassandra only): bench/hot.py on this
+    build; its figures go into the notes (printed, and kept in the JSON)."""
+    if store != "cassandra":
+        return
+    args = [sys.executable, str(BENCH / "hot.py"), "--bin", str(BIN), "--sends", str(KNOBS["BENCH_HOT_SENDS"]),
+            "--duration", f"{DURATION:g}"]
+    log(f"hot scenario: {' '.join(args)}")
+    p = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+    m = re.search(r"^BENCH_HOT (\{.*\})$", p.stdout, re.M)
+    if p.returncode != 0 or not m:
+        note(f"hot scenario failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-400:]}")
+        return
+    for line in p.stdout.splitlines():
+        if line.startswith(("list ", "hot sends", "trace ")):
+            note("hot: " + line)
+    note("hot: BENCH_HOT " + m.group(1))
+
+
 def main():
     if not BIN.exists():
         sys.exit(f"bench: {BIN} is missing; run bench/run.sh (it builds it)")
@@ -1359,6 +1379,8 @@ def main():
     try:
         for store in KNOBS["STORES"]:
             bench_store(store, results, datasets, work, rng)
+            if "hot" in SCENARIOS:
+                bench_hot(store)
         ok = True
     finally:
         if not ok:

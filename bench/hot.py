@@ -168,6 +168,9 @@ def main():
         out["sends"] = hot_sends(port, work, u, h, args.sends)
         out["after_u"] = measure(port, work, "U after hot sends", u, args.duration)
         out["after_h"] = measure(port, work, "H after hot sends", h, args.duration)
+        # Cassandra flushes and compacts what the flood wrote meanwhile (on
+        # the same cores): U once more, a run later.
+        out["after_u_again"] = measure(port, work, "U after hot sends, again", u, args.duration)
         out["trace_after_u"] = tombstones(session, ks, u)
         out["trace_after_h"] = tombstones(session, ks, h)
         print(f"trace (live rows, tombstone cells): U fresh {out['trace_fresh_u']}, U after {out['trace_after_u']}, "

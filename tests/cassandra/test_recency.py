@@ -8,9 +8,9 @@ docs/cassandra-store.md), checked with the DataStax driver:
    batchlog replay drops the mutations of such a table);
  - a keyspace of the previous version (conversations_by_recency, gc_grace 0)
    keeps working after the upgrade: the first start-up indexes it."""
+import concurrent.futures
 import hashlib
 import re
-import threading
 import uuid
 
 from cassandra.query import SimpleStatement
@@ -58,25 +58,18 @@ def list_reads(driver, ks, user):
 
 
 def hot_run(server, a, b, n, threads=4):
-    errors = []
-
+    """n sends between a and b, both ways, over `threads` connections."""
     def work(k):
         cl = server.client()
         try:
             for i in range(k, n, threads):
-                s, r = (a, b) if i % 2 == 0 else (b, a)
-                cl.send(s, r, f"hot {i}")
-        except BaseException as e:
-            errors.append(e)
+                cl.send(*((a, b) if i % 2 == 0 else (b, a)), f"hot {i}")
         finally:
             cl.close()
 
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(600)
-    assert not errors, repr(errors[0])
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(work, k) for k in range(threads)]:
+            f.result(600)
 
 
 def test_hot_conversation_leaves_list_reads_few_tombstones(start_server, driver):

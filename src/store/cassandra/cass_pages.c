@@ -1,12 +1,14 @@
 /* cass_pages.c - the reads of the API's lists on Cassandra: a page of a
  * conversation's messages (one query), a page of a user's conversations
- * (recency rows checked against conversations_by_user: see "Recency without
- * read-modify-write races" in cass_internal.h), and one conversation.
+ * (conversation_recency's two tiers merged, then checked against
+ * conversations_by_user: see "Recency with bounded tombstones" in
+ * cass_internal.h), and one conversation.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store/cassandra/cass_internal.h"
+#include "util/log.h"
 
 /* ------------------------------------------------------------------ message pages */
 
@@ -312,12 +314,16 @@ static size_t fetch_want(const conv_page_op_t *op) {
 
 /* The tier-1 rows, merged with the tier-0 rows into op->row_* in list
  * order: every hot row below the cursor that can rank above the last
- * tier-0 row was read (cass_pages' fetch asked for its buckets). */
+ * tier-0 row was read (on_recency asked for their buckets). */
 static void on_recency_hot(void *arg, int status, cql_result *r) {
     conv_page_op_t *op = arg;
     int err = cass_map_cql(status, r, "conversation recency (hot)");
     if (err) { conv_page_finish(op, err); return; }
-    size_t cap = op->n_rows + (size_t)(cql_result_row_count(r) > 0 ? cql_result_row_count(r) : 0);
+    int32_t n_hot = cql_result_row_count(r);
+    if (n_hot >= RECENCY_HOT_MAX)
+        log_warn("store", "cassandra: a conversation page read %d hot recency rows (the most it reads): some may be "
+                 "missing from the list", (int)n_hot);
+    size_t cap = op->n_rows + (size_t)(n_hot > 0 ? n_hot : 0);
     rec_cand_t *c = malloc((cap ? cap : 1) * sizeof *c);
     if (!c) { conv_page_finish(op, STORE_ENOMEM); return; }
     size_t n = 0;

@@ -148,7 +148,8 @@ static int old_recency_update(cql_client *c, const char *ks) {
     log_info("store", "cassandra: conversations_by_recency (unused since conversation_recency): gc_grace_seconds 0 -> "
              XSTR(RECENCY_GC_GRACE));
     char q[256];
-    snprintf(q, sizeof q, "ALTER TABLE %s.conversations_by_recency WITH gc_grace_seconds = " XSTR(RECENCY_GC_GRACE), ks);
+    snprintf(q, sizeof q, "ALTER TABLE %s.conversations_by_recency WITH gc_grace_seconds = " XSTR(RECENCY_GC_GRACE),
+             ks);
     return run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
 }
 

@@ -1,8 +1,8 @@
 /* cass_send.c - the writes that move a conversation: a message send (the
- * idempotency key reserved by a lightweight transaction, three parallel
- * point reads, one logged batch; see "Recency without read-modify-write
- * races" in cass_internal.h) and a conversation opened with no message (the
- * seeder's).
+ * idempotency key reserved by a lightweight transaction, four parallel
+ * reads, one logged batch; see "Recency with bounded tombstones" and
+ * "Without read-modify-write races" in cass_internal.h) and a conversation
+ * opened with no message (the seeder's).
  */
 #include <stdlib.h>
 #include <string.h>

@@ -35,8 +35,8 @@ const char *const cass_cql_text[] = {
                   "created_at) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     [Q_REC_DEL] = "DELETE FROM conversation_recency USING TIMESTAMP ? WHERE user_id = ? AND tier = ? AND pos = ? AND "
                   "conversation_id = ?",
-    [Q_REC_PUT] = "INSERT INTO conversation_recency (user_id, tier, pos, conversation_id, activity) VALUES (?, ?, ?, ?, ?) "
-                  "USING TIMESTAMP ?",
+    [Q_REC_PUT] = "INSERT INTO conversation_recency (user_id, tier, pos, conversation_id, activity) VALUES "
+                  "(?, ?, ?, ?, ?) USING TIMESTAMP ?",
     [Q_META_GET] = "SELECT created_at FROM conversation_metadata WHERE conversation_id = ?",
     [Q_META_PUT] = "INSERT INTO conversation_metadata (conversation_id, created_at) VALUES (?, ?) USING TIMESTAMP ?",
     [Q_PART_GET] = "SELECT user1_id, user2_id FROM conversation_participants WHERE conversation_id = ?",
