@@ -14,9 +14,9 @@ On a keyspace of its own (dropped at the end) it:
   3. measures both lists again: "after N hot sends", and traces the list's
      recency SELECTs (the DataStax driver, tracing on) for the tombstone
      cells they read;
-  4. with --hub N, opens N conversations for a third user (`messenger seed`
-     is not used: they are made over HTTP, one send each, spread over the
-     run) and measures that user's list against U's fresh one.
+  4. with --hub N, seeds a third user with N conversations (`messenger seed
+     --hub-conversations N`, opened 1 ms apart) and measures that user's
+     list against that of a user with 50 (V), measured right before it.
 Prints one line per measurement and a JSON line (BENCH_HOT {...}).
 
 --bin can be an older build (the previous design's table is traced then).
@@ -130,14 +130,16 @@ def traced(session, query, params):
     return rows, live, tomb
 
 
-def make_hub(c, hub, n):
-    peers = []
-    for i in range(n):
-        p = user(c, f"hubpeer{i}-{uuid.uuid4().hex[:6]}")
-        send(c, p, hub, "hi")
-        peers.append(p)
-        if (i + 1) % 10000 == 0:
-            print(f"hub: {i + 1} conversations", flush=True)
+def make_hub(binary, ks, n, work):
+    """`messenger seed` a user (user0000000) with n conversations into ks,
+    opened 1 ms apart; returns that user's id."""
+    args = [binary, "seed", "--store", "cassandra", "--cassandra-keyspace", ks, "--users", str(n + 1),
+            "--conversations", "0", "--messages", "0", "--hub-conversations", str(n), "--long-conversation", "0",
+            "--log-level", "warn"]
+    t0 = time.monotonic()
+    subprocess.run(args, check=True, stdout=open(work / "seed.log", "ab"), stderr=subprocess.STDOUT, timeout=3600)
+    print(f"hub: {n} conversations seeded in {time.monotonic() - t0:.0f} s", flush=True)
+    return bench.user_id(0)
 
 
 def main():
@@ -176,8 +178,11 @@ def main():
         print(f"trace (live rows, tombstone cells): U fresh {out['trace_fresh_u']}, U after {out['trace_after_u']}, "
               f"H after {out['trace_after_h']}", flush=True)
         if args.hub:
-            hub = user(c, f"hub-{tag}")
-            make_hub(c, hub, args.hub)
+            v = user(c, f"v-{tag}")  # 50 conversations, nothing hot: the hub's pair
+            for i in range(50):
+                send(c, user(c, f"r{i}-{tag}"), v, "hello")
+            hub = make_hub(args.bin, ks, args.hub, work)
+            out["list_50"] = measure(port, work, "V (50 convs)", v, args.duration)
             out["hub"] = measure(port, work, f"hub ({args.hub} convs)", hub, args.duration)
             out["trace_hub"] = tombstones(session, ks, hub)
         c.close()
