@@ -149,6 +149,8 @@ typedef enum cass_q {
     Q_HEALTH,
     /* unprepared, blocking (cass_schema.c: start-up and `messenger schema`) */
     Q_TABLE_GC,
+    Q_SCHEMA_LOCAL,
+    Q_SCHEMA_PEERS,
     Q_SCAN_USERS,
     Q_SCAN_CBU,
     Q_COUNT

@@ -153,6 +153,49 @@ static int old_recency_update(cql_client *c, const char *ks) {
     return run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
 }
 
+/* What schema_agreed() saw: the schema versions, as far as they agree. */
+typedef struct versions {
+    uint8_t first[16];
+    bool seen, differ;
+} versions_t;
+
+static void read_version(void *arg, cql_result *r) {
+    versions_t *v = arg;
+    uint8_t u[16];
+    if (cql_row_get_uuid(r, 0, u) != CQL_OK) { v->differ = true; return; } /* a peer not settled yet */
+    if (!v->seen) memcpy(v->first, u, 16);
+    else if (memcmp(v->first, u, 16) != 0) v->differ = true;
+    v->seen = true;
+}
+
+/* Whether every node has the same schema version. Each node's own version
+ * is in its system.local, and every other node's (by gossip) in its
+ * system.peers; the requests go round the nodes, so a few of each see them
+ * all. */
+static bool schema_agreed(cql_client *c) {
+    versions_t v = {.seen = false, .differ = false};
+    for (int i = 0; i < 4 && !v.differ; i++)
+        if (run_sync(c, cass_cql(Q_SCHEMA_LOCAL), NULL, 0, CQL_ONE, read_version, &v) != CQL_OK ||
+            run_sync(c, cass_cql(Q_SCHEMA_PEERS), NULL, 0, CQL_ONE, read_version, &v) != CQL_OK)
+            return false;
+    return !v.differ;
+}
+
+/* On a cluster, a schema change is made on one node and reaches the others
+ * by gossip: a CREATE TABLE sent to a node that has not heard of the new
+ * keyspace fails ("Keyspace ... doesn't exist"), and so would the first
+ * statements prepared there. So after each step the nodes are given time to
+ * agree (as drivers do), up to 30 s; then the start-up goes on and says so.
+ * One node agrees with itself at once. */
+static void wait_schema_agreement(cql_client *c) {
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    for (int tries = 0; tries < 150; tries++) {
+        if (schema_agreed(c)) return;
+        nanosleep(&pause, NULL);
+    }
+    log_warn("store", "cassandra: the nodes did not agree on the schema within 30 s; going on");
+}
+
 /* Creates the keyspace and tables; *fresh: conversation_recency did not
  * exist before (its rows are still to be made from conversations_by_user). */
 static int create_schema(const store_cassandra_config_t *cfg, bool *fresh) {
@@ -167,11 +210,13 @@ static int create_schema(const store_cassandra_config_t *cfg, bool *fresh) {
              "CREATE KEYSPACE IF NOT EXISTS %s WITH replication = {'class': 'SimpleStrategy', 'replication_factor': %d}",
              ks, cfg->replication_factor > 0 ? cfg->replication_factor : 1);
     int rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
+    if (rc == CQL_OK) wait_schema_agreement(c);
     for (size_t i = 0; rc == CQL_OK && i < sizeof TABLES / sizeof TABLES[0]; i++) {
         snprintf(q, sizeof q, TABLES[i], ks);
         rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     }
     if (rc == CQL_OK) rc = old_recency_update(c, ks);
+    if (rc == CQL_OK) wait_schema_agreement(c);
     cql_client_close(c);
     if (rc != CQL_OK) return STORE_EIO;
     log_info("store", "cassandra keyspace %s ready", ks);

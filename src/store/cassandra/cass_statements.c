@@ -53,6 +53,8 @@ const char *const cass_cql_text[] = {
     [Q_HEALTH] = "SELECT release_version FROM system.local",
     /* Unprepared (cass_schema.c's blocking calls). */
     [Q_TABLE_GC] = "SELECT gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+    [Q_SCHEMA_LOCAL] = "SELECT schema_version FROM system.local",
+    [Q_SCHEMA_PEERS] = "SELECT schema_version FROM system.peers",
     [Q_SCAN_USERS] = "SELECT user_id, username FROM users",
     [Q_SCAN_CBU] = "SELECT user_id, conversation_id, last_updated FROM conversations_by_user",
 };
