@@ -44,9 +44,12 @@ def start_server(tmp_path):
         assert code == 0, f"server exit code {code}:\n{s.log_text()}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def driver():
-    """A DataStax driver session (no keyspace)."""
+    """A DataStax driver session (no keyspace), one per test: a session whose
+    keyspace a test set (test_compat) and dropped cannot come back after a
+    Cassandra restart (test_failover), and would fail every later test that
+    shared it (NoHostAvailable)."""
     from cassandra.cluster import Cluster
     cluster = Cluster(["127.0.0.1"], port=9042)
     session = cluster.connect()
