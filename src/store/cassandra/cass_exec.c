@@ -5,6 +5,7 @@
  */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "store/cassandra/cass_internal.h"
 #include "util/log.h"
@@ -106,6 +107,17 @@ void cass_probe(cass_store_t *s, join_t *j, probe_t *p, const char *what, cass_q
 }
 
 /* ------------------------------------------------------------------ rows */
+
+int cass_col_index(cql_result *r, const char *name) {
+    int32_t n = cql_result_column_count(r);
+    for (int32_t i = 0; i < n; i++) {
+        cql_column c;
+        if (cql_result_column(r, i, &c) == CQL_OK && c.name.len == strlen(name) &&
+            memcmp(c.name.ptr, name, c.name.len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
 
 int cass_row_time_ms(cql_result *r, int col, int64_t *out) {
     int64_t v;

@@ -234,6 +234,11 @@ static inline bool row_uuid(cql_result *r, int col, uuid_t *out) {
     return cql_row_get_uuid(r, col, out->b) == CQL_OK;
 }
 
+/* The index of the result's column called `name`, or -1. A lightweight
+ * transaction that is not applied answers with the row it found, whose
+ * columns are named rather than placed. */
+int cass_col_index(cql_result *r, const char *name);
+
 /* Reads column `col` of the current row as a time in Unix ms (a timestamp
  * or a bigint of ms): CQL_OK only for a time within time_ms_valid(). What a
  * node sends is input: a value outside it is logged and read as absent. */

@@ -39,9 +39,14 @@ static void send_finish(send_op_t *op, int err) {
 
 static void send_write(send_op_t *op);
 
+/* After both users' look-ups: STORE_ENOTFOUND when either is unknown. */
+static int send_users_err(const send_op_t *op) {
+    return op->sender.found && op->receiver.found ? STORE_OK : STORE_ENOTFOUND;
+}
+
 static void send_reads_done(void *arg, int err) {
     send_op_t *op = arg;
-    if (!err && !op->users_checked && (!op->sender.found || !op->receiver.found)) err = STORE_ENOTFOUND;
+    if (!err && !op->users_checked) err = send_users_err(op);
     if (err) send_finish(op, err);
     else send_write(op);
 }
@@ -216,17 +221,6 @@ static void on_send_reserved_message(void *arg, int status, cql_result *r) {
     send_reads(op);
 }
 
-static int col_index(cql_result *r, const char *name) {
-    int32_t n = cql_result_column_count(r);
-    for (int32_t i = 0; i < n; i++) {
-        cql_column c;
-        if (cql_result_column(r, i, &c) == CQL_OK && c.name.len == strlen(name) &&
-            memcmp(c.name.ptr, name, c.name.len) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
 static void on_send_idem(void *arg, int status, cql_result *r) {
     send_op_t *op = arg;
     int err = cass_map_cql(status, r, "idempotency reservation");
@@ -235,8 +229,8 @@ static void on_send_idem(void *arg, int status, cql_result *r) {
     if (err) { send_finish(op, err); return; }
     if (applied) { send_reads(op); return; }
     /* Taken: the row that holds the key comes back with the answer. */
-    int c_conv = col_index(r, "conversation_id"), c_id = col_index(r, "message_id"),
-        c_rcv = col_index(r, "receiver_id"), c_hash = col_index(r, "content_sha256");
+    int c_conv = cass_col_index(r, "conversation_id"), c_id = cass_col_index(r, "message_id"),
+        c_rcv = cass_col_index(r, "receiver_id"), c_hash = cass_col_index(r, "content_sha256");
     uuid_t conv, id, rcv;
     const uint8_t *hash;
     size_t hash_len;
@@ -260,7 +254,7 @@ static void on_send_idem(void *arg, int status, cql_result *r) {
  * transaction. */
 static void send_reserve(void *arg, int err) {
     send_op_t *op = arg;
-    if (!err && (!op->sender.found || !op->receiver.found)) err = STORE_ENOTFOUND;
+    if (!err) err = send_users_err(op);
     if (err) { send_finish(op, err); return; }
     message_t *m = &op->msg;
     idgen_next(op->s->ids, &m->id);

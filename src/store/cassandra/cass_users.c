@@ -136,14 +136,9 @@ static void on_undo_cred(void *arg, int status, cql_result *r) {
  * seeder's ids are derived from names), whose rows are the existing user's
  * and must stay. */
 static bool reserved_for_us(cql_result *r, const uuid_t *id) {
-    int32_t n = cql_result_column_count(r);
-    for (int32_t i = 1; i < n; i++) {
-        cql_column c;
-        uuid_t found;
-        if (cql_result_column(r, i, &c) == CQL_OK && c.name.len == 7 && memcmp(c.name.ptr, "user_id", 7) == 0)
-            return row_uuid(r, (int)i, &found) && uuid_cmp(&found, id) == 0;
-    }
-    return false;
+    int col = cass_col_index(r, "user_id");
+    uuid_t found;
+    return col > 0 && row_uuid(r, col, &found) && uuid_cmp(&found, id) == 0;
 }
 
 static void on_name_lwt(void *arg, int status, cql_result *r) {
