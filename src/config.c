@@ -12,7 +12,7 @@
 
 /* ---- one value ---- */
 
-static int parse_long(const char *s, long min, long max, long *out) {
+int config_parse_long(const char *s, long min, long max, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -54,7 +54,7 @@ static int set_value(const config_setting_t *s, void *target, const char *v) {
     }
     default: break;
     }
-    if (parse_long(v, s->min, s->max, &n)) return -1;
+    if (config_parse_long(v, s->min, s->max, &n)) return -1;
     switch (s->type) {
     case SET_UNSIGNED: *(unsigned *)field = (unsigned)n; return 0;
     case SET_SIZE: *(size_t *)field = (size_t)n; return 0;

@@ -134,6 +134,10 @@ int config_load(config_t *cfg, int argc, char **argv);
  * accepted beside the server's, and their defaults applied first. */
 int config_load_tool(config_t *cfg, const config_extra_t *extra, int argc, char **argv);
 
+/* A whole decimal number within [min, max] (the numeric rows', and the
+ * table's own parsers'); 0, or -1 with *out untouched. */
+int config_parse_long(const char *s, long min, long max, long *out);
+
 /* `messenger --help`. */
 void config_print_help(const char *prog);
 /* The options part of it for a table (a tool's help lists its own too). */

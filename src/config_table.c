@@ -3,8 +3,6 @@
  * in the README's configuration table (a test compares the two). */
 #include "config.h"
 
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -24,10 +22,8 @@ static int parse_listen(void *target, const char *s) {
         memcpy(host, h, n);
         host[n] = '\0';
     }
-    char *end;
-    errno = 0;
-    long p = strtol(port, &end, 10);
-    if (errno || end == port || *end || p < 0 || p > 65535) return -1;
+    long p;
+    if (config_parse_long(port, 0, 65535, &p)) return -1;
     if (host[0]) snprintf(c->host, sizeof c->host, "%s", host);
     c->port = (uint16_t)p;
     return 0;
@@ -78,10 +74,8 @@ static int parse_fastapi_host(void *target, const char *v) {
 
 static int parse_fastapi_port(void *target, const char *v) {
     config_t *c = target;
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || end == v || *end || n < 1 || n > 65535) return -1;
+    long n;
+    if (config_parse_long(v, 1, 65535, &n)) return -1;
     const char *host = c->n_cass_hosts ? c->cass_hosts[0] : "127.0.0.1";
     if (strchr(host, ':')) host = "127.0.0.1";
     char h[300];
