@@ -21,6 +21,7 @@
 #include "api/input.h"
 #include "api/render.h"
 #include "util/log.h"
+#include "util/timefmt.h"
 
 #include <jansson.h>
 
@@ -32,6 +33,10 @@
  * missed and however slowly its client reads. */
 #define CHUNK 32
 #define CHUNK_QUEUE_BELOW (16u << 10)
+/* How long a live stream remembers what its catch-up sent (see sse_t.sent):
+ * far longer than an event spends between a commit and a hub, unless its
+ * publisher lost it, which every stream hears of as a reset. */
+#define SENT_KEEP_MS 60000
 
 typedef struct held {
     struct held *next;
@@ -45,6 +50,7 @@ typedef struct held {
 typedef struct missed {
     uint8_t key[16];          /* timeuuid sort key: the order to send in (first: missed_cmp) */
     uint32_t conv;            /* index into sse_t.convs */
+    bool echoed;              /* once live: its event came from the hub, and was skipped */
     char *event;              /* rendered, while its chunk is being sent */
     size_t len;
 } missed_t;
@@ -75,10 +81,13 @@ typedef struct sse {
     /* Once live: what the catch-up sent (keys only, sorted). A message it
      * read may be published a moment after it went live (LMDB publishes once
      * the write-ahead log is synced, a broker relays with a delay); that
-     * event is skipped. Events come in id order, so the first one newer than
-     * all of these ends the check. */
+     * event is skipped. Not in id order: instances publish independently,
+     * and a message commits on one a moment after a later id on another.
+     * So each key is crossed off when its event comes, and the rest is
+     * forgotten once none is left or SENT_KEEP_MS have passed (sent_until). */
     missed_t *sent;
-    size_t n_sent;
+    size_t n_sent, n_sent_left;
+    int64_t sent_until;       /* time_mono_ms() */
     /* catch-up (touched only by the one step in progress) */
     bool driving, again;
     cu_phase_t phase;
@@ -149,19 +158,31 @@ static int missed_cmp(const void *a, const void *b) {
     return memcmp(((const missed_t *)a)->key, ((const missed_t *)b)->key, 16);
 }
 
-/* True when the catch-up already sent the message with this id; forgets
- * what it sent once an event newer than all of it comes. With c->mu held. */
+static void sent_forget(sse_t *c) {
+    free(c->sent);
+    c->sent = NULL;
+    c->n_sent = c->n_sent_left = 0;
+}
+
+/* Forgets what the catch-up sent once it is old enough. With c->mu held. */
+static void sent_expire(sse_t *c) {
+    if (c->n_sent && time_mono_ms() >= c->sent_until) sent_forget(c);
+}
+
+/* True when the catch-up already sent the message with this id (its event
+ * is then skipped). With c->mu held. */
 static bool sent_by_catchup(sse_t *c, const uuid_t *id) {
+    sent_expire(c);
     if (!c->n_sent) return false;
     missed_t k;
     uuid_sort_key(id, k.key);
-    if (memcmp(k.key, c->sent[c->n_sent - 1].key, 16) > 0) {
-        free(c->sent);
-        c->sent = NULL;
-        c->n_sent = 0;
-        return false;
+    missed_t *m = bsearch(&k, c->sent, c->n_sent, sizeof k, missed_cmp);
+    if (!m) return false;
+    if (!m->echoed) {
+        m->echoed = true;
+        if (--c->n_sent_left == 0) sent_forget(c);
     }
-    return bsearch(&k, c->sent, c->n_sent, sizeof k, missed_cmp) != NULL;
+    return true;
 }
 
 /* ---- the hub's sink ---- */
@@ -197,6 +218,7 @@ static void sink_deliver(void *ctx, const uuid_t *id, const char *event, size_t 
 static void sink_heartbeat(void *ctx) {
     sse_t *c = ctx;
     pthread_mutex_lock(&c->mu);
+    sent_expire(c);
     put(c, ": keep-alive\n\n", 14);
     pthread_mutex_unlock(&c->mu);
 }
@@ -226,10 +248,14 @@ static void on_closed(void *ctx) {
 
 /* ---- catch-up ---- */
 
-static bool was_missed(const sse_t *c, const uuid_t *id) {
+/* True when the catch-up sent the message with this id; its event, which
+ * came meanwhile, is crossed off. */
+static bool was_missed(sse_t *c, const uuid_t *id) {
     missed_t k;
     uuid_sort_key(id, k.key);
-    return c->n_missed && bsearch(&k, c->missed, c->n_missed, sizeof k, missed_cmp) != NULL;
+    missed_t *m = c->n_missed ? bsearch(&k, c->missed, c->n_missed, sizeof k, missed_cmp) : NULL;
+    if (m) m->echoed = true;
+    return m != NULL;
 }
 
 /* Sends the reset or nothing, then the held live events; goes live. */
@@ -242,18 +268,23 @@ static void catchup_finish(sse_t *c) {
                                     "reload conversations through the REST API\"}\n\n";
         put(c, reset, sizeof reset - 1);
     }
+    size_t echoed = 0;
     for (held_t *h = c->held, *n; h; h = n) {
         n = h->next;
-        if (c->overflow || !was_missed(c, &h->id)) put(c, h->event, h->len);
+        if (c->overflow) put(c, h->event, h->len);
+        else if (was_missed(c, &h->id)) echoed++;
+        else put(c, h->event, h->len);
         free(h);
     }
     c->held = NULL;
     c->held_tail = &c->held;
     c->held_bytes = 0;
     c->live = true;
-    if (!c->overflow && !c->err && c->n_missed) { /* the keys stay, for sent_by_catchup */
+    if (!c->overflow && !c->err && c->n_missed > echoed) { /* the keys stay, for sent_by_catchup */
         c->sent = c->missed;
         c->n_sent = c->n_missed;
+        c->n_sent_left = c->n_missed - echoed;
+        c->sent_until = time_mono_ms() + SENT_KEEP_MS;
     } else {
         for (size_t i = 0; i < c->n_missed; i++) free(c->missed[i].event);
         free(c->missed);

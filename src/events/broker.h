@@ -14,6 +14,14 @@
  * stream, so that each client reconnects with Last-Event-ID and catches up
  * from the store, which is the source of truth. The first successful
  * subscription does not call on_reset.
+ * The publishing side tells every instance of its own losses the same way:
+ * once payloads it was given may not have reached Redis (a batch lost with
+ * its connection, a full queue, a refused PUBLISH), it publishes
+ * cb->loss_notice ahead of anything later, and every subscriber (itself
+ * included) gets it through on_message like any payload. What was queued
+ * while the publisher was disconnected is dropped at the reconnection and
+ * counts as lost: published late, it would reach streams that have caught
+ * up from the store since, and repeat what they sent.
  *
  * Trust boundary. Redis, and anything else that can reach it and PUBLISH on
  * the channel, is outside: what arrives is input.
@@ -47,6 +55,10 @@ typedef struct broker_callbacks {
     void (*on_message)(void *ctx, const char *payload, size_t len);
     void (*on_reset)(void *ctx);
     void *ctx;
+    /* Published after a loss on the publishing side (see Loss above); must
+     * outlive the broker. NULL: losses are only logged and counted. */
+    const char *loss_notice;
+    size_t loss_notice_len;
 } broker_callbacks_t;
 
 /* url: "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" (HOST numeric or a name,

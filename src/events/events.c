@@ -17,6 +17,17 @@
 #define BUCKETS 4096
 #define PAYLOAD_HDR 48 /* sender 16, receiver 16, message id 16; then the event */
 #define CHANNEL "messenger:events"
+/* Every payload on the channel is one of three kinds, told apart by the
+ * header's ids:
+ *   a message:     sender | receiver | message id (a timeuuid) | the event
+ *   a session end: user   | user     | nil | SESSION_END | token hash
+ *   a loss notice: nil    | nil      | nil | LOSS_NOTICE (an instance's
+ *                  publisher lost events: every stream catches up)
+ * Anything else is dropped with a warning: the channel is input too. */
+#define SESSION_END "session-end\n"
+#define SESSION_END_LEN (sizeof SESSION_END - 1)
+#define LOSS_NOTICE "events-lost\n"
+#define LOSS_NOTICE_LEN (PAYLOAD_HDR + sizeof LOSS_NOTICE - 1)
 
 struct events_sub {
     events_sub_t *next;
@@ -35,6 +46,7 @@ struct events {
     unsigned heartbeat_s;
     unsigned max_per_user;
     bool (*accept)(const uuid_t *, const uuid_t *, const uuid_t *, const char *, size_t);
+    char loss_notice[LOSS_NOTICE_LEN]; /* what the broker publishes after a loss */
     pthread_t heart;
     pthread_mutex_t heart_mu;
     pthread_cond_t heart_cv;
@@ -119,14 +131,6 @@ static void end_expired(events_t *ev, int64_t now_ms) {
 
 /* ---- the broker's side ---- */
 
-/* Every payload on the channel is one of two kinds, told apart by the
- * header's third id:
- *   a message:    sender | receiver | message id (a timeuuid) | the event
- *   a session end: user  | user     | nil        | SESSION_END | token hash
- * Anything else is dropped with a warning: the channel is input too. */
-#define SESSION_END "session-end\n"
-#define SESSION_END_LEN (sizeof SESSION_END - 1)
-
 /* The PAYLOAD_HDR bytes every payload starts with (on_broker_message reads
  * them back). */
 static void put_payload_header(buf_t *b, const uuid_t *a, const uuid_t *c, const uuid_t *id) {
@@ -149,11 +153,15 @@ static void on_broker_message(void *ctx, const char *payload, size_t len) {
     const char *rest = payload + PAYLOAD_HDR;
     size_t n = len - PAYLOAD_HDR;
     if (uuid_cmp(&id, &nil) == 0) {
-        if (n == SESSION_END_LEN + 32 && memcmp(rest, SESSION_END, SESSION_END_LEN) == 0 &&
-            uuid_cmp(&sender, &receiver) == 0)
+        if (len == LOSS_NOTICE_LEN && memcmp(payload, ev->loss_notice, len) == 0) {
+            log_warn("events", "an instance could not publish some events: event streams told to catch up");
+            for_each_sub(ev, call_reset);
+        } else if (n == SESSION_END_LEN + 32 && memcmp(rest, SESSION_END, SESSION_END_LEN) == 0 &&
+                   uuid_cmp(&sender, &receiver) == 0) {
             end_session_local(ev, &sender, (const uint8_t *)rest + SESSION_END_LEN);
-        else
-            log_warn("events", "broker payload of %zu bytes dropped: not a session end", len);
+        } else {
+            log_warn("events", "broker payload of %zu bytes dropped: not a session end or loss notice", len);
+        }
         return;
     }
     if (!ev->accept(&sender, &receiver, &id, rest, n)) {
@@ -208,8 +216,10 @@ int events_open(const events_config_t *cfg, events_t **out) {
     ev->heartbeat_s = cfg->heartbeat_s ? cfg->heartbeat_s : 15;
     ev->max_per_user = cfg->max_per_user ? cfg->max_per_user : 16;
     ev->accept = cfg->accept;
+    memcpy(ev->loss_notice + PAYLOAD_HDR, LOSS_NOTICE, sizeof LOSS_NOTICE - 1); /* after a nil header */
     if (broker_url) {
-        broker_callbacks_t cb = {.on_message = on_broker_message, .on_reset = on_broker_reset, .ctx = ev};
+        broker_callbacks_t cb = {.on_message = on_broker_message, .on_reset = on_broker_reset, .ctx = ev,
+                                 .loss_notice = ev->loss_notice, .loss_notice_len = sizeof ev->loss_notice};
         int rc = broker_open(broker_url, CHANNEL, &cb, &ev->broker);
         if (rc) {
             log_error("events", "cannot use broker %s: %s", broker_url, strerror(-rc));
@@ -340,8 +350,10 @@ void events_publish(events_t *ev, const uuid_t *sender, const uuid_t *receiver, 
     if (buf_ok(&b)) {
         broker_publish(ev->broker, b.data, b.len);
     } else {
+        /* Every instance's streams of these users miss it: the notice (kept
+         * ready, no allocation) tells them all. */
         log_error("events", "out of memory publishing an event: streams told to catch up");
-        for_each_sub(ev, call_reset);
+        broker_publish(ev->broker, ev->loss_notice, sizeof ev->loss_notice);
     }
     buf_free(&b);
 }

@@ -49,8 +49,11 @@ void time_format_ms(int64_t ms, char *out) {
     out[24] = '\0';
 }
 
-int64_t time_now_ms(void) {
+static int64_t clock_ms(clockid_t clock) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+int64_t time_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
+int64_t time_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }

@@ -278,7 +278,11 @@ typedef struct fixture {
     server_t srv;
     sink_t sink[2];
     broker_t *br[2];
+    bool notice;   /* brokers opened from now on publish NOTICE after a loss */
 } fixture_t;
+
+/* A loss notice (events.c makes its own; any bytes do here). */
+static const char NOTICE[] = "loss notice";
 
 static int setup(void **state) {
     /* Outages are the point here: no warnings, unless asked for with
@@ -321,6 +325,10 @@ static void open_broker_as(fixture_t *f, int i, const char *userinfo) {
     char url[128];
     snprintf(url, sizeof url, "redis://%s127.0.0.1:%d", userinfo, f->srv.port);
     broker_callbacks_t cb = {.on_message = on_message, .on_reset = on_reset, .ctx = &f->sink[i]};
+    if (f->notice) {
+        cb.loss_notice = NOTICE;
+        cb.loss_notice_len = sizeof NOTICE - 1;
+    }
     assert_int_equal(broker_open(url, CHANNEL, &cb, &f->br[i]), 0);
     assert_non_null(f->br[i]);
 }
@@ -469,8 +477,17 @@ static void redis_comes_up_later(void **state) {
     assert_int_equal(sink_resets(&f->sink[0]) + sink_resets(&f->sink[1]), 0);
 }
 
+/* The i-th payload received is the loss notice. */
+static bool is_notice(sink_t *s, size_t i) {
+    pthread_mutex_lock(&s->mu);
+    bool yes = i < s->count && s->lens[i] == sizeof NOTICE - 1 && memcmp(s->items[i], NOTICE, s->lens[i]) == 0;
+    pthread_mutex_unlock(&s->mu);
+    return yes;
+}
+
 static void redis_restart_resets_and_resumes(void **state) {
     fixture_t *f = *state;
+    f->notice = true;
     open_both_connected(f);
     publish(f->br[0], text_payload(1, "before"));
     assert_true(wait_count(&f->sink[1], 1));
@@ -486,10 +503,22 @@ static void redis_restart_resets_and_resumes(void **state) {
     assert_true(wait_resets(&f->sink[1], 1));
     assert_true(wait_connected(f->br[0], 1));
     assert_true(wait_connected(f->br[1], 1));
+    /* A publisher may not have noticed yet that its connection died with
+     * Redis (it looks at an idle one once a second): what it is given until
+     * it has connected again is dropped, and the loss announced. So the
+     * first payload after the restart arrives, or the notice does instead;
+     * after the notice (which went out on the new connection), it does. */
     size_t n0 = sink_count(&f->sink[0]), n1 = sink_count(&f->sink[1]);
     publish(f->br[0], text_payload(2, "after"));
     assert_true(wait_count(&f->sink[0], n0 + 1));
     assert_true(wait_count(&f->sink[1], n1 + 1));
+    if (is_notice(&f->sink[0], n0)) {
+        assert_true(is_notice(&f->sink[1], n1));
+        n0++, n1++;
+        publish(f->br[0], text_payload(2, "after"));
+        assert_true(wait_count(&f->sink[0], n0 + 1));
+        assert_true(wait_count(&f->sink[1], n1 + 1));
+    }
     publish(f->br[1], text_payload(3, "after b"));
     assert_true(wait_count(&f->sink[0], n0 + 2));
     assert_true(wait_count(&f->sink[1], n1 + 2));
@@ -505,6 +534,7 @@ static void redis_restart_resets_and_resumes(void **state) {
  * up to its bound; the oldest are dropped. */
 static void full_queue_drops_oldest(void **state) {
     fixture_t *f = *state;
+    f->notice = true;
     open_broker(f, 0);
     const int n = 12000; /* above the broker's bound of 10,000 payloads */
     char p[32];
@@ -529,12 +559,55 @@ static void full_queue_drops_oldest(void **state) {
         sleep_ms(5);
     }
     free(newest.p);
-    size_t got = sink_count(&f->sink[0]);
+    /* The loss is announced first, then what was kept. */
+    assert_item(&f->sink[0], 0, NOTICE, sizeof NOTICE - 1);
+    size_t got = sink_count(&f->sink[0]) - 1;
     assert_true(got > 0 && got < (size_t)n);
     for (size_t i = 0; i < got; i++) {
         int k = n - (int)got + (int)i;
         snprintf(p, sizeof p, "q%05d", k);
-        assert_text(&f->sink[0], i, (unsigned)k, p);
+        assert_text(&f->sink[0], i + 1, (unsigned)k, p);
+    }
+}
+
+/* What a publisher held while Redis was away is not published late (the
+ * streams have caught up from the store by then: a late event would repeat
+ * a message there): it is dropped, and every instance hears of the loss. */
+static void reconnection_drops_backlog_and_announces_it(void **state) {
+    fixture_t *f = *state;
+    f->notice = true;
+    open_both_connected(f);
+    srv_kill(&f->srv);
+    assert_true(wait_connected(f->br[0], 0));
+    for (int i = 0; i < 5; i++) publish(f->br[0], text_payload((unsigned)i, "held"));
+    sleep_ms(150);
+    srv_start(&f->srv);
+    assert_true(wait_resets(&f->sink[0], 1));
+    assert_true(wait_resets(&f->sink[1], 1));
+    assert_true(wait_connected(f->br[1], 1));
+    assert_true(wait_connected(f->br[0], 1));
+    /* Both subscriptions are back. A payload published now arrives, unless
+     * the publisher had not connected again yet: then it is dropped too and
+     * the notice (which goes out on the new connection) arrives instead. */
+    unsigned k = 0;
+    for (;; k++) {
+        assert_true(k < 20);
+        size_t n = sink_count(&f->sink[1]);
+        publish(f->br[0], text_payload(100 + k, "after"));
+        assert_true(wait_count(&f->sink[1], n + 1));
+        if (!is_notice(&f->sink[1], n)) break;
+    }
+    /* Nothing that was held arrives, anywhere: notices only, then the
+     * payload that got through. */
+    for (int s = 0; s < 2; s++) {
+        int64_t until = now_ms() + WAIT_MS;
+        size_t n;
+        while ((n = sink_count(&f->sink[s])) == 0 || is_notice(&f->sink[s], n - 1)) {
+            assert_true(now_ms() < until);
+            sleep_ms(2);
+        }
+        for (size_t i = 0; i + 1 < n; i++) assert_true(is_notice(&f->sink[s], i));
+        assert_text(&f->sink[s], n - 1, 100 + k, "after");
     }
 }
 
@@ -808,6 +881,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(redis_comes_up_later, setup, teardown),
         cmocka_unit_test_setup_teardown(redis_restart_resets_and_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(full_queue_drops_oldest, setup, teardown),
+        cmocka_unit_test_setup_teardown(reconnection_drops_backlog_and_announces_it, setup, teardown),
         cmocka_unit_test_setup_teardown(close_is_prompt, setup, teardown),
         cmocka_unit_test_setup_teardown(auth_with_password, setup, teardown),
         cmocka_unit_test_setup_teardown(payloads_are_opaque, setup, teardown),

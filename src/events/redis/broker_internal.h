@@ -55,15 +55,20 @@
  *
  * Loss. Pub/sub is at-most-once and so is this broker:
  *  - payloads published while the publisher is disconnected wait in the
- *    queue (up to QUEUE_MAX_ITEMS / QUEUE_MAX_BYTES; beyond, the oldest go);
+ *    queue (up to QUEUE_MAX_ITEMS / QUEUE_MAX_BYTES; beyond, the oldest go),
+ *    and are dropped when it connects again: by then the streams they were
+ *    for may have caught up from the store (a Redis restart resets every
+ *    subscriber), and a stale event would repeat a message there;
  *  - a batch already handed to a connection that then fails is not sent
  *    again: Redis may have delivered part of it, and a duplicate is worse for
- *    the event streams than a gap, which on_reset and the store repair;
+ *    the event streams than a gap, which the store repairs;
  *  - Redis delivers nothing to a subscriber while it is not subscribed.
+ * Every such gap is announced: the subscriber's by on_reset (every loss of
+ * the subscription is followed by one), the publisher's by the loss notice
+ * (b->lost), which goes out first in its next batch, to every instance.
  * The publisher holds its queue until this broker's own subscription has
  * been confirmed once: an instance's first messages reach its own streams
- * even when Redis comes up after the instance. Later gaps are covered by
- * on_reset (every loss of the subscription is followed by one).
+ * even when Redis comes up after the instance.
  *
  * Signals. The threads start with every asynchronous signal blocked: the
  * process's signal handling (sigwait in the main thread) stays where it is,
@@ -155,6 +160,7 @@ struct broker {
     size_t q_items, q_bytes;
     bool subscribed_once;    /* the publisher's gate, see "Loss" above */
     uint64_t dropped;        /* payloads known not to be published */
+    bool lost;               /* payloads may be lost since the last loss notice went out */
     warn_limit_t rl_drop;
 
     pthread_t sub_thread, pub_thread;

@@ -55,6 +55,7 @@ static void count_lost(link_t *l, size_t n) {
     char buf[48];
     pthread_mutex_lock(&b->mu);
     b->dropped += n;
+    b->lost = true;
     uint64_t total = b->dropped;
     pthread_mutex_unlock(&b->mu);
     if (warn_limit_allow(&l->rl_batch, now_ms(), &suppressed))
@@ -103,6 +104,7 @@ static int pub_replies(link_t *l, size_t n, size_t *answered) {
             char buf[48];
             pthread_mutex_lock(&b->mu);
             b->dropped++;
+            b->lost = true;
             pthread_mutex_unlock(&b->mu);
             if (warn_limit_allow(&l->rl_err, now_ms(), &suppressed))
                 log_warn("broker", "publisher: PUBLISH refused: %s%s", r->str,
@@ -116,31 +118,64 @@ static int pub_replies(link_t *l, size_t n, size_t *answered) {
     return rc;
 }
 
-/* Sends up to one batch from the queue and reads its replies. Returns 0, or
- * -1 when the connection failed (the batch is then lost, see "Loss" in
- * broker_internal.h). */
+/* True when a loss notice is due, and then no longer: the batch that
+ * sends it sets b->lost again if it fails. */
+static bool notice_take(broker_t *b) {
+    pthread_mutex_lock(&b->mu);
+    bool due = b->lost && b->cb.loss_notice;
+    b->lost = false;
+    pthread_mutex_unlock(&b->mu);
+    return due;
+}
+
+static int pub_append(link_t *l, const char *payload, size_t len) {
+    broker_t *b = l->b;
+    if (redisAppendCommand(l->c, "PUBLISH %b %b", b->channel, b->channel_len, payload, len) == REDIS_OK) return 0;
+    link_set_ctx_err(l, "PUBLISH");
+    return -1;
+}
+
+/* Sends up to one batch from the queue, the loss notice first when one is
+ * due, and reads its replies. Returns 0, or -1 when the connection failed
+ * (the batch is then lost, see "Loss" in broker_internal.h). */
 static int pub_batch(link_t *l) {
     broker_t *b = l->b;
+    bool notice = notice_take(b);
     size_t n;
     qnode_t *batch = pub_take(b, &n);
-    if (n == 0) return 0;
+    if (n == 0 && !notice) return 0;
 
     /* hiredis copies each command into its output buffer: the nodes can go
      * as soon as they are appended. */
-    int rc = 0;
-    for (qnode_t *q = batch; q; q = q->next) {
-        if (rc == 0 && redisAppendCommand(l->c, "PUBLISH %b %b", b->channel, b->channel_len,
-                                          q->data, q->len) != REDIS_OK) {
-            link_set_ctx_err(l, "PUBLISH");
-            rc = -1;
-        }
-    }
+    int rc = notice ? pub_append(l, b->cb.loss_notice, b->cb.loss_notice_len) : 0;
+    for (qnode_t *q = batch; q; q = q->next)
+        if (rc == 0) rc = pub_append(l, q->data, q->len);
     q_free_all(batch);
     if (rc == 0 && link_flush(l, now_ms() + IO_TIMEOUT_MS) != 0) rc = -1;
-    size_t answered = 0;
-    if (rc == 0) rc = pub_replies(l, n, &answered);
-    if (rc != 0) count_lost(l, n - answered);
+    size_t total = n + notice, answered = 0;
+    if (rc == 0) rc = pub_replies(l, total, &answered);
+    /* The notice is first: a failure loses the payloads not answered and
+     * the notice too when nothing was (count_lost sets b->lost again). */
+    if (rc != 0) count_lost(l, total - answered < n ? total - answered : n);
     return rc;
+}
+
+/* A new connection after a lost one: what was queued meanwhile is dropped
+ * (see "Loss" in broker_internal.h), and the loss notice becomes due. */
+static void pub_drop_backlog(broker_t *b) {
+    pthread_mutex_lock(&b->mu);
+    qnode_t *q = b->q_head;
+    size_t n = b->q_items;
+    b->q_head = b->q_tail = NULL;
+    b->q_items = b->q_bytes = 0;
+    if (n) {
+        b->dropped += n;
+        b->lost = true;
+    }
+    pthread_mutex_unlock(&b->mu);
+    q_free_all(q);
+    if (n) log_warn("broker", "publisher: connected again; %zu payload(s) queued meanwhile dropped, "
+                              "every event stream told to catch up from the store", n);
 }
 
 /* Waits for work, at most IDLE_CHECK_MS. Returns whether a batch is ready:
@@ -149,7 +184,7 @@ static int pub_batch(link_t *l) {
  * started; *stopping says whether it has. */
 static bool pub_wait(broker_t *b, bool *stopping) {
     pthread_mutex_lock(&b->mu);
-    bool ready = b->q_head && (b->subscribed_once || b->stopping);
+    bool ready = (b->q_head || b->lost) && (b->subscribed_once || b->stopping);
     if (!ready && !b->stopping) {
         /* One wait, then round the loop: a tick looks at the idle
          * connection, so a Redis restart is noticed before the next
@@ -160,7 +195,7 @@ static bool pub_wait(broker_t *b, bool *stopping) {
         ts.tv_sec += IDLE_CHECK_MS / 1000 + ns / 1000000000L;
         ts.tv_nsec = ns % 1000000000L;
         pthread_cond_timedwait(&b->cv, &b->mu, &ts);
-        ready = b->q_head && (b->subscribed_once || b->stopping);
+        ready = (b->q_head || b->lost) && (b->subscribed_once || b->stopping);
     }
     *stopping = b->stopping;
     pthread_mutex_unlock(&b->mu);
@@ -172,6 +207,7 @@ void *pub_main(void *arg) {
     pthread_setname_np(pthread_self(), "redis-pub");
     link_t l = {.b = b, .role = "publisher", .is_sub = false, .wake_fd = b->pub_wake,
                 .backoff_ms = BACKOFF_MIN_MS};
+    bool was_connected = false;
     for (;;) {
         if (!l.c) {
             /* Closing: no new connection; what is queued is dropped below. */
@@ -184,6 +220,8 @@ void *pub_main(void *arg) {
             }
             if (l.failures) log_info("broker", "publisher: connected to %s", b->url);
             link_connected_again(&l);
+            if (was_connected) pub_drop_backlog(b);
+            was_connected = true;
         }
 
         bool stopping;
@@ -238,6 +276,7 @@ void broker_publish(broker_t *b, const char *payload, size_t len) {
             *etail = old;
             etail = &old->next;
             b->dropped++;
+            b->lost = true;
             why = "queue full while redis is unreachable: dropped the oldest";
         }
         if (b->q_tail) b->q_tail->next = n;
@@ -248,6 +287,7 @@ void broker_publish(broker_t *b, const char *payload, size_t len) {
         pthread_cond_signal(&b->cv);
     } else {
         b->dropped++;
+        b->lost = true;
     }
     bool say = why && warn_limit_allow(&b->rl_drop, now_ms(), &suppressed);
     total = b->dropped;
