@@ -39,19 +39,37 @@
  * concurrent sends to the newest message, whatever order they arrive in (an
  * equal timestamp resolves to the greater activity). A send reads the
  * conversation's two newest message ids, from which it knows the key of the
- * row the previous send wrote; then in one logged batch it writes the
- * message, both conversations_by_user rows, deletes both old recency rows
- * if their key changes and upserts the new ones. Concurrent sends (or a
- * keyspace indexed by `messenger schema`) can leave a row behind that is
- * older than the conversation's last_updated. Readers check every recency
- * row against conversations_by_user (one IN query per page) and skip such
- * stale rows, deleting them as they go (see on_cbu_in in cass_pages.c). A
- * send's delete can never remove a newer row: its tombstone carries the
- * older message's timestamp.
+ * row the previous send wrote; then it writes the message, both
+ * conversations_by_user rows, deletes both old recency rows if their key
+ * changes and upserts the new ones. Concurrent sends, a send that failed
+ * half-way (below), or a keyspace indexed by `messenger schema` can leave a
+ * row behind that is older than the conversation's last_updated. Readers
+ * check every recency row against conversations_by_user (one IN query per
+ * page) and skip such stale rows, deleting them as they go (see on_cbu_in
+ * in cass_pages.c). A send's delete can never remove a newer row: its
+ * tombstone carries the older message's timestamp.
+ *
+ * Why no logged batch. A send writes three partitions: the conversation's
+ * (the message; metadata and participants when it is new) and each user's
+ * (conversations_by_user and conversation_recency share the user id as
+ * partition key). Each is one unlogged batch, atomic and isolated on every
+ * replica, and the three go out in parallel; the send is acknowledged once
+ * all three are. A logged batch would make the three all-or-nothing, but
+ * its batchlog is written to two other nodes first, and while a dead node
+ * is not yet known to gossip as down (17-19 s here) every batchlog write
+ * that picks it times out: every send stalled for that long (issue 14).
+ * Without it, a send that fails (503) may have written one or two of its
+ * partitions, all with the message's timestamp. What that leaves behind is
+ * what readers repair already: a message whose list rows are older (the
+ * next send of the conversation writes them), or a list row naming a
+ * message that is not there (overwritten by the next send; a stale recency
+ * row is skipped and deleted as above). A retry with the same
+ * client_message_id writes all three again, idempotently.
  *
  * So a page of the conversation list costs two queries whatever the number
  * of conversations, a page of messages one, and a send four parallel
- * point reads (sender, receiver, metadata, newest ids) and one batch.
+ * point reads (sender, receiver, metadata, newest ids) and three parallel
+ * single-partition writes.
  *
  * The files:
  *   cass_statements.c  every CQL text the store sends, in one table (Q_*)

@@ -12,10 +12,10 @@
 #include "store/cassandra/cass_internal.h"
 #include "util/log.h"
 
-/* conversation_recency is written in logged batches, and Cassandra's
- * batchlog replay (and its hints) drop a table's mutations once they are
- * older than its gc_grace_seconds: 0 would lose a replayed send's recency
- * rows. Three hours is the default hint window. A send writes a tombstone
+/* Cassandra's hints (and the batchlog replay of logged batches, which
+ * the seeder's conversation opens still are) drop a table's mutations once
+ * they are older than its gc_grace_seconds: 0 would lose a replayed
+ * write's recency rows. Three hours is the default hint window. A send writes a tombstone
  * only when a row changes key (cass_internal.h), so few need purging;
  * levelled compaction keeps a partition in few sstables for the reads. */
 #define RECENCY_GC_GRACE 10800

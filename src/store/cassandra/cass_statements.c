@@ -46,7 +46,7 @@ const char *const cass_cql_text[] = {
     [Q_MSG_TOP] = MSG_COLS "WHERE conversation_id = ? LIMIT ?",
     [Q_MSG_BEFORE] = MSG_COLS "WHERE conversation_id = ? AND message_id < ? LIMIT ?",
     [Q_MSG_AFTER] = MSG_COLS "WHERE conversation_id = ? AND message_id > ? ORDER BY message_id ASC LIMIT ?",
-    [Q_MSG_NEWEST] = "SELECT message_id FROM messages_by_conversation WHERE conversation_id = ? LIMIT 2",
+    [Q_MSG_NEWEST] = "SELECT message_id FROM messages_by_conversation WHERE conversation_id = ? LIMIT 3",
     [Q_REC_TOP] = REC_COLS "WHERE user_id = ? AND tier = 0 LIMIT ?",
     [Q_REC_BELOW] = REC_COLS "WHERE user_id = ? AND tier = 0 AND (pos, conversation_id) < (?, ?) LIMIT ?",
     [Q_REC_HOT] = REC_COLS "WHERE user_id = ? AND tier = 1 AND pos >= ? AND pos <= ? LIMIT ?",
