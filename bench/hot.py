@@ -16,7 +16,10 @@ On a keyspace of its own (dropped at the end) it:
      cells they read;
   4. with --hub N, seeds a third user with N conversations (`messenger seed
      --hub-conversations N`, opened 1 ms apart) and measures that user's
-     list against that of a user with 50 (V), measured right before it.
+     list against that of a user with 50 (V), measured right before it;
+     then both again once Cassandra has flushed and compacted the keyspace
+     (`nodetool flush` and `compact`): what the lists cost once the bulk
+     load has settled, as it has for a user who gathered them over time.
 Prints one line per measurement and a JSON line (BENCH_HOT {...}).
 
 --bin can be an older build (the previous design's table is traced then).
@@ -185,6 +188,13 @@ def main():
             out["list_50"] = measure(port, work, "V (50 convs)", v, args.duration)
             out["hub"] = measure(port, work, f"hub ({args.hub} convs)", hub, args.duration)
             out["trace_hub"] = tombstones(session, ks, hub)
+            t0 = time.monotonic()
+            for cmd in (["flush", ks], ["compact", ks]):
+                subprocess.run([str(bench.ROOT / "scripts" / "cassandra"), "nodetool"] + cmd, check=True,
+                               stdout=subprocess.DEVNULL, timeout=1800)
+            print(f"keyspace flushed and compacted in {time.monotonic() - t0:.0f} s", flush=True)
+            out["list_50_settled"] = measure(port, work, "V (50 convs), settled", v, args.duration)
+            out["hub_settled"] = measure(port, work, f"hub ({args.hub} convs), settled", hub, args.duration)
         c.close()
     finally:
         proc.terminate()

@@ -52,7 +52,7 @@ def test_a_send_to_an_unknown_user_does_not_burn_its_key(start_server):
 
 
 RECENCY_DDL = ("CREATE TABLE {ks}.conversation_recency (user_id uuid, tier int, pos bigint, conversation_id blob, "
-               "activity bigint, PRIMARY KEY (user_id, tier, pos, conversation_id)) "
+               "activity bigint, other_user_id uuid, last_message text, PRIMARY KEY (user_id, tier, pos, conversation_id)) "
                "WITH CLUSTERING ORDER BY (tier ASC, pos DESC, conversation_id DESC)")
 
 

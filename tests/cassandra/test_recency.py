@@ -7,7 +7,10 @@ docs/cassandra-store.md), checked with the DataStax driver:
  - no table written by a logged batch has gc_grace_seconds 0 (Cassandra's
    batchlog replay drops the mutations of such a table);
  - a keyspace of the previous version (conversations_by_recency, gc_grace 0)
-   keeps working after the upgrade: the first start-up indexes it."""
+   keeps working after the upgrade: the first start-up indexes it;
+ - rows carry their list item: a first page needs no other read, and a row
+   a send left behind shows on no page and is deleted; rows of the version
+   before carried items are still listed."""
 import concurrent.futures
 import hashlib
 import re
@@ -153,3 +156,86 @@ def test_keyspace_of_previous_version_is_indexed_at_start_up(start_server, drive
 def conversation_id(a, b):
     x = sorted([str(a), str(b)])
     return uuid.UUID(hashlib.sha256((x[0] + x[1]).encode()).hexdigest()[:32])
+
+
+def wait_for(cond, seconds=10.0):
+    import time
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_a_stale_row_shows_once_on_every_page_and_is_deleted(start_server, driver):
+    """Recency rows carry their list item (cass_internal.h), so a first page
+    is built from them alone: a conversation's first row from the top is its
+    newest, and a later one (a row a send left behind) is skipped and
+    deleted. A page with a cursor checks its rows against
+    conversations_by_user, so a stale row below the cursor is skipped there
+    too."""
+    ks = new_keyspace("s")
+    srv = start_server(ks)
+    c = srv.client()
+    u = c.create_user()["user_id"]
+    peers = [c.create_user()["user_id"] for _ in range(3)]
+    for i, p in enumerate(peers):
+        c.send(p, u, f"m{i}")
+    rows = list(driver.execute(REC_COLS.format(ks=ks) + "WHERE user_id = %s AND tier = 0", [uuid.UUID(u)]))
+    assert len(rows) == 3
+    bottom = min(r.activity for r in rows)
+    newest = conversation_id(u, peers[2])
+    # Left behind below everything: conversation 2 as it was long ago.
+    stale_at = bottom - 10_000
+    driver.execute(f"INSERT INTO {ks}.conversation_recency (user_id, tier, pos, conversation_id, activity, "
+                   "other_user_id, last_message) VALUES (%s, 0, %s, %s, %s, %s, 'stale') USING TIMESTAMP %s",
+                   [uuid.UUID(u), stale_at, newest.bytes, stale_at, uuid.UUID(peers[2]), 1])
+    # Every page, walked one conversation at a time: the cursor pages.
+    walk = c.walk_conversations(u, limit=1)
+    assert [x["last_message_content"] for x in walk] == ["m2", "m1", "m0"]
+    # The first page, built from the carried items alone.
+    page = c.conversations_page(u, limit=10)["data"]
+    assert [(x["conversation_id"], x["last_message_content"]) for x in page] == \
+        [(str(conversation_id(u, p)), f"m{i}") for i, p in reversed(list(enumerate(peers)))]
+    assert [x["user2_id"] for x in page] == list(reversed(peers))
+    wait_for(lambda: driver.execute(
+        f"SELECT activity FROM {ks}.conversation_recency WHERE user_id = %s AND tier = 0 AND pos = %s",
+        [uuid.UUID(u), stale_at]).one() is None)
+    c.close()
+
+
+# conversation_recency as the version before carried list items made it.
+RECENCY_WITHOUT_ITEMS = ("CREATE TABLE {ks}.conversation_recency (user_id uuid, tier int, pos bigint, "
+                         "conversation_id blob, activity bigint, PRIMARY KEY (user_id, tier, pos, conversation_id)) "
+                         "WITH CLUSTERING ORDER BY (tier ASC, pos DESC, conversation_id DESC)")
+
+
+def test_rows_without_items_of_the_previous_version_are_listed(start_server, driver):
+    """A keyspace whose conversation_recency predates carried items: start-up
+    adds the columns; its rows are listed the old way (checked against
+    conversations_by_user), and a send writes the new kind."""
+    ks = new_keyspace("v")
+    run_messenger("schema", "--cassandra-keyspace", ks)
+    driver.execute(f"DROP TABLE {ks}.conversation_recency")
+    driver.execute(RECENCY_WITHOUT_ITEMS.format(ks=ks))
+    u, p, q = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for user, name in ((u, "olduser"), (p, "oldpeer"), (q, "oldpeer2")):
+        driver.execute(f"INSERT INTO {ks}.users (user_id, username) VALUES (%s, %s)", [user, name])
+    for i, other in enumerate((p, q)):
+        cid = conversation_id(u, other)
+        when = 1_700_000_000_000 + i * 60_000
+        act = (when * 10_000) + 0x01B21DD213814000
+        driver.execute(f"INSERT INTO {ks}.conversations_by_user (user_id, conversation_id, other_user_id, "
+                       "last_message, last_updated) VALUES (%s, %s, %s, %s, %s)", [u, cid, other, f"old{i}", when])
+        driver.execute(f"INSERT INTO {ks}.conversation_recency (user_id, tier, pos, conversation_id, activity) "
+                       "VALUES (%s, 0, %s, %s, %s)", [u, act, cid.bytes, act])
+    srv = start_server(ks)
+    cols = {r.column_name for r in driver.execute(
+        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = "
+        "'conversation_recency'", [ks])}
+    assert {"other_user_id", "last_message"} <= cols
+    c = srv.client()
+    page = c.conversations_page(str(u), limit=10)["data"]
+    assert [(x["last_message_content"], x["user2_id"]) for x in page] == [("old1", str(q)), ("old0", str(p))]
+    c.send(str(p), str(u), "new")
+    assert [x["last_message_content"] for x in c.conversations_page(str(u), limit=10)["data"]] == ["new", "old1"]
+    c.close()

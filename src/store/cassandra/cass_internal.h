@@ -11,7 +11,8 @@
  *   messages_by_conversation  (conversation_id, message_id DESC) sender_id, receiver_id, content, created_at
  *   conversation_metadata     (conversation_id) created_at
  *   users_by_name             (username_lower) user_id             unique names (LWT)
- *   conversation_recency      (user_id, tier, pos DESC, conversation_id DESC) activity   the list order
+ *   conversation_recency      (user_id, tier, pos DESC, conversation_id DESC) activity,
+ *                             other_user_id, last_message   the list order, and its items
  *                             (conversation_id a 16-byte blob: see v_conv_key)
  *   conversation_participants (conversation_id) user1_id, user2_id
  *   idempotency               ((sender_id, client_message_id)) ... TTL 24 h (LWT)
@@ -66,10 +67,25 @@
  * row is skipped and deleted as above). A retry with the same
  * client_message_id writes all three again, idempotently.
  *
+ * Carried list items. A recency row also carries what the list shows of
+ * its conversation (other_user_id, last_message), written in the same
+ * batch as the conversations_by_user row. A page without a cursor reads the
+ * recency partition from the top, and a row a send left behind always lies
+ * below the row that superseded it (both of a user's rows of one send are
+ * in one batch; a send's own rows sort by its message's time): so the
+ * first row of a conversation from the top is its newest, later ones are
+ * stale, and such a page is built from the recency rows alone, without the
+ * IN read of conversations_by_user (which costs one lookup per named row:
+ * 3x slower in a user's 100,000-row partition). A page with a cursor, or
+ * one that meets a row written before rows carried items (an upgraded
+ * keyspace; conversation_recency gets the columns at start-up), checks its
+ * rows against conversations_by_user as above: a stale row below a cursor
+ * can be superseded by one above it, which this request has not seen.
+ *
  * So a page of the conversation list costs two queries whatever the number
- * of conversations, a page of messages one, and a send four parallel
- * point reads (sender, receiver, metadata, newest ids) and three parallel
- * single-partition writes.
+ * of conversations (three with a cursor), a page of messages one, and a
+ * send four parallel point reads (sender, receiver, metadata, newest ids)
+ * and three parallel single-partition writes.
  *
  * The files:
  *   cass_statements.c  every CQL text the store sends, in one table (Q_*)
@@ -236,15 +252,28 @@ static inline cql_value v_timeuuid(const uuid_t *u) { return cql_value_timeuuid(
  * arbitrary nibbles; a blob orders byte-wise, like our cursors. */
 static inline cql_value v_conv_key(const uuid_t *u) { return cql_value_blob(u->b, 16); }
 
+/* A recency row carries what the list shows of its conversation: the
+ * other user, and the newest message's content (absent for a conversation
+ * opened without one), so that a first page needs no other read (see
+ * "Carried list items" above). */
+typedef struct rec_item {
+    const uuid_t *other;    /* NULL: not known (the row is read the old way) */
+    const char *content;    /* NULL: no message */
+    size_t content_len;
+} rec_item_t;
+
+#define REC_PUT_VALUES 8
 /* Q_REC_PUT's values: user's recency row of conv at key, written at ts (µs). */
-static inline void cass_rec_values(cql_value v[6], const uuid_t *user, const uuid_t *conv, rec_key_t key,
-                                   int64_t activity, int64_t ts) {
+static inline void cass_rec_values(cql_value v[REC_PUT_VALUES], const uuid_t *user, const uuid_t *conv, rec_key_t key,
+                                   int64_t activity, int64_t ts, const rec_item_t *item) {
     v[0] = v_uuid(user);
     v[1] = cql_value_int(key.tier);
     v[2] = cql_value_bigint(key.pos);
     v[3] = v_conv_key(conv);
     v[4] = cql_value_bigint(activity);
-    v[5] = cql_value_bigint(ts);
+    v[5] = item->other ? v_uuid(item->other) : cql_value_null();
+    v[6] = item->content ? cql_value_textn(item->content, item->content_len) : cql_value_null();
+    v[7] = cql_value_bigint(ts);
 }
 
 /* Reads column `col` of the current row as a uuid. */

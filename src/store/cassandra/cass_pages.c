@@ -106,6 +106,11 @@ typedef struct conv_page_op {
     int64_t row_activity[CBU_IN_MAX];
     uuid_t row_conv[CBU_IN_MAX];
     rec_key_t row_key[CBU_IN_MAX];
+    /* and the list item each carries (rec_row_item) */
+    bool row_carried[CBU_IN_MAX];
+    uuid_t row_other[CBU_IN_MAX];
+    char *row_content[CBU_IN_MAX];   /* owned; NULL: no message */
+    size_t row_content_len[CBU_IN_MAX];
     /* accepted items */
     size_t count;
     bool more;
@@ -115,6 +120,15 @@ typedef struct conv_page_op {
 /* What conversations_by_user says of one fetched recency row (on_cbu_in). */
 typedef enum { MISSING, STALE, LIVE } row_state_t;
 
+/* Frees the fetched rows' carried contents; the rows are gone. */
+static void rows_clear(conv_page_op_t *op) {
+    for (size_t i = 0; i < op->n_rows; i++) {
+        free(op->row_content[i]);
+        op->row_content[i] = NULL;
+    }
+    op->n_rows = 0;
+}
+
 static void conv_page_finish(conv_page_op_t *op, int err) {
     conversation_t out[MAX_PAGE];
     store_conv_page_t page = {.items = out, .count = 0, .more = op->more};
@@ -123,6 +137,7 @@ static void conv_page_finish(conv_page_op_t *op, int err) {
     }
     op->cb(op->ctx, err, err ? NULL : &page);
     for (size_t i = 0; i < op->count; i++) free(op->items[i].content);
+    rows_clear(op);
     free(op);
 }
 
@@ -142,13 +157,15 @@ static void delete_stale(cass_store_t *s, const uuid_t *user, int64_t activity, 
     cass_exec(s, Q_REC_DEL, v, 5, NULL, on_stale_deleted, NULL);
 }
 
-/* True when conv was already accepted by this request (a conversation whose
- * newest send is half-applied can have two live recency rows for a moment). */
-static bool conv_seen(const conv_page_op_t *op, const uuid_t *conv) {
+/* The item of conv this request already accepted, or NULL (a conversation
+ * can have two live recency rows: one a send left behind). */
+static const conv_item_t *conv_find(const conv_page_op_t *op, const uuid_t *conv) {
     for (size_t i = 0; i < op->count; i++)
-        if (uuid_cmp(&op->items[i].c.id, conv) == 0) return true;
-    return false;
+        if (uuid_cmp(&op->items[i].c.id, conv) == 0) return &op->items[i];
+    return NULL;
 }
+
+static bool conv_seen(const conv_page_op_t *op, const uuid_t *conv) { return conv_find(op, conv) != NULL; }
 
 /* Position order of the list: activity, then conversation id, descending. */
 static int position_cmp(int64_t a_act, const uuid_t *a_id, int64_t b_act, const uuid_t *b_id) {
@@ -275,15 +292,74 @@ static void on_cbu_in(void *arg, int status, cql_result *r) {
     conv_page_settle(op);
 }
 
+/* A page without a cursor reads the recency rows from the top, so the
+ * first row of a conversation it meets is that conversation's newest: a
+ * row a send left behind always lies below the one that superseded it (the
+ * user's two tables are written in one batch, see cass_internal.h). So when
+ * every row carries its list item, the page needs no other read; a later
+ * row of a conversation already accepted is stale, and deleted. */
+static void conv_accept_carried(conv_page_op_t *op) {
+    for (size_t i = 0; i < op->n_rows; i++) {
+        const conv_item_t *seen = conv_find(op, &op->row_conv[i]);
+        if (seen) {
+            if ((int64_t)seen->c.activity > op->row_activity[i])
+                delete_stale(op->s, &op->q.user_id, op->row_activity[i], op->row_key[i], &op->row_conv[i]);
+            continue;
+        }
+        if (op->count == sizeof op->items / sizeof op->items[0]) continue;
+        conv_item_t *it = &op->items[op->count++];
+        memset(it, 0, sizeof *it);
+        conversation_t *c = &it->c;
+        c->id = op->row_conv[i];
+        c->user1_id = op->q.user_id;
+        c->user2_id = op->row_other[i];
+        c->activity = (uint64_t)op->row_activity[i];
+        c->created_at_ms = c->last_message_at_ms = ticks_to_unix_ms(c->activity);
+        if (op->row_content[i]) {
+            it->content = op->row_content[i];
+            op->row_content[i] = NULL;
+            c->has_last_message = true;
+            c->last_message_content = it->content;
+            c->last_message_len = op->row_content_len[i];
+        }
+    }
+    conv_page_settle(op);
+}
+
+static bool rows_all_carried(const conv_page_op_t *op) {
+    for (size_t i = 0; i < op->n_rows; i++)
+        if (!op->row_carried[i]) return false;
+    return true;
+}
+
 static void conv_validate(conv_page_op_t *op) {
     if (op->n_rows == 0) { conv_page_finish(op, STORE_OK); return; }
+    if (!op->has_start && rows_all_carried(op)) { conv_accept_carried(op); return; }
     cql_value v[CBU_IN_MAX + 1];
     v[0] = v_uuid(&op->q.user_id);
     for (size_t i = 0; i < op->n_rows; i++) v[i + 1] = v_uuid(&op->row_conv[i]);
     cass_exec_cql(op->s, op->s->cbu_in[op->n_rows], v, op->n_rows + 1, NULL, on_cbu_in, op);
 }
 
-/* Reads a row of the REC_COLS shape (activity, conversation_id, tier, pos). */
+/* Reads the list item a row of the REC_COLS shape carries (other_user_id,
+ * last_message): *carried false for a row written before rows carried it
+ * (indexed from an older keyspace: such rows are checked the old way).
+ * *content: an owned copy, NULL for a conversation without a message.
+ * False when out of memory. */
+static bool rec_row_item(cql_result *r, bool *carried, uuid_t *other, char **content, size_t *len) {
+    *content = NULL;
+    *len = 0;
+    *carried = row_uuid(r, 4, other);
+    cql_str text;
+    if (!*carried || cql_row_get_text(r, 5, &text) != CQL_OK) return true;
+    if (!(*content = malloc(text.len + 1))) return false;
+    if (text.len) memcpy(*content, text.ptr, text.len);
+    *len = text.len;
+    return true;
+}
+
+/* Reads a row of the REC_COLS shape (activity, conversation_id, tier, pos,
+ * then the carried item: rec_row_item). */
 static bool rec_row(cql_result *r, int64_t *activity, uuid_t *conv, rec_key_t *key) {
     const uint8_t *k;
     size_t k_len;
@@ -300,6 +376,10 @@ typedef struct rec_cand {
     int64_t activity;
     uuid_t conv;
     rec_key_t key;
+    bool carried;
+    uuid_t other;
+    char *content;              /* owned */
+    size_t content_len;
 } rec_cand_t;
 
 static int cand_desc(const void *x, const void *y) {
@@ -327,23 +407,38 @@ static void on_recency_hot(void *arg, int status, cql_result *r) {
     rec_cand_t *c = malloc((cap ? cap : 1) * sizeof *c);
     if (!c) { conv_page_finish(op, STORE_ENOMEM); return; }
     size_t n = 0;
-    for (size_t i = 0; i < op->n_rows; i++) c[n++] = (rec_cand_t){op->row_activity[i], op->row_conv[i], op->row_key[i]};
-    while (n < cap && cql_result_next_row(r) == 1) {
+    for (size_t i = 0; i < op->n_rows; i++) {
+        c[n++] = (rec_cand_t){op->row_activity[i], op->row_conv[i], op->row_key[i], op->row_carried[i],
+                              op->row_other[i], op->row_content[i], op->row_content_len[i]};
+        op->row_content[i] = NULL; /* c owns it now */
+    }
+    bool oom = false;
+    while (!oom && n < cap && cql_result_next_row(r) == 1) {
         rec_cand_t *x = &c[n];
         if (!rec_row(r, &x->activity, &x->conv, &x->key) || x->key.tier != 1) continue;
         if (op->cursor_set && position_cmp(x->activity, &x->conv, op->pos_activity, &op->pos_id) >= 0) continue;
+        oom = !rec_row_item(r, &x->carried, &x->other, &x->content, &x->content_len);
         n++;
     }
     qsort(c, n, sizeof *c, cand_desc);
     size_t want = fetch_want(op);
     if (n > want) op->rows_more = true; /* the rest is read again below the last row kept */
     op->n_rows = n < want ? n : want;
-    for (size_t i = 0; i < op->n_rows; i++) {
+    for (size_t i = 0; i < n; i++) {
+        if (i >= op->n_rows) {
+            free(c[i].content);
+            continue;
+        }
         op->row_activity[i] = c[i].activity;
         op->row_conv[i] = c[i].conv;
         op->row_key[i] = c[i].key;
+        op->row_carried[i] = c[i].carried;
+        op->row_other[i] = c[i].other;
+        op->row_content[i] = c[i].content;
+        op->row_content_len[i] = c[i].content_len;
     }
     free(c);
+    if (oom) { conv_page_finish(op, STORE_ENOMEM); return; }
     conv_validate(op);
 }
 
@@ -354,12 +449,17 @@ static void on_recency(void *arg, int status, cql_result *r) {
     int err = cass_map_cql(status, r, "conversation recency");
     if (err) { conv_page_finish(op, err); return; }
     size_t want = fetch_want(op), got = 0;
-    op->n_rows = 0;
+    rows_clear(op);
     while (got < want && cql_result_next_row(r) == 1) {
         got++;
         size_t i = op->n_rows;
-        if (rec_row(r, &op->row_activity[i], &op->row_conv[i], &op->row_key[i]) && op->row_key[i].tier == 0)
-            op->n_rows++;
+        if (!rec_row(r, &op->row_activity[i], &op->row_conv[i], &op->row_key[i]) || op->row_key[i].tier != 0)
+            continue;
+        op->n_rows++; /* rows_clear frees what rec_row_item copied, even when it fails */
+        if (!rec_row_item(r, &op->row_carried[i], &op->row_other[i], &op->row_content[i], &op->row_content_len[i])) {
+            conv_page_finish(op, STORE_ENOMEM);
+            return;
+        }
     }
     op->rows_more = got == want;
     int64_t lo = op->rows_more && op->n_rows ? op->row_activity[op->n_rows - 1] / RECENCY_HOT_TICKS : 0;

@@ -37,7 +37,7 @@ static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS %s.conversation_metadata (conversation_id uuid PRIMARY KEY, created_at timestamp)",
     "CREATE TABLE IF NOT EXISTS %s.users_by_name (username_lower text PRIMARY KEY, user_id uuid)",
     "CREATE TABLE IF NOT EXISTS %s.conversation_recency (user_id uuid, tier int, pos bigint, conversation_id blob, "
-    "activity bigint, PRIMARY KEY (user_id, tier, pos, conversation_id)) "
+    "activity bigint, other_user_id uuid, last_message text, PRIMARY KEY (user_id, tier, pos, conversation_id)) "
     "WITH CLUSTERING ORDER BY (tier ASC, pos DESC, conversation_id DESC) AND " RECENCY_TABLE_OPTIONS,
     "CREATE TABLE IF NOT EXISTS %s.conversation_participants (conversation_id uuid PRIMARY KEY, user1_id uuid, "
     "user2_id uuid)",
@@ -215,6 +215,11 @@ static int create_schema(const store_cassandra_config_t *cfg, bool *fresh) {
         snprintf(q, sizeof q, TABLES[i], ks);
         rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     }
+    /* The carried list items (cass_internal.h), added to a table of an
+     * earlier version; its rows without them are read the old way. */
+    snprintf(q, sizeof q, "ALTER TABLE %s.conversation_recency ADD IF NOT EXISTS (other_user_id uuid, last_message text)",
+             ks);
+    if (rc == CQL_OK) rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     if (rc == CQL_OK) rc = old_recency_update(c, ks);
     if (rc == CQL_OK) wait_schema_agreement(c);
     cql_client_close(c);
@@ -268,13 +273,16 @@ static void migrate_user_row(void *arg, cql_result *r) {
 
 static void migrate_conv_row(void *arg, cql_result *r) {
     migrate_ctx_t *m = arg;
-    uuid_t user, conv;
+    uuid_t user, conv, other;
     int64_t updated;
     if (!row_uuid(r, 0, &user) || !row_uuid(r, 1, &conv) || cass_row_time_ms(r, 2, &updated) != CQL_OK) return;
+    cql_str text;
+    bool has_text = cql_row_get_text(r, 4, &text) == CQL_OK;
+    rec_item_t item = {row_uuid(r, 3, &other) ? &other : NULL, has_text ? text.ptr : NULL, has_text ? text.len : 0};
     int64_t act = (int64_t)unix_ms_to_ticks(updated);
-    cql_value v[6];
-    cass_rec_values(v, &user, &conv, rec_key_of(act, false), act, updated * 1000);
-    migrate_submit(m, Q_REC_PUT, v, 6, false);
+    cql_value v[REC_PUT_VALUES];
+    cass_rec_values(v, &user, &conv, rec_key_of(act, false), act, updated * 1000, &item);
+    migrate_submit(m, Q_REC_PUT, v, REC_PUT_VALUES, false);
 }
 
 /* Waits for what the scan submitted: closing would fail it. */

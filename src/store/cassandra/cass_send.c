@@ -154,13 +154,14 @@ static void send_user_rows(send_op_t *op, const rec_move_t *mv, const uuid_t *us
                         cql_value_bigint(ts)};
     cql_value del[5] = {cql_value_bigint(ts), v_uuid(user), cql_value_int(mv->old.tier), cql_value_bigint(mv->old.pos),
                         v_conv_key(&m->conversation_id)};
-    cql_value put[6];
+    cql_value put[REC_PUT_VALUES];
     cql_batch_stmt st[3] = {{cass_cql(Q_CBU_PUT), cbu, 6, 1}};
     size_t n = 1;
     if (mv->write) {
         if (mv->moved) st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), del, 5, 1};
-        cass_rec_values(put, user, &m->conversation_id, mv->key, act, ts);
-        st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), put, 6, 1};
+        rec_item_t item = {other, m->content, m->content_len};
+        cass_rec_values(put, user, &m->conversation_id, mv->key, act, ts, &item);
+        st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), put, REC_PUT_VALUES, 1};
     }
     send_batch(op, st, n);
 }
@@ -347,13 +348,14 @@ static void open_write(open_op_t *op) {
     cql_value v_cbu_a[6] = {v_uuid(&op->a), v_uuid(conv), v_uuid(&op->b), none, cql_value_timestamp(at), cql_value_bigint(ts)};
     cql_value v_cbu_b[6] = {v_uuid(&op->b), v_uuid(conv), v_uuid(&op->a), none, cql_value_timestamp(at), cql_value_bigint(ts)};
     int64_t act = (int64_t)unix_ms_to_ticks(at);
-    cql_value v_rec_a[6], v_rec_b[6];
-    cass_rec_values(v_rec_a, &op->a, conv, rec_key_of(act, false), act, ts);
-    cass_rec_values(v_rec_b, &op->b, conv, rec_key_of(act, false), act, ts);
+    cql_value v_rec_a[REC_PUT_VALUES], v_rec_b[REC_PUT_VALUES];
+    rec_item_t item_a = {&op->b, NULL, 0}, item_b = {&op->a, NULL, 0};
+    cass_rec_values(v_rec_a, &op->a, conv, rec_key_of(act, false), act, ts, &item_a);
+    cass_rec_values(v_rec_b, &op->b, conv, rec_key_of(act, false), act, ts, &item_b);
     cql_batch_stmt st[6] = {
         {cass_cql(Q_META_PUT), v_meta, 3, 1}, {cass_cql(Q_PART_PUT), v_part, 4, 1},
         {cass_cql(Q_CBU_PUT), v_cbu_a, 6, 1}, {cass_cql(Q_CBU_PUT), v_cbu_b, 6, 1},
-        {cass_cql(Q_REC_PUT), v_rec_a, 6, 1}, {cass_cql(Q_REC_PUT), v_rec_b, 6, 1},
+        {cass_cql(Q_REC_PUT), v_rec_a, REC_PUT_VALUES, 1}, {cass_cql(Q_REC_PUT), v_rec_b, REC_PUT_VALUES, 1},
     };
     cql_query_opts o;
     cass_query_opts(op->s, &o);

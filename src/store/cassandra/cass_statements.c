@@ -10,7 +10,7 @@
 #include "store/cassandra/cass_internal.h"
 
 /* Statements (names unqualified: the client USEs the keyspace). */
-#define REC_COLS "SELECT activity, conversation_id, tier, pos FROM conversation_recency "
+#define REC_COLS "SELECT activity, conversation_id, tier, pos, other_user_id, last_message FROM conversation_recency "
 #define MSG_COLS "SELECT message_id, sender_id, receiver_id, content, created_at FROM messages_by_conversation "
 
 const char *const cass_cql_text[] = {
@@ -35,8 +35,8 @@ const char *const cass_cql_text[] = {
                   "created_at) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     [Q_REC_DEL] = "DELETE FROM conversation_recency USING TIMESTAMP ? WHERE user_id = ? AND tier = ? AND pos = ? AND "
                   "conversation_id = ?",
-    [Q_REC_PUT] = "INSERT INTO conversation_recency (user_id, tier, pos, conversation_id, activity) VALUES "
-                  "(?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    [Q_REC_PUT] = "INSERT INTO conversation_recency (user_id, tier, pos, conversation_id, activity, other_user_id, "
+                  "last_message) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     [Q_META_GET] = "SELECT created_at FROM conversation_metadata WHERE conversation_id = ?",
     [Q_META_PUT] = "INSERT INTO conversation_metadata (conversation_id, created_at) VALUES (?, ?) USING TIMESTAMP ?",
     [Q_PART_GET] = "SELECT user1_id, user2_id FROM conversation_participants WHERE conversation_id = ?",
@@ -56,7 +56,8 @@ const char *const cass_cql_text[] = {
     [Q_SCHEMA_LOCAL] = "SELECT schema_version FROM system.local",
     [Q_SCHEMA_PEERS] = "SELECT schema_version FROM system.peers",
     [Q_SCAN_USERS] = "SELECT user_id, username FROM users",
-    [Q_SCAN_CBU] = "SELECT user_id, conversation_id, last_updated FROM conversations_by_user",
+    [Q_SCAN_CBU] = "SELECT user_id, conversation_id, last_updated, other_user_id, last_message FROM "
+                   "conversations_by_user",
 };
 
 /* A name added at the end of cass_q without its text fails here; one added
