@@ -94,6 +94,11 @@ void api_handle(http_request_t *req, void *app) {
                                              http_request_method(req), http_request_path(req),
                                              &params, &status);
     if (!r) {
+        if (status == 405) {
+            char allow[64];
+            http_route_allow(ROUTES, sizeof ROUTES / sizeof ROUTES[0], http_request_path(req), allow, sizeof allow);
+            http_respond_header(req, "Allow", allow);
+        }
         http_respond_error(req, status, status == 405 ? "Method Not Allowed" : "Not Found");
         return;
     }

@@ -33,4 +33,9 @@ typedef struct http_route {
 const http_route_t *http_route_match(const http_route_t *routes, size_t n, const char *method,
                                      const char *path, http_params_t *params, unsigned *status);
 
+/* The methods the routes accept for path, as a 405's Allow header wants
+ * them (RFC 9110 15.5.6): "GET, HEAD", "POST", ... in table order, HEAD
+ * after GET; "" for none. Writes at most cap bytes, NUL included. */
+void http_route_allow(const http_route_t *routes, size_t n, const char *path, char *out, size_t cap);
+
 #endif

@@ -127,9 +127,16 @@ U = "00000000-0000-0000-0000-000000000001"
     ("POST", "/openapi.json"),
 ])
 def test_wrong_method_is_405(client, method, path):
+    """With the Allow header RFC 9110 requires: the methods the path has."""
     body = {} if method in ("POST", "PUT", "PATCH") else None
     status, resp, headers = client.call(method, path, body)
     assert status == 405, (method, path, status, resp)
+    allow = [m.strip() for m in headers.get("allow", "").split(",")]
+    assert allow and method not in allow, (method, path, headers)
+    for m in allow:
+        assert m in ("GET", "HEAD", "POST"), allow
+        st, _, _ = client.call(m, path, {} if m == "POST" else None)
+        assert st != 405, (m, path, st)
     assert isinstance(resp, dict) and isinstance(resp.get("detail"), str), resp
     assert headers.get("content-type", "").startswith("application/json"), headers
 

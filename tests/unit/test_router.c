@@ -53,10 +53,30 @@ static void misses(void **state) {
     assert_int_equal(st, 404);
 }
 
+/* A 405's Allow header: every method of the path, HEAD with GET, once. */
+static void allow(void **state) {
+    (void)state;
+    static const http_route_t more[] = {
+        {"GET", "/x/{}", h1}, {"POST", "/x/{}", h2}, {"GET", "/x/y", h1}, {"DELETE", "/x/{}", h1},
+    };
+    char out[64];
+    http_route_allow(more, 4, "/x/y", out, sizeof out);
+    assert_string_equal(out, "GET, HEAD, POST, DELETE");
+    http_route_allow(more, 4, "/x/z", out, sizeof out);
+    assert_string_equal(out, "GET, HEAD, POST, DELETE");
+    http_route_allow(ROUTES, N, "/api/things/", out, sizeof out);
+    assert_string_equal(out, "POST");
+    http_route_allow(ROUTES, N, "/nothing", out, sizeof out);
+    assert_string_equal(out, "");
+    http_route_allow(more, 4, "/x/y", out, 10); /* what fits, whole methods only */
+    assert_string_equal(out, "GET, HEAD");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(matches),
         cmocka_unit_test(misses),
+        cmocka_unit_test(allow),
     };
     return cmocka_run_group_tests_name("router", tests, NULL, NULL);
 }
