@@ -31,6 +31,8 @@ void handle_static(http_request_t *req, void *app, const http_params_t *p);
 
 void handle_root(http_request_t *req, void *app, const http_params_t *p);
 void handle_health(http_request_t *req, void *app, const http_params_t *p);
+void handle_health_live(http_request_t *req, void *app, const http_params_t *p);
+void handle_health_ready(http_request_t *req, void *app, const http_params_t *p);
 void handle_openapi(http_request_t *req, void *app, const http_params_t *p);
 
 /* Whether the call may see conversation c: always with auth off, else

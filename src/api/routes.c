@@ -14,6 +14,8 @@
 static const http_route_t ROUTES[] = {
     {"GET", "/", handle_root},
     {"GET", "/health", handle_health},
+    {"GET", "/health/live", handle_health_live},
+    {"GET", "/health/ready", handle_health_ready},
     {"GET", "/openapi.json", handle_openapi},
     {"GET", "/static/{}", handle_static},
     {"POST", "/api/users", handle_users_create},
@@ -35,7 +37,8 @@ static const http_route_t ROUTES[] = {
 /* Routes anyone may call, with auth on too: the service's own, the web
  * client's files, registering and logging in. */
 static bool route_is_open(const http_route_t *r) {
-    return r->handler == handle_root || r->handler == handle_health || r->handler == handle_openapi ||
+    return r->handler == handle_root || r->handler == handle_health || r->handler == handle_health_live ||
+           r->handler == handle_health_ready || r->handler == handle_openapi ||
            r->handler == handle_static || r->handler == handle_users_create || r->handler == handle_login;
 }
 

@@ -294,6 +294,11 @@ int events_subscribe(events_t *ev, const uuid_t *user, const events_session_t *s
     return 0;
 }
 
+int events_broker_state(events_t *ev) {
+    if (!ev || !ev->broker) return -1;
+    return broker_connected(ev->broker) ? 1 : 0;
+}
+
 void events_end_session(events_t *ev, const uuid_t *user, const uint8_t token_hash[32]) {
     end_session_local(ev, user, token_hash);
     if (!ev->broker) return;

@@ -70,6 +70,10 @@ int events_subscribe(events_t *ev, const uuid_t *user, const events_session_t *s
                      const events_sink_t *sink, events_sub_t **out);
 void events_unsubscribe(events_t *ev, events_sub_t *sub);
 
+/* The broker's state for a readiness probe: -1 none configured, 0 its
+ * subscription is down (events from other instances do not arrive), 1 up. */
+int events_broker_state(events_t *ev);
+
 /* Ends every subscription of user's session token_hash (a logout), here at
  * once and, through the broker, on every other instance. */
 void events_end_session(events_t *ev, const uuid_t *user, const uint8_t token_hash[32]);

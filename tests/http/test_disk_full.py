@@ -97,6 +97,9 @@ def assert_read_only(srv, c, a, b, cid, acked):
     status, body, _ = c.call("GET", "/health")
     assert status == 200, (status, body)
     assert body["status"] == "degraded" and "disk" in body["detail"], body
+    status, body, _ = c.call("GET", "/health/ready")
+    assert status == 503 and body["checks"]["writes"] != "ok" and "writes" in body["detail"], (status, body)
+    assert body["checks"]["store"] == "ok", body
 
 
 def test_full_disk_read_only_then_writes_resume(small_disk, server_factory):
@@ -160,6 +163,8 @@ def test_full_disk_read_only_then_writes_resume(small_disk, server_factory):
     assert "takes writes again" in srv.log_text(limit=100000)
     status, body, _ = c.call("GET", "/health")
     assert (status, body["status"]) == (200, "ok"), body
+    status, body, _ = c.call("GET", "/health/ready")
+    assert (status, body["status"]) == (200, "ready"), body
     c.close()
 
     # 4. every acknowledged message survives a crash

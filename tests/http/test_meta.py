@@ -173,3 +173,26 @@ def test_content_type_is_json_everywhere(client):
         ct = headers.get("content-type", "")
         assert ct.split(";")[0].strip().lower() == "application/json", (method, path, ct)
         assert resp is not None, (method, path, client.last_raw[:200])
+
+
+def test_liveness_and_readiness_probes(client, server_factory, tmp_path):
+    """/health/live: the process answers. /health/ready: the store answers
+    and takes writes, and the broker is connected when one is configured
+    (--broker): 200 or 503, every check named."""
+    status, body, headers = client.call("GET", "/health/live")
+    assert (status, body) == (200, {"status": "live"}), (status, body)
+    status, body, _ = client.call("GET", "/health/ready")
+    assert status == 200, (status, body)
+    assert body == {"status": "ready", "checks": {"store": "ok", "writes": "ok", "broker": "none"}}, body
+    status, _, _ = client.call("HEAD", "/health/ready")
+    assert status == 200
+    # A broker nobody listens on: live, but not ready.
+    srv = server_factory.start(tmp_path / "data", args=["--broker", "redis://127.0.0.1:1"])
+    c = srv.client()
+    status, body, _ = c.call("GET", "/health/live")
+    assert status == 200, (status, body)
+    status, body, _ = c.call("GET", "/health/ready")
+    assert status == 503, (status, body)
+    assert body["checks"] == {"store": "ok", "writes": "ok", "broker": "disconnected"}, body
+    assert body["detail"] == "not ready: the broker is not connected", body
+    c.close()
