@@ -34,6 +34,7 @@ typedef struct config {
     const char *data_dir;
     const char *store;          /* "lmdb" or "cassandra" */
     log_level_t log_level;
+    const char *log_format;     /* "text" or "json" */
     unsigned threads;
     size_t max_body;
     size_t max_content;

@@ -82,6 +82,8 @@ def route_cases(w, srv):
     return {
         ("GET", "/"): lambda i: ("GET", "/", None, None, None),
         ("GET", "/health"): lambda i: ("GET", "/health", None, None, None),
+        ("GET", "/health/live"): lambda i: ("GET", "/health/live", None, None, None),
+        ("GET", "/health/ready"): lambda i: ("GET", "/health/ready", None, None, None),
         ("GET", "/openapi.json"): lambda i: ("GET", "/openapi.json", None, None, None),
         ("GET", "/static/{}"): lambda i: ("GET", "/static/app.js", None, None, None),
         ("POST", "/api/users"): lambda i: (
