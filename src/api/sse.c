@@ -338,7 +338,7 @@ static void on_convs(void *ctx, int err, const store_conv_page_t *page) {
         c->conv_cursor_activity = page->items[page->count - 1].activity;
         c->conv_cursor_id = page->items[page->count - 1].id;
     } else {
-        c->phase = c->overflow || c->err ? CU_DONE : CU_KEYS;
+        c->phase = c->overflow || c->err || !c->n_convs ? CU_DONE : CU_KEYS; /* none: nothing missed */
         c->msg_after = c->after;
     }
     drive(c);

@@ -166,6 +166,29 @@ def test_resume_replays_missed_messages_oldest_first(auth_server, new_account, s
     assert_event_is(s.next_message(), live, raw)
 
 
+def v1_at(ticks):
+    """A version-1 UUID at `ticks` (100 ns since 1582-10-15)."""
+    return str(uuid.UUID(fields=(ticks & 0xFFFFFFFF, (ticks >> 32) & 0xFFFF, ((ticks >> 48) & 0x0FFF) | 0x1000,
+                                 0x80, 0x01, 0x0123456789AB)))
+
+
+def test_resume_that_missed_nothing_goes_live(auth_server, new_account, streams):
+    """A resume with nothing to catch up (no conversation at all, or every
+    one older than the Last-Event-ID) opens, sends nothing, and goes live.
+    Such a resume once read the first of its zero conversations through a
+    NULL pointer: one request with any v1 Last-Event-ID crashed the server
+    (found by schemathesis, issue 15)."""
+    a, b, loner = new_account(), new_account(), new_account()
+    m, _ = send(a, b, "before")
+    one_second_later = v1_at(uuid.UUID(m["message_id"]).time + 10_000_000)
+    for who, last in ((loner, m["message_id"]), (a, one_second_later)):
+        s = streams(auth_server.port, who.token, last_event_id=last).open()
+        live, raw = send(b, who, "live")
+        assert_event_is(s.next_message(), live, raw)
+        s.close()
+    assert auth_server.alive
+
+
 def test_reconnecting_under_load_no_gap_no_duplicate(auth_server, new_account, streams):
     a, b, c = new_account(), new_account(), new_account()
     marker, _ = send(b, a, "marker")
