@@ -229,6 +229,14 @@ static void cbu_accept(conv_page_op_t *op, const row_state_t *state, conv_item_t
                 delete_stale(op->s, &op->q.user_id, op->row_activity[i], op->row_key[i], &op->row_conv[i]);
             bool in_range = !op->has_start || position_cmp((int64_t)it->c.activity, &it->c.id, op->start_activity,
                                                            &op->start_id) < 0;
+            /* A stale row is placed at the start of its conversation's
+             * last_updated ms; its live row lies somewhere in that ms. With
+             * the cursor in that ms too, the live row may be above it, on a
+             * page already served: placing the conversation here would show
+             * it twice. */
+            if (pass == 1 && op->has_start &&
+                ticks_to_unix_ms((uint64_t)op->start_activity) <= ticks_to_unix_ms(it->c.activity))
+                in_range = false;
             if (err || !in_range || op->count == sizeof op->items / sizeof op->items[0] || conv_seen(op, &it->c.id)) {
                 free(it->content);
                 it->content = NULL;
