@@ -4,15 +4,14 @@
    key, so the same key still works for the right receiver;
  - a send that wrote only some of its partitions is completed by the retry;
  - a send that fails half-way, after its key was reserved and before its
-   message was written, is completed by the retry, which should answer 201
-   and publish the message to event streams exactly once (a strict xfail:
-   not yet; see the mark).
+   message was written, is completed by the retry, which answers 201 and
+   publishes the message to event streams exactly once (the attempt that
+   claims the key's event publishes: cass_send.c's on_send_claim).
 The half-way failure is real: a table the send reads is dropped under the
 running server, then created again."""
 import time
 import uuid
 
-import pytest
 
 from support.factories import make_account
 from support.server import AUTH_ARGS
@@ -60,8 +59,9 @@ def test_a_retry_completes_a_send_that_wrote_only_some_partitions(start_server, 
     """A send writes three partitions, each its own batch (no logged batch:
     see cass_internal.h). With the users' list table gone, the message is
     written and both users' list rows are not: 503. The retry with the same
-    key writes them: the new conversation is in both lists, with the message
-    as its last one, and the message exists once."""
+    key writes them (201: no attempt had published it): the new conversation
+    is in both lists, with the message as its last one, and the message
+    exists once."""
     ks = new_keyspace()
     srv = start_server(ks)
     c = srv.client()
@@ -77,7 +77,9 @@ def test_a_retry_completes_a_send_that_wrote_only_some_partitions(start_server, 
     # Half-written: a conversation no list shows.
     assert c.conversations_page(a)["data"] == []
     st, m, _ = c.call("POST", "/api/messages/", body)
-    assert st == 200, ("a retry is a replay", st, m)
+    assert st == 201, ("the retry completed the send, and claimed its event", st, m)
+    st, again, _ = c.call("POST", "/api/messages/", body)
+    assert st == 200 and again["message_id"] == m["message_id"], ("a further retry is a replay", st, again)
     for user, other in ((a, b), (b, a)):
         rows = c.conversations_page(user)["data"]
         assert [(r["conversation_id"], r["last_message_content"])
@@ -87,10 +89,6 @@ def test_a_retry_completes_a_send_that_wrote_only_some_partitions(start_server, 
     c.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "not yet: the retry completes the message but answers it as a replay (200) and publishes nothing. "
-    "It cannot tell a failed first attempt from a slow one, and publishing on completion makes "
-    "concurrent retries publish twice (test_concurrency.py); exactly once needs a claim one request wins"))
 def test_a_retry_that_completes_a_half_failed_send_publishes_it_once(start_server, driver):
     ks = new_keyspace()
     srv = start_server(ks, extra=AUTH_ARGS, auth=True)

@@ -163,6 +163,7 @@ typedef enum cass_q {
     Q_TOKEN_DEL,
     Q_NAME_LWT,
     Q_IDEM_LWT,
+    Q_IDEM_CLAIM,
     Q_CBU_GET,
     Q_CBU_PUT,
     Q_MSG_PUT,

@@ -42,7 +42,8 @@ static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS %s.conversation_participants (conversation_id uuid PRIMARY KEY, user1_id uuid, "
     "user2_id uuid)",
     "CREATE TABLE IF NOT EXISTS %s.idempotency (sender_id uuid, client_message_id text, conversation_id uuid, "
-    "message_id timeuuid, receiver_id uuid, content_sha256 blob, PRIMARY KEY ((sender_id, client_message_id))) "
+    "message_id timeuuid, receiver_id uuid, content_sha256 blob, published boolean, "
+    "PRIMARY KEY ((sender_id, client_message_id))) "
     "WITH default_time_to_live = 86400",
     "CREATE TABLE IF NOT EXISTS %s.user_credentials (user_id uuid PRIMARY KEY, password_hash text)",
     "CREATE TABLE IF NOT EXISTS %s.auth_tokens (token_hash blob PRIMARY KEY, user_id uuid, expires_at timestamp)",
@@ -219,6 +220,9 @@ static int create_schema(const store_cassandra_config_t *cfg, bool *fresh) {
      * earlier version; its rows without them are read the old way. */
     snprintf(q, sizeof q, "ALTER TABLE %s.conversation_recency ADD IF NOT EXISTS (other_user_id uuid, last_message text)",
              ks);
+    if (rc == CQL_OK) rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
+    /* The claim of a keyed send's event (cass_send.c), likewise. */
+    snprintf(q, sizeof q, "ALTER TABLE %s.idempotency ADD IF NOT EXISTS published boolean", ks);
     if (rc == CQL_OK) rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     if (rc == CQL_OK) rc = old_recency_update(c, ks);
     if (rc == CQL_OK) wait_schema_agreement(c);

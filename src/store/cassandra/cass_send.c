@@ -91,7 +91,33 @@ static void send_reads(send_op_t *op) {
     cass_join_arrive(&op->reads, 0); /* the submitter's own count */
 }
 
-static void send_writes_done(void *arg, int err) { send_finish(arg, err); }
+/* Who publishes a keyed send's event: the attempt (first or a retry) whose
+ * lightweight transaction sets `published` on the key's row. The others are
+ * answered as replays (200, no event), so the message's event goes out once
+ * and one attempt gets 201, whichever of them completed its writes, and
+ * even when a retry completed a first attempt that failed half-way. A claim
+ * that times out is a 503 like any failed write: a later retry claims, or
+ * finds that it was claimed (and then, if the attempt that claimed never
+ * learnt it, the event is lost: the message is not). */
+static void on_send_claim(void *arg, int status, cql_result *r) {
+    send_op_t *op = arg;
+    int err = cass_map_cql(status, r, "event claim");
+    int applied = 0;
+    if (!err && (cql_result_next_row(r) != 1 || cql_row_get_bool(r, 0, &applied) != CQL_OK)) err = STORE_EIO;
+    op->replayed = !applied;
+    send_finish(op, err);
+}
+
+static void send_writes_done(void *arg, int err) {
+    send_op_t *op = arg;
+    if (err || !op->req.client_message_id) {
+        send_finish(op, err);
+        return;
+    }
+    cql_value v[2] = {v_uuid(&op->req.sender_id),
+                      cql_value_textn(op->req.client_message_id, op->req.client_message_id_len)};
+    cass_exec_lwt(op->s, Q_IDEM_CLAIM, v, 2, on_send_claim, op);
+}
 
 static void on_send_write(void *arg, int status, cql_result *r) {
     send_op_t *op = arg;
@@ -209,13 +235,9 @@ static void send_write(send_op_t *op) {
  * A retry always writes the send again, with the reserved id (so with its
  * first attempt's time, even hours later) and the same timestamps: the
  * writes are idempotent, and they complete a first attempt that wrote only
- * some of its partitions ("Why no logged batch" in cass_internal.h). It is
- * answered as a replay (200) and publishes nothing: publishing here would
- * publish twice when the first attempt is only slow (tests/http/
- * test_concurrency.py's concurrent retries), and a first attempt that
- * failed has published nothing, so its event is lost to open streams.
- * Exactly once needs a claim that only one request can win (issue 14;
- * tests/cassandra/test_idempotency.py's strict xfail). */
+ * some of its partitions ("Why no logged batch" in cass_internal.h). Then
+ * it claims the event like any attempt (on_send_claim): it publishes and
+ * gets 201 only if no attempt did before it. */
 static void on_send_reserved_message(void *arg, int status, cql_result *r) {
     send_op_t *op = arg;
     int err = cass_map_cql(status, r, "idempotent replay read");

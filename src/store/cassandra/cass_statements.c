@@ -27,6 +27,8 @@ const char *const cass_cql_text[] = {
     [Q_NAME_LWT] = "INSERT INTO users_by_name (username_lower, user_id) VALUES (?, ?) IF NOT EXISTS",
     [Q_IDEM_LWT] = "INSERT INTO idempotency (sender_id, client_message_id, conversation_id, message_id, receiver_id, "
                    "content_sha256) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+    [Q_IDEM_CLAIM] = "UPDATE idempotency SET published = true WHERE sender_id = ? AND client_message_id = ? "
+                     "IF published = null",
     [Q_CBU_GET] = "SELECT other_user_id, last_message, last_updated FROM conversations_by_user WHERE user_id = ? AND "
                   "conversation_id = ?",
     [Q_CBU_PUT] = "INSERT INTO conversations_by_user (user_id, conversation_id, other_user_id, last_message, "
