@@ -277,6 +277,18 @@ static inline void cass_rec_values(cql_value v[REC_PUT_VALUES], const uuid_t *us
     v[7] = cql_value_bigint(ts);
 }
 
+#define REC_DEL_VALUES 5
+/* Q_REC_DEL's values: user's recency row of conv at key, deleted with a
+ * tombstone at ts (µs). */
+static inline void cass_rec_del_values(cql_value v[REC_DEL_VALUES], const uuid_t *user, const uuid_t *conv,
+                                       rec_key_t key, int64_t ts) {
+    v[0] = cql_value_bigint(ts);
+    v[1] = v_uuid(user);
+    v[2] = cql_value_int(key.tier);
+    v[3] = cql_value_bigint(key.pos);
+    v[4] = v_conv_key(conv);
+}
+
 /* Reads column `col` of the current row as a uuid. */
 static inline bool row_uuid(cql_result *r, int col, uuid_t *out) {
     return cql_row_get_uuid(r, col, out->b) == CQL_OK;

@@ -85,6 +85,18 @@ typedef struct conv_item {
     char *content; /* owned copy */
 } conv_item_t;
 
+/* A fetched recency row: its key and list position, and the list item it
+ * carries (rec_row_item). */
+typedef struct rec_row {
+    int64_t activity;
+    uuid_t conv;
+    rec_key_t key;
+    bool carried;               /* false: written before rows carried items */
+    uuid_t other;
+    char *content;              /* owned; NULL: no message */
+    size_t content_len;
+} rec_row_t;
+
 typedef struct conv_page_op {
     cass_store_t *s;
     store_conv_page_cb cb;
@@ -103,14 +115,7 @@ typedef struct conv_page_op {
      * them and the tier-1 rows, in list order */
     size_t n_rows;
     bool rows_more;
-    int64_t row_activity[CBU_IN_MAX];
-    uuid_t row_conv[CBU_IN_MAX];
-    rec_key_t row_key[CBU_IN_MAX];
-    /* and the list item each carries (rec_row_item) */
-    bool row_carried[CBU_IN_MAX];
-    uuid_t row_other[CBU_IN_MAX];
-    char *row_content[CBU_IN_MAX];   /* owned; NULL: no message */
-    size_t row_content_len[CBU_IN_MAX];
+    rec_row_t rows[CBU_IN_MAX];
     /* accepted items */
     size_t count;
     bool more;
@@ -123,8 +128,8 @@ typedef enum { MISSING, STALE, LIVE } row_state_t;
 /* Frees the fetched rows' carried contents; the rows are gone. */
 static void rows_clear(conv_page_op_t *op) {
     for (size_t i = 0; i < op->n_rows; i++) {
-        free(op->row_content[i]);
-        op->row_content[i] = NULL;
+        free(op->rows[i].content);
+        op->rows[i].content = NULL;
     }
     op->n_rows = 0;
 }
@@ -152,9 +157,9 @@ static void on_stale_deleted(void *arg, int status, cql_result *r) {
  * tombstone carries the timestamp its activity was written with: it removes
  * the row, and nothing written for a later message. */
 static void delete_stale(cass_store_t *s, const uuid_t *user, int64_t activity, rec_key_t key, const uuid_t *conv) {
-    cql_value v[5] = {cql_value_bigint(ticks_to_unix_us((uint64_t)activity)), v_uuid(user), cql_value_int(key.tier),
-                      cql_value_bigint(key.pos), v_conv_key(conv)};
-    cass_exec(s, Q_REC_DEL, v, 5, NULL, on_stale_deleted, NULL);
+    cql_value v[REC_DEL_VALUES];
+    cass_rec_del_values(v, user, conv, key, ticks_to_unix_us((uint64_t)activity));
+    cass_exec(s, Q_REC_DEL, v, REC_DEL_VALUES, NULL, on_stale_deleted, NULL);
 }
 
 /* The item of conv this request already accepted, or NULL (a conversation
@@ -178,6 +183,32 @@ static int item_desc(const void *x, const void *y) {
     return -position_cmp((int64_t)a->c.activity, &a->c.id, (int64_t)b->c.activity, &b->c.id);
 }
 
+/* An owned copy of a text column's bytes (NUL added), or NULL when out of
+ * memory. */
+static char *text_copy(const cql_str *t) {
+    char *p = malloc(t->len + 1);
+    if (!p) return NULL;
+    if (t->len) memcpy(p, t->ptr, t->len);
+    p[t->len] = '\0';
+    return p;
+}
+
+/* A list item of the user's conversation conv with other, at activity at
+ * (100-ns ticks); content (owned by it, len bytes) or NULL for none. */
+static void item_set(conv_item_t *it, const conv_page_op_t *op, const uuid_t *conv, const uuid_t *other, int64_t at,
+                     char *content, size_t len) {
+    conversation_t *c = &it->c;
+    c->id = *conv;
+    c->user1_id = op->q.user_id;
+    c->user2_id = *other;
+    c->activity = (uint64_t)at;
+    c->created_at_ms = c->last_message_at_ms = ticks_to_unix_ms((uint64_t)at);
+    it->content = content;
+    c->has_last_message = content != NULL;
+    c->last_message_content = content;
+    c->last_message_len = content ? len : 0;
+}
+
 /* on_cbu_in, step 1: matches the conversations_by_user rows in r to the
  * fetched recency rows, filling state[] and found[] (found[i].content owned);
  * returns STORE_ENOMEM when a copy failed, else STORE_OK. */
@@ -189,29 +220,19 @@ static int cbu_match(conv_page_op_t *op, cql_result *r, row_state_t *state, conv
         if (!row_uuid(r, 0, &conv) || !row_uuid(r, 1, &other) || cass_row_time_ms(r, 3, &updated) != CQL_OK)
             continue;
         for (size_t i = 0; i < op->n_rows; i++) {
-            if (state[i] != MISSING || uuid_cmp(&op->row_conv[i], &conv) != 0) continue;
-            conversation_t *c = &found[i].c;
+            const rec_row_t *row = &op->rows[i];
+            if (state[i] != MISSING || uuid_cmp(&row->conv, &conv) != 0) continue;
             /* last_updated is in ms (the FastAPI format): a row whose
              * activity lies in an earlier ms is superseded, and the
              * conversation's position is the start of that ms. */
-            int64_t row_ms = ticks_to_unix_ms((uint64_t)op->row_activity[i]);
+            int64_t row_ms = ticks_to_unix_ms((uint64_t)row->activity);
             state[i] = row_ms < updated ? STALE : LIVE;
-            int64_t at = row_ms < updated ? (int64_t)unix_ms_to_ticks(updated) : op->row_activity[i];
-            c->id = conv;
-            c->user1_id = op->q.user_id;
-            c->user2_id = other;
-            c->activity = (uint64_t)at;
-            c->created_at_ms = ticks_to_unix_ms((uint64_t)at);
-            c->last_message_at_ms = c->created_at_ms;
+            int64_t at = row_ms < updated ? (int64_t)unix_ms_to_ticks(updated) : row->activity;
             cql_str text;
-            if (cql_row_get_text(r, 2, &text) == CQL_OK) {
-                c->has_last_message = true;
-                found[i].content = malloc(text.len + 1);
-                if (!found[i].content) { err = STORE_ENOMEM; break; }
-                if (text.len) memcpy(found[i].content, text.ptr, text.len);
-                c->last_message_content = found[i].content;
-                c->last_message_len = text.len;
-            }
+            bool has_text = cql_row_get_text(r, 2, &text) == CQL_OK;
+            char *content = has_text ? text_copy(&text) : NULL;
+            if (has_text && !content) { err = STORE_ENOMEM; break; }
+            item_set(&found[i], op, &conv, &other, at, content, has_text ? text.len : 0);
         }
     }
     return err;
@@ -226,7 +247,7 @@ static void cbu_accept(conv_page_op_t *op, const row_state_t *state, conv_item_t
             if (state[i] != (pass == 0 ? LIVE : STALE)) continue;
             conv_item_t *it = &found[i];
             if (pass == 1 && !err)
-                delete_stale(op->s, &op->q.user_id, op->row_activity[i], op->row_key[i], &op->row_conv[i]);
+                delete_stale(op->s, &op->q.user_id, op->rows[i].activity, op->rows[i].key, &op->rows[i].conv);
             bool in_range = !op->has_start || position_cmp((int64_t)it->c.activity, &it->c.id, op->start_activity,
                                                            &op->start_id) < 0;
             /* A stale row is placed at the start of its conversation's
@@ -258,7 +279,7 @@ static void conv_page_settle(conv_page_op_t *op) {
      * fetched (anything fetched later sorts below them). */
     if (op->count > (size_t)op->q.limit &&
         (!op->rows_more || position_cmp((int64_t)op->items[op->q.limit].c.activity, &op->items[op->q.limit].c.id,
-                                        op->row_activity[op->n_rows - 1], &op->row_conv[op->n_rows - 1]) >= 0)) {
+                                        op->rows[op->n_rows - 1].activity, &op->rows[op->n_rows - 1].conv) >= 0)) {
         op->more = true;
         conv_page_finish(op, STORE_OK);
         return;
@@ -266,8 +287,8 @@ static void conv_page_settle(conv_page_op_t *op) {
     if (!op->rows_more) { conv_page_finish(op, STORE_OK); return; }
     /* Skipped rows made the page short: continue below the last row seen. */
     op->cursor_set = true;
-    op->pos_activity = op->row_activity[op->n_rows - 1];
-    op->pos_id = op->row_conv[op->n_rows - 1];
+    op->pos_activity = op->rows[op->n_rows - 1].activity;
+    op->pos_id = op->rows[op->n_rows - 1].conv;
     conv_fetch_recency(op);
 }
 
@@ -308,35 +329,25 @@ static void on_cbu_in(void *arg, int status, cql_result *r) {
  * row of a conversation already accepted is stale, and deleted. */
 static void conv_accept_carried(conv_page_op_t *op) {
     for (size_t i = 0; i < op->n_rows; i++) {
-        const conv_item_t *seen = conv_find(op, &op->row_conv[i]);
+        rec_row_t *row = &op->rows[i];
+        const conv_item_t *seen = conv_find(op, &row->conv);
         if (seen) {
-            if ((int64_t)seen->c.activity > op->row_activity[i])
-                delete_stale(op->s, &op->q.user_id, op->row_activity[i], op->row_key[i], &op->row_conv[i]);
+            if ((int64_t)seen->c.activity > row->activity)
+                delete_stale(op->s, &op->q.user_id, row->activity, row->key, &row->conv);
             continue;
         }
         if (op->count == sizeof op->items / sizeof op->items[0]) continue;
         conv_item_t *it = &op->items[op->count++];
         memset(it, 0, sizeof *it);
-        conversation_t *c = &it->c;
-        c->id = op->row_conv[i];
-        c->user1_id = op->q.user_id;
-        c->user2_id = op->row_other[i];
-        c->activity = (uint64_t)op->row_activity[i];
-        c->created_at_ms = c->last_message_at_ms = ticks_to_unix_ms(c->activity);
-        if (op->row_content[i]) {
-            it->content = op->row_content[i];
-            op->row_content[i] = NULL;
-            c->has_last_message = true;
-            c->last_message_content = it->content;
-            c->last_message_len = op->row_content_len[i];
-        }
+        item_set(it, op, &row->conv, &row->other, row->activity, row->content, row->content_len);
+        row->content = NULL; /* the item owns it now */
     }
     conv_page_settle(op);
 }
 
 static bool rows_all_carried(const conv_page_op_t *op) {
     for (size_t i = 0; i < op->n_rows; i++)
-        if (!op->row_carried[i]) return false;
+        if (!op->rows[i].carried) return false;
     return true;
 }
 
@@ -345,53 +356,42 @@ static void conv_validate(conv_page_op_t *op) {
     if (!op->has_start && rows_all_carried(op)) { conv_accept_carried(op); return; }
     cql_value v[CBU_IN_MAX + 1];
     v[0] = v_uuid(&op->q.user_id);
-    for (size_t i = 0; i < op->n_rows; i++) v[i + 1] = v_uuid(&op->row_conv[i]);
+    for (size_t i = 0; i < op->n_rows; i++) v[i + 1] = v_uuid(&op->rows[i].conv);
     cass_exec_cql(op->s, op->s->cbu_in[op->n_rows], v, op->n_rows + 1, NULL, on_cbu_in, op);
 }
 
 /* Reads the list item a row of the REC_COLS shape carries (other_user_id,
- * last_message): *carried false for a row written before rows carried it
- * (indexed from an older keyspace: such rows are checked the old way).
- * *content: an owned copy, NULL for a conversation without a message.
- * False when out of memory. */
-static bool rec_row_item(cql_result *r, bool *carried, uuid_t *other, char **content, size_t *len) {
-    *content = NULL;
-    *len = 0;
-    *carried = row_uuid(r, 4, other);
+ * last_message) into x: x->carried false for a row written before rows
+ * carried it (indexed from an older keyspace: such rows are checked the old
+ * way). x->content: an owned copy, NULL for a conversation without a
+ * message. False when out of memory. */
+static bool rec_row_item(cql_result *r, rec_row_t *x) {
+    x->content = NULL;
+    x->content_len = 0;
+    x->carried = row_uuid(r, 4, &x->other);
     cql_str text;
-    if (!*carried || cql_row_get_text(r, 5, &text) != CQL_OK) return true;
-    if (!(*content = malloc(text.len + 1))) return false;
-    if (text.len) memcpy(*content, text.ptr, text.len);
-    *len = text.len;
+    if (!x->carried || cql_row_get_text(r, 5, &text) != CQL_OK) return true;
+    if (!(x->content = text_copy(&text))) return false;
+    x->content_len = text.len;
     return true;
 }
 
-/* Reads a row of the REC_COLS shape (activity, conversation_id, tier, pos,
- * then the carried item: rec_row_item). */
-static bool rec_row(cql_result *r, int64_t *activity, uuid_t *conv, rec_key_t *key) {
+/* Reads the key of a row of the REC_COLS shape (activity, conversation_id,
+ * tier, pos) into x; the carried item is rec_row_item's. */
+static bool rec_row_key(cql_result *r, rec_row_t *x) {
     const uint8_t *k;
     size_t k_len;
     int32_t tier;
-    if (cql_row_get_bigint(r, 0, activity) != CQL_OK || cql_row_get_blob(r, 1, &k, &k_len) != CQL_OK ||
-        k_len != 16 || cql_row_get_int(r, 2, &tier) != CQL_OK || cql_row_get_bigint(r, 3, &key->pos) != CQL_OK)
+    if (cql_row_get_bigint(r, 0, &x->activity) != CQL_OK || cql_row_get_blob(r, 1, &k, &k_len) != CQL_OK ||
+        k_len != 16 || cql_row_get_int(r, 2, &tier) != CQL_OK || cql_row_get_bigint(r, 3, &x->key.pos) != CQL_OK)
         return false;
-    memcpy(conv->b, k, 16);
-    key->tier = tier;
-    return time_ms_valid(ticks_to_unix_ms((uint64_t)*activity));
+    memcpy(x->conv.b, k, 16);
+    x->key.tier = tier;
+    return time_ms_valid(ticks_to_unix_ms((uint64_t)x->activity));
 }
 
-typedef struct rec_cand {
-    int64_t activity;
-    uuid_t conv;
-    rec_key_t key;
-    bool carried;
-    uuid_t other;
-    char *content;              /* owned */
-    size_t content_len;
-} rec_cand_t;
-
-static int cand_desc(const void *x, const void *y) {
-    const rec_cand_t *a = x, *b = y;
+static int row_desc(const void *x, const void *y) {
+    const rec_row_t *a = x, *b = y;
     return -position_cmp(a->activity, &a->conv, b->activity, &b->conv);
 }
 
@@ -412,39 +412,26 @@ static void on_recency_hot(void *arg, int status, cql_result *r) {
         log_warn("store", "cassandra: a conversation page read %d hot recency rows (the most it reads): some may be "
                  "missing from the list", (int)n_hot);
     size_t cap = op->n_rows + (size_t)(n_hot > 0 ? n_hot : 0);
-    rec_cand_t *c = malloc((cap ? cap : 1) * sizeof *c);
+    rec_row_t *c = malloc((cap ? cap : 1) * sizeof *c);
     if (!c) { conv_page_finish(op, STORE_ENOMEM); return; }
-    size_t n = 0;
-    for (size_t i = 0; i < op->n_rows; i++) {
-        c[n++] = (rec_cand_t){op->row_activity[i], op->row_conv[i], op->row_key[i], op->row_carried[i],
-                              op->row_other[i], op->row_content[i], op->row_content_len[i]};
-        op->row_content[i] = NULL; /* c owns it now */
-    }
+    size_t n = op->n_rows;
+    memcpy(c, op->rows, n * sizeof *c);
+    for (size_t i = 0; i < n; i++) op->rows[i].content = NULL; /* c's now */
+    op->n_rows = 0;
     bool oom = false;
     while (!oom && n < cap && cql_result_next_row(r) == 1) {
-        rec_cand_t *x = &c[n];
-        if (!rec_row(r, &x->activity, &x->conv, &x->key) || x->key.tier != 1) continue;
+        rec_row_t *x = &c[n];
+        if (!rec_row_key(r, x) || x->key.tier != 1) continue;
         if (op->cursor_set && position_cmp(x->activity, &x->conv, op->pos_activity, &op->pos_id) >= 0) continue;
-        oom = !rec_row_item(r, &x->carried, &x->other, &x->content, &x->content_len);
+        oom = !rec_row_item(r, x);
         n++;
     }
-    qsort(c, n, sizeof *c, cand_desc);
+    qsort(c, n, sizeof *c, row_desc);
     size_t want = fetch_want(op);
     if (n > want) op->rows_more = true; /* the rest is read again below the last row kept */
     op->n_rows = n < want ? n : want;
-    for (size_t i = 0; i < n; i++) {
-        if (i >= op->n_rows) {
-            free(c[i].content);
-            continue;
-        }
-        op->row_activity[i] = c[i].activity;
-        op->row_conv[i] = c[i].conv;
-        op->row_key[i] = c[i].key;
-        op->row_carried[i] = c[i].carried;
-        op->row_other[i] = c[i].other;
-        op->row_content[i] = c[i].content;
-        op->row_content_len[i] = c[i].content_len;
-    }
+    memcpy(op->rows, c, op->n_rows * sizeof *c);
+    for (size_t i = op->n_rows; i < n; i++) free(c[i].content);
     free(c);
     if (oom) { conv_page_finish(op, STORE_ENOMEM); return; }
     conv_validate(op);
@@ -460,17 +447,16 @@ static void on_recency(void *arg, int status, cql_result *r) {
     rows_clear(op);
     while (got < want && cql_result_next_row(r) == 1) {
         got++;
-        size_t i = op->n_rows;
-        if (!rec_row(r, &op->row_activity[i], &op->row_conv[i], &op->row_key[i]) || op->row_key[i].tier != 0)
-            continue;
+        rec_row_t *x = &op->rows[op->n_rows];
+        if (!rec_row_key(r, x) || x->key.tier != 0) continue;
         op->n_rows++; /* rows_clear frees what rec_row_item copied, even when it fails */
-        if (!rec_row_item(r, &op->row_carried[i], &op->row_other[i], &op->row_content[i], &op->row_content_len[i])) {
+        if (!rec_row_item(r, x)) {
             conv_page_finish(op, STORE_ENOMEM);
             return;
         }
     }
     op->rows_more = got == want;
-    int64_t lo = op->rows_more && op->n_rows ? op->row_activity[op->n_rows - 1] / RECENCY_HOT_TICKS : 0;
+    int64_t lo = op->rows_more && op->n_rows ? op->rows[op->n_rows - 1].activity / RECENCY_HOT_TICKS : 0;
     int64_t hi = op->cursor_set ? op->pos_activity / RECENCY_HOT_TICKS : INT64_MAX;
     cql_value v[4] = {v_uuid(&op->q.user_id), cql_value_bigint(lo), cql_value_bigint(hi),
                       cql_value_int(RECENCY_HOT_MAX)};

@@ -25,7 +25,9 @@
     "gc_grace_seconds = " XSTR(RECENCY_GC_GRACE) " AND compaction = {'class': 'LeveledCompactionStrategy'}"
 
 /* The seed design's four tables, exactly as the FastAPI implementation
- * creates them, then ours. %s: the keyspace. */
+ * creates them, then ours, then the columns added to ours since (a table
+ * of an earlier version gets them; CREATE already has them). %s: the
+ * keyspace. */
 static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS %s.users (user_id uuid PRIMARY KEY, username text)",
     "CREATE TABLE IF NOT EXISTS %s.conversations_by_user (user_id uuid, conversation_id uuid, other_user_id uuid, "
@@ -47,6 +49,11 @@ static const char *const TABLES[] = {
     "WITH default_time_to_live = 86400",
     "CREATE TABLE IF NOT EXISTS %s.user_credentials (user_id uuid PRIMARY KEY, password_hash text)",
     "CREATE TABLE IF NOT EXISTS %s.auth_tokens (token_hash blob PRIMARY KEY, user_id uuid, expires_at timestamp)",
+    /* the carried list items (cass_internal.h); rows without them are read
+     * the old way */
+    "ALTER TABLE %s.conversation_recency ADD IF NOT EXISTS (other_user_id uuid, last_message text)",
+    /* the claim of a keyed send's event (cass_send.c) */
+    "ALTER TABLE %s.idempotency ADD IF NOT EXISTS published boolean",
 };
 
 /* ------------------------------------------------------------------ blocking calls */
@@ -216,14 +223,6 @@ static int create_schema(const store_cassandra_config_t *cfg, bool *fresh) {
         snprintf(q, sizeof q, TABLES[i], ks);
         rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     }
-    /* The carried list items (cass_internal.h), added to a table of an
-     * earlier version; its rows without them are read the old way. */
-    snprintf(q, sizeof q, "ALTER TABLE %s.conversation_recency ADD IF NOT EXISTS (other_user_id uuid, last_message text)",
-             ks);
-    if (rc == CQL_OK) rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
-    /* The claim of a keyed send's event (cass_send.c), likewise. */
-    snprintf(q, sizeof q, "ALTER TABLE %s.idempotency ADD IF NOT EXISTS published boolean", ks);
-    if (rc == CQL_OK) rc = run_sync(c, q, NULL, 0, CQL_ONE, NULL, NULL);
     if (rc == CQL_OK) rc = old_recency_update(c, ks);
     if (rc == CQL_OK) wait_schema_agreement(c);
     cql_client_close(c);

@@ -178,13 +178,14 @@ static void send_user_rows(send_op_t *op, const rec_move_t *mv, const uuid_t *us
     cql_value cbu[6] = {v_uuid(user), v_uuid(&m->conversation_id), v_uuid(other),
                         cql_value_textn(m->content, m->content_len), cql_value_timestamp(m->created_at_ms),
                         cql_value_bigint(ts)};
-    cql_value del[5] = {cql_value_bigint(ts), v_uuid(user), cql_value_int(mv->old.tier), cql_value_bigint(mv->old.pos),
-                        v_conv_key(&m->conversation_id)};
-    cql_value put[REC_PUT_VALUES];
+    cql_value del[REC_DEL_VALUES], put[REC_PUT_VALUES];
     cql_batch_stmt st[3] = {{cass_cql(Q_CBU_PUT), cbu, 6, 1}};
     size_t n = 1;
     if (mv->write) {
-        if (mv->moved) st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), del, 5, 1};
+        if (mv->moved) {
+            cass_rec_del_values(del, user, &m->conversation_id, mv->old, ts);
+            st[n++] = (cql_batch_stmt){cass_cql(Q_REC_DEL), del, REC_DEL_VALUES, 1};
+        }
         rec_item_t item = {other, m->content, m->content_len};
         cass_rec_values(put, user, &m->conversation_id, mv->key, act, ts, &item);
         st[n++] = (cql_batch_stmt){cass_cql(Q_REC_PUT), put, REC_PUT_VALUES, 1};
@@ -249,8 +250,8 @@ static void on_send_reserved_message(void *arg, int status, cql_result *r) {
         send_finish(op, STORE_ECONFLICT);
         return;
     }
-    /* Stored and equal, or reserved but not (yet) written. */
-    op->replayed = true;
+    /* Stored and equal, or reserved but not (yet) written: on_send_claim
+     * decides between 201 and a replay. */
     send_reads(op);
 }
 
