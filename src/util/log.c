@@ -2,12 +2,12 @@
 #include "util/log.h"
 
 #include "util/json_write.h"
+#include "util/timefmt.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Written once by log_set_level() and log_set_format() before threads
@@ -45,32 +45,21 @@ static void write_line(const char *line, size_t len) {
     (void)w; /* nothing sensible to do if stderr is gone */
 }
 
-/* "2026-11-25T02:13:12.123Z" into out (TIME_BUF bytes: the compiler
- * cannot know the fields' ranges). */
-#define TIME_BUF 64
-static void format_now(char *out) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    snprintf(out, TIME_BUF, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
-}
-
 /* One JSON object: every string escaped by json_escape_to, so a message
  * holding a client's bytes (a path, a name) cannot break the line or add
  * a field. */
 static void write_json(const char *when, log_level_t level, const char *component, const char *msg, size_t len) {
-    const char *id = NULL;
+    const char *id = NULL, *end = msg + len;
     size_t id_len = 0;
     if (len > 4 && memcmp(msg, "req=", 4) == 0) {
         id = msg + 4;
-        while (id_len < len - 4 && id[id_len] != ' ') id_len++;
-        msg = id + id_len + (id_len < len - 4);
-        len = (size_t)(msg - id) <= len - 4 ? len - 4 - (size_t)(msg - id) : 0;
+        const char *space = memchr(id, ' ', (size_t)(end - id));
+        id_len = (size_t)((space ? space : end) - id);
+        msg = space ? space + 1 : end;
+        len = (size_t)(end - msg);
     }
     size_t clen = strlen(component);
-    char line[64 + TIME_BUF + JSON_ESCAPED_MAX_LEN(64) + JSON_ESCAPED_MAX_LEN(64) + JSON_ESCAPED_MAX_LEN(MSG_MAX)];
+    char line[64 + TIME_STR_LEN + JSON_ESCAPED_MAX_LEN(64) + JSON_ESCAPED_MAX_LEN(64) + JSON_ESCAPED_MAX_LEN(MSG_MAX)];
     if (clen > 64) clen = 64;
     if (id_len > 64) id_len = 64;
     char *o = line;
@@ -88,8 +77,8 @@ static void write_json(const char *when, log_level_t level, const char *componen
 
 void log_msg(log_level_t level, const char *component, const char *fmt, ...) {
     if (!log_enabled(level)) return;
-    char when[TIME_BUF], msg[MSG_MAX];
-    format_now(when);
+    char when[TIME_STR_LEN + 1], msg[MSG_MAX];
+    time_format_ms(time_now_ms(), when);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(msg, sizeof msg, fmt, ap);
@@ -100,7 +89,7 @@ void log_msg(log_level_t level, const char *component, const char *fmt, ...) {
         write_json(when, level, component, msg, len);
         return;
     }
-    char line[TIME_BUF + 80 + 4 * MSG_MAX];
+    char line[TIME_STR_LEN + 80 + 4 * MSG_MAX];
     int n = snprintf(line, sizeof line, "%s %s %.64s: ", when, NAMES[level], component);
     if (n < 0) return;
     /* A control character (a client's %0a in a logged path) is written as
