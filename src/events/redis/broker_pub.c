@@ -49,13 +49,19 @@ static bool pub_alive(link_t *l) {
     return false;
 }
 
+/* n payloads were not published: counted, and the loss notice is due.
+ * With b->mu held. */
+static void lose_locked(broker_t *b, size_t n) {
+    b->dropped += n;
+    b->lost = true;
+}
+
 static void count_lost(link_t *l, size_t n) {
     broker_t *b = l->b;
     uint64_t suppressed;
     char buf[48];
     pthread_mutex_lock(&b->mu);
-    b->dropped += n;
-    b->lost = true;
+    lose_locked(b, n);
     uint64_t total = b->dropped;
     pthread_mutex_unlock(&b->mu);
     if (warn_limit_allow(&l->rl_batch, now_ms(), &suppressed))
@@ -103,8 +109,7 @@ static int pub_replies(link_t *l, size_t n, size_t *answered) {
             uint64_t suppressed;
             char buf[48];
             pthread_mutex_lock(&b->mu);
-            b->dropped++;
-            b->lost = true;
+            lose_locked(b, 1);
             pthread_mutex_unlock(&b->mu);
             if (warn_limit_allow(&l->rl_err, now_ms(), &suppressed))
                 log_warn("broker", "publisher: PUBLISH refused: %s%s", r->str,
@@ -168,23 +173,25 @@ static void pub_drop_backlog(broker_t *b) {
     size_t n = b->q_items;
     b->q_head = b->q_tail = NULL;
     b->q_items = b->q_bytes = 0;
-    if (n) {
-        b->dropped += n;
-        b->lost = true;
-    }
+    if (n) lose_locked(b, n);
     pthread_mutex_unlock(&b->mu);
     q_free_all(q);
     if (n) log_warn("broker", "publisher: connected again; %zu payload(s) queued meanwhile dropped, "
                               "every event stream told to catch up from the store", n);
 }
 
-/* Waits for work, at most IDLE_CHECK_MS. Returns whether a batch is ready:
- * payloads are queued and the gate is open (this broker's subscription has
- * been confirmed once; see "Loss" in broker_internal.h) or closing has
- * started; *stopping says whether it has. */
+/* A batch is ready: payloads are queued or a loss notice is due, and the
+ * gate is open (this broker's subscription has been confirmed once; see
+ * "Loss" in broker_internal.h) or closing has started. With b->mu held. */
+static bool pub_ready(const broker_t *b) {
+    return (b->q_head || b->lost) && (b->subscribed_once || b->stopping);
+}
+
+/* Waits for work, at most IDLE_CHECK_MS. Returns pub_ready(); *stopping
+ * says whether closing has started. */
 static bool pub_wait(broker_t *b, bool *stopping) {
     pthread_mutex_lock(&b->mu);
-    bool ready = (b->q_head || b->lost) && (b->subscribed_once || b->stopping);
+    bool ready = pub_ready(b);
     if (!ready && !b->stopping) {
         /* One wait, then round the loop: a tick looks at the idle
          * connection, so a Redis restart is noticed before the next
@@ -195,7 +202,7 @@ static bool pub_wait(broker_t *b, bool *stopping) {
         ts.tv_sec += IDLE_CHECK_MS / 1000 + ns / 1000000000L;
         ts.tv_nsec = ns % 1000000000L;
         pthread_cond_timedwait(&b->cv, &b->mu, &ts);
-        ready = (b->q_head || b->lost) && (b->subscribed_once || b->stopping);
+        ready = pub_ready(b);
     }
     *stopping = b->stopping;
     pthread_mutex_unlock(&b->mu);
@@ -275,8 +282,7 @@ void broker_publish(broker_t *b, const char *payload, size_t len) {
             old->next = NULL;
             *etail = old;
             etail = &old->next;
-            b->dropped++;
-            b->lost = true;
+            lose_locked(b, 1);
             why = "queue full while redis is unreachable: dropped the oldest";
         }
         if (b->q_tail) b->q_tail->next = n;
@@ -286,8 +292,7 @@ void broker_publish(broker_t *b, const char *payload, size_t len) {
         b->q_bytes += len;
         pthread_cond_signal(&b->cv);
     } else {
-        b->dropped++;
-        b->lost = true;
+        lose_locked(b, 1);
     }
     bool say = why && warn_limit_allow(&b->rl_drop, now_ms(), &suppressed);
     total = b->dropped;
