@@ -158,6 +158,15 @@ static int missed_cmp(const void *a, const void *b) {
     return memcmp(((const missed_t *)a)->key, ((const missed_t *)b)->key, 16);
 }
 
+/* The entry of arr[0, n) (sorted by key) of the message with this id, or
+ * NULL. */
+static missed_t *missed_find(missed_t *arr, size_t n, const uuid_t *id) {
+    if (!n) return NULL;
+    missed_t k;
+    uuid_sort_key(id, k.key);
+    return bsearch(&k, arr, n, sizeof k, missed_cmp);
+}
+
 static void sent_forget(sse_t *c) {
     free(c->sent);
     c->sent = NULL;
@@ -173,10 +182,7 @@ static void sent_expire(sse_t *c) {
  * is then skipped). With c->mu held. */
 static bool sent_by_catchup(sse_t *c, const uuid_t *id) {
     sent_expire(c);
-    if (!c->n_sent) return false;
-    missed_t k;
-    uuid_sort_key(id, k.key);
-    missed_t *m = bsearch(&k, c->sent, c->n_sent, sizeof k, missed_cmp);
+    missed_t *m = missed_find(c->sent, c->n_sent, id);
     if (!m) return false;
     if (!m->echoed) {
         m->echoed = true;
@@ -251,9 +257,7 @@ static void on_closed(void *ctx) {
 /* True when the catch-up sent the message with this id; its event, which
  * came meanwhile, is crossed off. */
 static bool was_missed(sse_t *c, const uuid_t *id) {
-    missed_t k;
-    uuid_sort_key(id, k.key);
-    missed_t *m = c->n_missed ? bsearch(&k, c->missed, c->n_missed, sizeof k, missed_cmp) : NULL;
+    missed_t *m = missed_find(c->missed, c->n_missed, id);
     if (m) m->echoed = true;
     return m != NULL;
 }
@@ -417,9 +421,7 @@ static void chunk_plan(sse_t *c) {
  * message the key pass did not see (it came later) is left for the live
  * stream. False when out of memory. */
 static bool chunk_fill(sse_t *c, const message_t *m) {
-    missed_t k;
-    uuid_sort_key(&m->id, k.key);
-    missed_t *slot = bsearch(&k, c->missed + c->chunk_start, c->chunk_end - c->chunk_start, sizeof k, missed_cmp);
+    missed_t *slot = missed_find(c->missed + c->chunk_start, c->chunk_end - c->chunk_start, &m->id);
     if (!slot || slot->event) return true;
     buf_t b;
     buf_init(&b);
